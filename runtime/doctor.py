@@ -1,0 +1,162 @@
+"""``execloop doctor``: what works on this machine, and how to fix what does not.
+
+Each probe is small and independent; a probe never raises, it reports.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["Finding", "run_doctor"]
+
+
+class Finding(BaseModel):
+    """One probe's verdict. ``required`` findings that fail make doctor exit non-zero."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
+def _docker_client() -> tuple[Any, str]:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        client.ping()
+        return client, ""
+    except Exception as exc:  # any failure here means "no daemon", whatever its type
+        return None, str(exc).splitlines()[0][:200]
+
+
+def _check_daemon(client: Any, error: str) -> Finding:
+    if client is None:
+        return Finding(
+            name="docker daemon",
+            ok=False,
+            detail=f"no answer: {error}",
+            fix="run `sudo scripts/docker-up.sh` (installs docker.io if missing, starts dockerd)",
+        )
+    info = client.info()
+    detail = (
+        f"Engine {info.get('ServerVersion')}, cgroup v{info.get('CgroupVersion', '?')}, "
+        f"storage {info.get('Driver')}"
+    )
+    return Finding(name="docker daemon", ok=True, detail=detail)
+
+
+def _check_seccomp(client: Any) -> Finding:
+    options = " ".join(client.info().get("SecurityOptions", []))
+    ok = "seccomp" in options
+    return Finding(
+        name="docker seccomp",
+        ok=ok,
+        detail=options or "no security options reported",
+        fix="" if ok else "use a kernel and Docker built with seccomp (CONFIG_SECCOMP=y)",
+    )
+
+
+def _check_images(client: Any) -> Finding:
+    from execloop.images import images_status
+
+    status = images_status(client)
+    missing = [tag for tag, present in status.items() if not present]
+    return Finding(
+        name="sandbox images",
+        ok=not missing,
+        detail="missing: " + ", ".join(missing) if missing else ", ".join(status),
+        fix="run `execloop images build` (offline: debootstrap + a local wheelhouse)",
+    )
+
+
+def _check_gpu(client: Any) -> Finding:
+    runtimes = client.info().get("Runtimes", {})
+    has_nvidia = "nvidia" in runtimes or shutil.which("nvidia-container-runtime") is not None
+    smi = shutil.which("nvidia-smi")
+    return Finding(
+        name="GPU runtime",
+        ok=has_nvidia,
+        detail="nvidia runtime present" if has_nvidia else "no nvidia container runtime",
+        fix="install nvidia-container-toolkit and restart dockerd to use SandboxSpec(gpus=...)"
+        + ("" if smi else "; no nvidia-smi found either (no GPU driver)"),
+        required=False,
+    )
+
+
+def _check_gvisor(client: Any) -> Finding:
+    ok = "runsc" in client.info().get("Runtimes", {})
+    return Finding(
+        name="gVisor (runsc)",
+        ok=ok,
+        detail="runsc registered with dockerd" if ok else "not installed",
+        fix="optional: install gVisor and register `runsc` in /etc/docker/daemon.json",
+        required=False,
+    )
+
+
+def _run(command: list[str]) -> tuple[bool, str]:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, str(exc)
+    return done.returncode == 0, (done.stderr or done.stdout).strip()[:200]
+
+
+def _check_userns() -> Finding:
+    limit = Path("/proc/sys/user/max_user_namespaces")
+    count = int(limit.read_text()) if limit.exists() else 0
+    ok, error = _run(["unshare", "--user", "--map-root-user", "true"])
+    return Finding(
+        name="user namespaces",
+        ok=ok and count > 0,
+        detail=f"max_user_namespaces={count}" + ("" if ok else f"; unshare failed: {error}"),
+        fix="`sysctl -w user.max_user_namespaces=15000` (and on Ubuntu "
+        "`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`)",
+        required=False,
+    )
+
+
+def _check_bubblewrap() -> Finding:
+    if shutil.which("bwrap") is None:
+        return Finding(
+            name="bubblewrap",
+            ok=False,
+            detail="bwrap not found",
+            fix="`apt-get install bubblewrap` (the local backend needs it)",
+            required=False,
+        )
+    ok, error = _run(
+        ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"]
+    )
+    return Finding(
+        name="bubblewrap",
+        ok=ok,
+        detail="bwrap --unshare-all works" if ok else f"bwrap failed: {error}",
+        fix="enable user namespaces (see above) or run as root",
+        required=False,
+    )
+
+
+def run_doctor() -> list[Finding]:
+    client, error = _docker_client()
+    findings = [_check_daemon(client, error)]
+    if client is not None:
+        probes: list[Callable[[Any], Finding]] = [
+            _check_seccomp,
+            _check_images,
+            _check_gpu,
+            _check_gvisor,
+        ]
+        findings += [probe(client) for probe in probes]
+    findings += [_check_userns(), _check_bubblewrap()]
+    return findings

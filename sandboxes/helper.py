@@ -1,0 +1,504 @@
+"""execloop's in-sandbox helper: runs code sent over a Unix socket and keeps its state.
+
+It is the only execloop code that runs *inside* a sandbox, so it uses the standard library
+only; the image builder copies this file into images and the bubblewrap backend binds it in.
+The host imports the framing and the tar checks from here too, so both sides share them.
+
+Protocol: every frame is ``!IQ`` (header length, body length), a JSON header, then the body.
+The helper connects to the host's listening socket, sends ``hello``, then serves requests one
+at a time: ``exec``, ``put`` (tar body), ``get`` (tar reply), ``manifest``, ``ping``.
+
+The user's code runs in this process (that is what makes sessions stateful). Its output is
+captured at the file-descriptor level (fds 1 and 2 are pipes drained by one thread started
+here, so a pids limit reached by the user's code cannot stop the helper from answering), kept
+as head + tail, and an exec that prints more than its hard limit is stopped. Everything the
+helper reports is *untrusted* from the host's point of view: the user's code shares its process.
+"""
+
+from __future__ import annotations
+
+# Only what serving needs is imported up front: the helper's start is part of every cold
+# sandbox start. Everything else (tarfile, hashlib, pathlib, traceback...) is imported lazily.
+import builtins
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import tarfile
+    from pathlib import Path, PurePosixPath
+
+__all__ = [
+    "FRAME_PREFIX",
+    "MAX_HEADER_BYTES",
+    "TarRefusedError",
+    "check_tar_member",
+    "encode_frame",
+    "main",
+]
+
+FRAME_PREFIX = struct.Struct("!IQ")
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+_CHUNK = 1 << 16
+
+
+class TarRefusedError(ValueError):
+    """A tar entry that could escape the destination or is not a plain file or directory."""
+
+
+def check_tar_member(member: tarfile.TarInfo) -> PurePosixPath:
+    """Return the member's safe relative path, or raise ``TarRefusedError`` saying why."""
+    from pathlib import PurePosixPath
+
+    name = member.name
+    path = PurePosixPath(name)
+    if not name or path.is_absolute() or name.startswith(("/", "\\")):
+        raise TarRefusedError(f"tar entry {name!r}: absolute paths are refused")
+    if ".." in path.parts:
+        raise TarRefusedError(f"tar entry {name!r}: '..' components are refused (path traversal)")
+    if not (member.isfile() or member.isdir()):
+        raise TarRefusedError(
+            f"tar entry {name!r}: only regular files and directories are transferred "
+            "(links, devices and fifos are refused)"
+        )
+    return path
+
+
+def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
+    data = json.dumps(header, separators=(",", ":")).encode()
+    return FRAME_PREFIX.pack(len(data), len(body)) + data + body
+
+
+# --------------------------------------------------------------------------------------------
+# Everything below runs inside the sandbox.
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = sock.recv(min(size - len(chunks), 1 << 20))
+        if not chunk:
+            raise EOFError("host closed the control socket")
+        chunks += chunk
+    return bytes(chunks)
+
+
+def _recv_frame(sock: socket.socket) -> tuple[dict[str, Any], bytes]:
+    header_len, body_len = FRAME_PREFIX.unpack(_recv_exactly(sock, FRAME_PREFIX.size))
+    if header_len > MAX_HEADER_BYTES:
+        raise EOFError("oversized header from host")
+    header = json.loads(_recv_exactly(sock, header_len))
+    return header, _recv_exactly(sock, body_len) if body_len else b""
+
+
+class _Bounded:
+    """Keeps the first and last ``keep // 2`` bytes of a stream and counts the rest."""
+
+    def __init__(self, keep: int) -> None:
+        self.head_cap = keep - keep // 2
+        self.tail_cap = keep // 2
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def add(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.head_cap - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data and self.tail_cap:
+            self.tail += data[-self.tail_cap :]
+            if len(self.tail) > 2 * self.tail_cap:
+                del self.tail[: len(self.tail) - self.tail_cap]
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > self.head_cap + self.tail_cap
+
+    def text(self) -> str:
+        tail = bytes(self.tail[-self.tail_cap :]) if self.tail_cap else b""
+        if not self.truncated:
+            return (bytes(self.head) + bytes(self.tail)).decode("utf-8", "replace")
+        omitted = self.total - len(self.head) - len(tail)
+        marker = f"\n[... execloop: {omitted} bytes omitted ...]\n".encode()
+        return (bytes(self.head) + marker + tail).decode("utf-8", "replace")
+
+
+class _OutputLimitExceededError(BaseException):
+    """Raised in the user's code when it has printed more than the exec's hard limit."""
+
+
+class _Capture:
+    """fds 1 and 2 become pipes for the helper's lifetime; one thread drains them."""
+
+    def __init__(self) -> None:
+        self._out_r, out_w = os.pipe()
+        self._err_r, err_w = os.pipe()
+        self._ctl_r, self._ctl_w = os.pipe()
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.close(out_w)
+        os.close(err_w)
+        for fd in (self._out_r, self._err_r, self._ctl_r):
+            os.set_blocking(fd, False)
+        self._lock = threading.Lock()
+        self._flushed = threading.Event()
+        self._main = threading.main_thread().ident
+        self.armed = False  # True while the user's code runs: only then may the limit fire
+        self.begin(keep=1024, limit=1 << 62)
+        threading.Thread(target=self._drain, name="execloop-drain", daemon=True).start()
+
+    def begin(self, *, keep: int, limit: int) -> None:
+        with self._lock:
+            self.out = _Bounded(keep)
+            self.err = _Bounded(keep)
+            self.limit = limit
+            self.limit_hit = False
+
+    def finish(self) -> None:
+        """Wait until everything written so far to fds 1 and 2 has been read."""
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        self._flushed.clear()
+        os.write(self._ctl_w, b"x")
+        self._flushed.wait()
+
+    def _read(self, fd: int, sink: _Bounded) -> bool:
+        try:
+            data = os.read(fd, _CHUNK)
+        except BlockingIOError:
+            return False
+        if not data:
+            return False
+        with self._lock:
+            sink.add(data)
+            if not self.limit_hit and self.out.total + self.err.total > self.limit:
+                self.limit_hit = True
+                if self.armed and self._main is not None:
+                    signal.pthread_kill(self._main, signal.SIGUSR1)
+        return True
+
+    def _drain(self) -> None:
+        while True:
+            readable, _, _ = select.select([self._out_r, self._err_r, self._ctl_r], [], [])
+            if self._out_r in readable:
+                self._read(self._out_r, self.out)
+            if self._err_r in readable:
+                self._read(self._err_r, self.err)
+            if self._ctl_r in readable:
+                os.read(self._ctl_r, 64)
+                while self._read(self._out_r, self.out) | self._read(self._err_r, self.err):
+                    pass
+                self._flushed.set()
+
+
+def _cgroup_value(*candidates: str, key: str | None = None) -> int | None:
+    for candidate in candidates:
+        try:
+            with open(candidate) as handle:
+                text = handle.read()
+        except OSError:
+            continue
+        if key is None:
+            return int(text.split()[0])
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    return None
+
+
+def _oom_kills() -> int | None:
+    return _cgroup_value(
+        "/sys/fs/cgroup/memory.events",
+        "/sys/fs/cgroup/memory/memory.oom_control",
+        key="oom_kill",
+    )
+
+
+def _peak_memory() -> int | None:
+    peak = _cgroup_value(
+        "/sys/fs/cgroup/memory.peak", "/sys/fs/cgroup/memory/memory.max_usage_in_bytes"
+    )
+    if peak is None:  # no cgroup view (bubblewrap): this process and its children, in KiB
+        import resource
+
+        self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        peak = max(self_rss, child_rss) * 1024
+    return peak
+
+
+def _kill_other_processes(me: int) -> None:
+    """Stop then kill every process in this PID namespace except init and the helper.
+
+    Stopping first keeps a fork bomb from refilling the slots that the kills free.
+    """
+    for _ in range(100):
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) not in (1, me):
+                try:
+                    with open(f"/proc/{entry}/stat") as handle:
+                        state = handle.read().rsplit(")", 1)[1].split()[0]
+                except (OSError, IndexError):
+                    continue
+                if state not in ("Z", "X"):
+                    pids.append(int(entry))
+        if not pids:
+            break
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+        time.sleep(0.002)
+    while True:  # reap the helper's own children
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+
+
+class _Session:
+    def __init__(self, sock: socket.socket, workspace: str, reap_all: bool) -> None:
+        self.sock = sock
+        self.workspace = workspace
+        self.reap_all = reap_all
+        self.pid = os.getpid()
+        self.capture = _Capture()
+        self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+        self.counter = 0
+        signal.signal(signal.SIGUSR1, self._on_output_limit)
+
+    def _on_output_limit(self, signum: int, frame: object) -> None:
+        if self.capture.armed:
+            raise _OutputLimitExceededError
+
+    # -- requests ----------------------------------------------------------------------------
+    def serve(self) -> None:
+        self.sock.sendall(encode_frame({"op": "hello", "pid": self.pid, "python": sys.version}))
+        while True:
+            try:
+                header, body = _recv_frame(self.sock)
+            except EOFError:
+                return
+            op = header.get("op")
+            try:
+                handler = getattr(self, f"op_{op}")
+                reply, reply_body = handler(header, body)
+                reply["ok"] = True
+            except Exception as exc:  # reported to the host, which raises its own error
+                reply, reply_body = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}, b""
+            self.sock.sendall(encode_frame(reply, reply_body))
+
+    def op_ping(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
+        return {}, b""
+
+    def op_exec(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
+        self.counter += 1
+        oom_before = _oom_kills()
+        self.capture.begin(keep=int(header["keep"]), limit=int(header["limit"]))
+        started = time.monotonic()
+        exit_code = self._run_user_code(header)
+        if self.reap_all and not header.get("keep_background", False):
+            _kill_other_processes(self.pid)
+        self.capture.finish()
+        duration = time.monotonic() - started
+        oom_after = _oom_kills()
+        if self.capture.limit_hit:
+            reason = "output_limit"
+        elif oom_before is not None and oom_after is not None and oom_after > oom_before:
+            reason = "oom"
+        else:
+            reason = "ok" if exit_code == 0 else "error"
+        out, err = self.capture.out, self.capture.err
+        return {
+            "exit_code": exit_code,
+            "exit_reason": reason,
+            "stdout": out.text(),
+            "stderr": err.text(),
+            "stdout_truncated": out.truncated,
+            "stderr_truncated": err.truncated,
+            "duration_s": duration,
+            "peak_memory_bytes": _peak_memory(),
+        }, b""
+
+    def _run_user_code(self, header: dict[str, Any]) -> int:
+        path = header.get("path")
+        saved_argv, saved_path0 = sys.argv, sys.path[0] if sys.path else ""
+        try:
+            if path is not None:
+                filename = self._inside(path)
+                with open(filename, encoding="utf-8") as handle:
+                    source = handle.read()
+                sys.argv = [filename, *header.get("args", [])]
+                sys.path[0] = os.path.dirname(filename)
+                namespace: dict[str, Any] = {
+                    "__name__": "__main__",
+                    "__file__": filename,
+                    "__builtins__": builtins,
+                }
+            else:
+                source = header["code"]
+                filename = f"<exec-{self.counter}>"
+                namespace = self.namespace
+            import linecache
+
+            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+            compiled = compile(source, filename, "exec")
+        except (OSError, SyntaxError, ValueError) as exc:
+            import traceback
+
+            traceback.print_exception(exc, limit=0)
+            return 1
+        code = 0
+        self.capture.armed = True
+        try:
+            exec(compiled, namespace)
+        except SystemExit as exc:
+            code = self._exit_status(exc)
+        except _OutputLimitExceededError:
+            code = 1
+        except BaseException as exc:  # report it like Python would, without our frame
+            import traceback
+
+            tb = exc.__traceback__.tb_next if exc.__traceback__ else None
+            traceback.print_exception(type(exc), exc, tb)
+            code = 1
+        finally:
+            self.capture.armed = False
+            if os.getpid() != self.pid:  # a forked child left the user's code: never serve
+                for stream in (sys.stdout, sys.stderr):
+                    stream.flush()
+                os._exit(code)
+            sys.argv = saved_argv
+            if sys.path:
+                sys.path[0] = saved_path0
+        if path is not None:  # like IPython's %run: the script's globals join the session
+            self.namespace.update(
+                {k: v for k, v in namespace.items() if not k.startswith("__")}
+            )
+        return code
+
+    @staticmethod
+    def _exit_status(exc: SystemExit) -> int:
+        if exc.code is None:
+            return 0
+        if isinstance(exc.code, int):
+            return exc.code
+        print(exc.code, file=sys.stderr)
+        return 1
+
+    def _inside(self, relative: str) -> str:
+        target = os.path.realpath(os.path.join(self.workspace, relative))
+        if target != self.workspace and not target.startswith(self.workspace + os.sep):
+            raise TarRefusedError(f"{relative!r} is outside the workspace")
+        return target
+
+    def op_put(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
+        import io
+        import tarfile
+
+        dest = self._inside(header.get("dest", "."))
+        with tarfile.open(fileobj=io.BytesIO(body), mode="r:") as archive:
+            members = archive.getmembers()
+            for member in members:
+                check_tar_member(member)
+            for member in members:
+                target = self._inside(os.path.join(dest, member.name))
+                if member.isdir():
+                    os.makedirs(target, exist_ok=True)
+                    continue
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                source = archive.extractfile(member)
+                assert source is not None
+                with open(target, "wb") as handle:
+                    while chunk := source.read(_CHUNK):
+                        handle.write(chunk)
+                os.chmod(target, 0o755 if member.mode & 0o111 else 0o644)
+        return {"files": sum(1 for m in members if m.isfile())}, b""
+
+    def _walk(self, root: str) -> list[str]:
+        """Regular files under ``root`` (links are never followed nor listed), sorted."""
+        if os.path.isfile(root):
+            return [root]
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"{os.path.relpath(root, self.workspace)} does not exist")
+        found = []
+        for folder, dirs, files in os.walk(root):
+            dirs.sort()
+            for name in sorted(files):
+                candidate = os.path.join(folder, name)
+                if os.path.isfile(candidate) and not os.path.islink(candidate):
+                    found.append(candidate)
+        return found
+
+    def op_get(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
+        import io
+        import tarfile
+
+        root = self._inside(header["path"])
+        files = self._walk(root)
+        base = os.path.dirname(root) if os.path.isfile(root) else root
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:") as archive:
+            for file in files:
+                archive.add(file, arcname=os.path.relpath(file, base), recursive=False)
+        return {"files": len(files)}, buffer.getvalue()
+
+    def op_manifest(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
+        import hashlib
+
+        entries = []
+        for file in self._walk(self._inside(header.get("path", "."))):
+            digest = hashlib.sha256()
+            with open(file, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+            entries.append(
+                {
+                    "path": os.path.relpath(file, self.workspace),
+                    "size_bytes": os.path.getsize(file),
+                    "sha256": digest.hexdigest(),
+                }
+            )
+        return {"artifacts": entries}, b""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``helper.py SOCKET [--workspace DIR] [--reap-all]`` (argparse would slow the start)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    reap_all = "--reap-all" in args
+    if reap_all:  # kill every other process after each exec: only in a private PID namespace
+        args.remove("--reap-all")
+    workspace = os.getcwd()
+    if "--workspace" in args:
+        index = args.index("--workspace")
+        workspace = args[index + 1]
+        del args[index : index + 2]
+    if len(args) != 1:
+        sys.exit("usage: helper.py SOCKET [--workspace DIR] [--reap-all]")
+    workspace = os.path.realpath(workspace)
+    os.chdir(workspace)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(args[0])
+    _Session(sock, workspace, reap_all).serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The frozen description of a sandbox: what runs, with which limits.
+
+One spec type serves every backend so that pools (keyed by ``spec.key()``) and the broker can
+treat sandboxes alike; a backend ignores nothing silently — it refuses fields it cannot honour.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+__all__ = ["Backend", "ByteCount", "SandboxSpec", "parse_bytes"]
+
+Backend = Literal["docker"]
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_bytes(value: object) -> int:
+    """Parse ``512m``, ``2g``, ``1.5GiB``, ``1048576`` (binary units) into a byte count."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 512m or 2g, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match:
+            number, unit = match.groups()
+            return int(float(number) * _UNITS[unit.lower()])
+    raise ValueError(f"expected a size such as 512m, 2g or a byte count, got {value!r}")
+
+
+ByteCount = Annotated[int, BeforeValidator(parse_bytes)]
+
+
+class SandboxSpec(BaseModel):
+    """Limits and placement of one sandbox. Sizes accept ``512m``/``2g`` or byte counts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: Backend = "docker"
+    image: str | None = Field(
+        default=None, description="Image to run; None means execloop's own python image."
+    )
+    cpus: float = Field(default=1.0, gt=0, le=512)
+    memory: ByteCount = Field(default=1024**3, ge=16 * 1024**2)
+    pids: int = Field(default=256, ge=16, le=65536)
+    timeout_s: float = Field(default=60.0, gt=0, description="Default per-exec wall-clock limit.")
+    workspace_size: ByteCount = Field(default=512 * 1024**2, ge=1024**2)
+    workspace_dir: Path | None = Field(
+        default=None,
+        description="Host directory bind-mounted as the workspace instead of a sized tmpfs.",
+    )
+    tmp_size: ByteCount = Field(default=64 * 1024**2, ge=1024**2)
+    max_output_bytes: ByteCount = Field(
+        default=1024**2, ge=1024, description="Output kept per stream and exec (head + tail)."
+    )
+    output_limit_bytes: ByteCount = Field(
+        default=64 * 1024**2, ge=1024, description="Output after which an exec is stopped."
+    )
+    keep_background_processes: bool = Field(
+        default=False,
+        description="Keep processes a script leaves running; by default they die with the exec.",
+    )
+    env: dict[str, str] = Field(default_factory=dict)
+    gpus: tuple[str, ...] = Field(
+        default=(), description="GPU device ids to pin (e.g. ('0',)); empty means no GPU."
+    )
+    runtime: str | None = Field(default=None, description="OCI runtime, e.g. 'runsc' (gVisor).")
+    start_timeout_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        bad = [name for name in env if not _ENV_NAME.match(name)]
+        if bad:
+            raise ValueError(f"invalid environment variable names {bad}: use [A-Za-z_][A-Za-z0-9_]*")
+        return env
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpu_ids(cls, gpus: tuple[str, ...]) -> tuple[str, ...]:
+        for gpu in gpus:
+            if not re.fullmatch(r"[0-9]+|GPU-[0-9a-fA-F-]+|MIG-[0-9a-zA-Z/-]+", gpu):
+                raise ValueError(f"GPU id {gpu!r} is neither an index nor a GPU/MIG UUID")
+        return gpus
+
+    @field_validator("workspace_dir")
+    @classmethod
+    def _workspace_exists(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_dir():
+            raise ValueError(f"workspace_dir {path} is not an existing directory; create it first")
+        return path.resolve() if path is not None else None
+
+    @model_validator(mode="after")
+    def _limits_consistent(self) -> SandboxSpec:
+        if self.output_limit_bytes < self.max_output_bytes:
+            raise ValueError("output_limit_bytes must be at least max_output_bytes")
+        return self
+
+    def key(self) -> str:
+        """A stable string identifying this spec (pools key on it)."""
+        return self.model_dump_json()

@@ -1,0 +1,70 @@
+"""The one exception root of execloop.
+
+Only infrastructure failures raise. A script that fails, times out, runs out of memory or
+prints too much is *data* (an ``ExecResult`` with an ``exit_reason``), and a failed check is
+control flow; neither is an exception.
+
+::
+
+    ExecloopError                   everything execloop raises derives from this
+    ├── ConfigError                 bad spec, argument or input; the message says how to fix it
+    ├── BackendUnavailableError     the backend cannot run here (no daemon, no bwrap, no image)
+    ├── ImageError                  an image could not be built or found
+    └── SandboxError                a sandbox failed as infrastructure
+        ├── SandboxStartError       the sandbox did not come up (logs tail attached)
+        ├── SandboxClosedError      the sandbox is closed or died on an earlier call
+        ├── ProtocolError           the in-sandbox helper sent something malformed
+        └── TransferError           a file transfer was refused (path traversal, missing path)
+
+Third-party errors are mapped in one place per backend with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailableError",
+    "ConfigError",
+    "ExecloopError",
+    "ImageError",
+    "ProtocolError",
+    "SandboxClosedError",
+    "SandboxError",
+    "SandboxStartError",
+    "TransferError",
+]
+
+
+class ExecloopError(Exception):
+    """Root of every exception execloop raises."""
+
+
+class ConfigError(ExecloopError, ValueError):
+    """A spec, argument or input is invalid; the message names it and how to fix it."""
+
+
+class BackendUnavailableError(ExecloopError):
+    """The requested backend cannot run on this machine (``execloop doctor`` explains why)."""
+
+
+class ImageError(ExecloopError):
+    """A sandbox image could not be built or is missing."""
+
+
+class SandboxError(ExecloopError):
+    """A sandbox failed as infrastructure (not the user's script failing)."""
+
+
+class SandboxStartError(SandboxError):
+    """The sandbox did not come up."""
+
+
+class SandboxClosedError(SandboxError):
+    """The sandbox was closed, or died during an earlier call (timeout, OOM, kill)."""
+
+
+class ProtocolError(SandboxError):
+    """The in-sandbox helper sent a malformed or oversized frame."""
+
+
+class TransferError(SandboxError):
+    """A file transfer was refused: path traversal, absolute path, link escape, missing path."""

@@ -1,0 +1,226 @@
+"""The acceptance tests of the docker backend, on a real Docker daemon."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from execloop import DockerSandbox, ExitReason, SandboxClosedError, SandboxSpec, TransferError
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_state_persists_across_exec_calls() -> None:
+    async with DockerSandbox() as sandbox:
+        first = await sandbox.exec("counter = 41\ndef bump():\n    return counter + 1")
+        second = await sandbox.exec("print(bump())")
+    assert first.exit_reason is ExitReason.OK
+    assert second.stdout == "42\n"
+
+
+async def test_no_network_only_loopback_and_host_loopback_unreachable() -> None:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    code = f"""
+import os, socket
+print(sorted(os.listdir('/sys/class/net')))
+s = socket.socket()
+s.settimeout(2)
+try:
+    s.connect(('127.0.0.1', {port}))
+    print('connected')
+except OSError as exc:
+    print('refused', type(exc).__name__)
+"""
+    try:
+        async with DockerSandbox() as sandbox:
+            result = await sandbox.exec(code)
+        listener.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            listener.accept()
+    finally:
+        listener.close()
+    assert result.stdout.splitlines()[0] == "['lo']"
+    assert result.stdout.splitlines()[1].startswith("refused")
+
+
+async def test_not_root_no_capabilities_no_new_privileges_seccomp() -> None:
+    async with DockerSandbox() as sandbox:
+        result = await sandbox.exec(
+            "import os\nprint(os.getuid(), os.geteuid(), os.getgid())\n"
+            "status = dict(l.split(':\\t', 1) for l in open('/proc/self/status').read().splitlines()"
+            " if ':\\t' in l)\n"
+            "print(status['CapEff'].strip(), status['NoNewPrivs'].strip(), status['Seccomp'].strip())"
+        )
+    ids, security = result.stdout.splitlines()
+    assert ids == "1000 1000 1000"
+    assert security == "0000000000000000 1 2"  # no capabilities, no_new_privs, seccomp filter
+
+
+async def test_root_filesystem_is_read_only_workspace_and_tmp_writable() -> None:
+    async with DockerSandbox() as sandbox:
+        result = await sandbox.exec(
+            "import errno\n"
+            "for path in ('/etc/evil', '/usr/evil', '/opt/execloop/evil', '/evil'):\n"
+            "    try:\n        open(path, 'w')\n        print('wrote', path)\n"
+            "    except OSError as exc:\n        print(errno.errorcode[exc.errno])\n"
+            "open('/workspace/ok', 'w').write('x'); open('/tmp/ok', 'w').write('x'); print('ok')"
+        )
+    assert result.stdout.split() == ["EROFS", "EROFS", "EROFS", "EROFS", "ok"]
+
+
+async def test_host_files_and_environment_are_invisible(tmp_path: Path) -> None:
+    canary = tmp_path / "host-canary.txt"
+    canary.write_text("secret")
+    os.environ["EXECLOOP_HOST_CANARY"] = "secret"
+    try:
+        spec = SandboxSpec(env={"VISIBLE": "yes"})
+        async with DockerSandbox(spec) as sandbox:
+            result = await sandbox.exec(
+                "import os\n"
+                f"print(os.path.exists({str(canary)!r}), os.path.exists('/work'),"
+                " os.path.exists('/root/.bashrc'), os.path.exists('/var/run/docker.sock'))\n"
+                "print('EXECLOOP_HOST_CANARY' in os.environ, os.environ.get('VISIBLE'))"
+            )
+    finally:
+        del os.environ["EXECLOOP_HOST_CANARY"]
+    assert result.stdout.splitlines() == ["False False False False", "False yes"]
+
+
+async def test_fork_bomb_is_stopped_by_pids_limit_and_sandbox_answers() -> None:
+    async with DockerSandbox(SandboxSpec(pids=64, timeout_s=30)) as sandbox:
+        bomb = await sandbox.exec("import os\nwhile True:\n    os.fork()")
+        after = await sandbox.exec("import os\nprint('alive', len([p for p in os.listdir('/proc') if p.isdigit()]))")
+    assert bomb.exit_reason is ExitReason.ERROR
+    assert "BlockingIOError" in bomb.stderr or "Resource temporarily unavailable" in bomb.stderr
+    assert after.exit_reason is ExitReason.OK
+    # init (docker-init) and the helper are all that is left
+    assert after.stdout == "alive 2\n"
+
+
+async def test_memory_bomb_ends_with_oom() -> None:
+    async with DockerSandbox(SandboxSpec(memory="128m", timeout_s=30)) as sandbox:
+        result = await sandbox.exec("chunks = []\nwhile True:\n    chunks.append(b'x' * 2**24)")
+        assert result.exit_reason is ExitReason.OOM
+        with pytest.raises(SandboxClosedError, match="oom"):
+            await sandbox.exec("print(1)")
+
+
+async def test_oom_of_a_child_process_is_reported_and_session_survives() -> None:
+    async with DockerSandbox(SandboxSpec(memory="128m", timeout_s=30)) as sandbox:
+        result = await sandbox.exec(
+            "import subprocess, sys\n"
+            "subprocess.run([sys.executable, '-c', 'b = bytearray(2**30); b[::4096] = b\"x\" * (2**30 // 4096)'])"
+        )
+        after = await sandbox.exec("print('still here')")
+    assert result.exit_reason is ExitReason.OOM
+    assert after.stdout == "still here\n"
+
+
+async def test_infinite_loop_times_out_from_the_host_and_container_is_gone(docker_client: Any) -> None:
+    sandbox = DockerSandbox()
+    async with sandbox:
+        container_id = sandbox.container.id
+        started = time.monotonic()
+        result = await sandbox.exec("while True: pass", timeout=2)
+        elapsed = time.monotonic() - started
+        assert result.exit_reason is ExitReason.TIMEOUT
+        assert elapsed < 3.0
+        assert not docker_client.containers.list(all=True, filters={"id": container_id})
+        with pytest.raises(SandboxClosedError, match="timed out"):
+            await sandbox.exec("print(1)")
+
+
+async def test_huge_print_is_truncated_and_flagged() -> None:
+    async with DockerSandbox(SandboxSpec(max_output_bytes="64k")) as sandbox:
+        result = await sandbox.exec("print('x' * 100_000_000)\nprint('never')")
+        after = await sandbox.exec("print('fine')")
+    assert result.stdout_truncated
+    assert result.exit_reason is ExitReason.OUTPUT_LIMIT
+    assert len(result.stdout) < 70_000
+    assert "bytes omitted" in result.stdout
+    assert after.stdout == "fine\n"
+
+
+async def test_long_output_below_the_hard_limit_keeps_head_and_tail() -> None:
+    async with DockerSandbox(SandboxSpec(max_output_bytes="4k")) as sandbox:
+        result = await sandbox.exec("for i in range(10000):\n    print(f'line {i}')")
+    assert result.exit_reason is ExitReason.OK
+    assert result.stdout_truncated
+    assert result.stdout.startswith("line 0\n")
+    assert result.stdout.endswith("line 9999\n")
+
+
+def _evil_tar() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:") as tar:
+        info = tarfile.TarInfo("../../etc/evil")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    return buffer.getvalue()
+
+
+async def test_path_traversal_tar_entry_is_refused_on_host_and_in_sandbox() -> None:
+    async with DockerSandbox() as sandbox:
+        with pytest.raises(TransferError, match="traversal"):
+            await sandbox.upload_tar(_evil_tar())
+        # bypass the host-side check: the helper refuses on its own as well
+        with pytest.raises(TransferError, match="traversal"):
+            await sandbox._file_call({"op": "put", "dest": "."}, _evil_tar())
+        result = await sandbox.exec("import os\nprint(os.listdir('.'))")
+    assert result.stdout == "[]\n"
+
+
+async def test_files_in_and_out_with_manifest(tmp_path: Path) -> None:
+    import hashlib
+
+    async with DockerSandbox() as sandbox:
+        await sandbox.upload({"data/in.csv": "a,b\n1,2\n", "script.py": "import sys\nprint(sys.argv[1:])\nopen('out/result.json','w').write('{\"rows\": 1}')\n"})
+        await sandbox.exec("import os\nos.makedirs('out')")
+        run = await sandbox.exec_file("script.py", args=["--rows", "1"])
+        manifest = await sandbox.artifacts("out")
+        copied = await sandbox.download("out", tmp_path / "out")
+        content = await sandbox.read_file("data/in.csv")
+    assert run.stdout == "['--rows', '1']\n"
+    assert [a.path for a in manifest] == ["out/result.json"]
+    assert manifest[0].sha256 == hashlib.sha256(b'{"rows": 1}').hexdigest()
+    assert [p.name for p in copied] == ["result.json"]
+    assert content == b"a,b\n1,2\n"
+
+
+async def test_failures_are_data_not_exceptions() -> None:
+    async with DockerSandbox() as sandbox:
+        error = await sandbox.exec("raise ValueError('bad input')")
+        exit_code = await sandbox.exec("import sys\nsys.exit(3)")
+        syntax = await sandbox.exec("def broken(:")
+    assert error.exit_reason is ExitReason.ERROR and error.exit_code == 1
+    assert "ValueError: bad input" in error.stderr
+    assert "helper.py" not in error.stderr  # the user sees their traceback, not ours
+    assert exit_code.exit_code == 3
+    assert syntax.exit_reason is ExitReason.ERROR and "SyntaxError" in syntax.stderr
+
+
+async def test_any_image_with_python3_works_through_the_mounted_helper() -> None:
+    from execloop.images import base_image_tag
+
+    async with DockerSandbox(SandboxSpec(image=base_image_tag())) as sandbox:
+        result = await sandbox.exec("import sys, os\nprint(sys.version_info[0], os.getuid())")
+    assert result.stdout == "3 1000\n"
+
+
+async def test_bound_workspace_keeps_files_on_the_host(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    os.chown(workspace, 1000, 1000)
+    async with DockerSandbox(SandboxSpec(workspace_dir=workspace)) as sandbox:
+        await sandbox.exec("open('model.txt', 'w').write('weights')")
+    assert (workspace / "model.txt").read_text() == "weights"
