@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from rich.table import Table
 
 from execloop.errors import ExecloopError
 from execloop.sandboxes import ExitReason, SandboxSpec
+from execloop.sandboxes.docker_backend import SANDBOX_UID
 
 __all__ = ["main"]
 
@@ -87,8 +89,10 @@ def run(
     from execloop.runtime.run import run_script
     from execloop.sandboxes import transfer
 
-    if workspace is not None:
-        workspace.mkdir(parents=True, exist_ok=True)
+    if workspace is not None and not workspace.exists():
+        workspace.mkdir(parents=True)
+        if os.geteuid() == 0:  # the sandbox never runs as root: give it the new directory
+            os.chown(workspace, SANDBOX_UID, SANDBOX_UID)
     spec = _spec(timeout_s=timeout, memory=memory, cpus=cpus, pids=pids, image=image,
                  workspace_dir=workspace)
     files: dict[str, bytes | str] = {}
@@ -188,3 +192,5 @@ def main() -> None:
     except ExecloopError as exc:
         console.print(f"[bold red]error:[/] {exc}")
         sys.exit(2)
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""`execloop run` and `execloop doctor` end to end on the real daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _execloop(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "execloop.runtime.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_run_prints_a_json_result_with_artifacts(tmp_path: Path) -> None:
+    data = tmp_path / "numbers.txt"
+    data.write_text("1\n2\n3\n")
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import json, sys\n"
+        "total = sum(int(x) for x in open('numbers.txt'))\n"
+        "json.dump({'total': total, 'args': sys.argv[1:]}, open('result.json', 'w'))\n"
+        "print('total', total)\n"
+    )
+    done = _execloop("run", str(script), "--input", str(data), "--memory", "256m", "--json", "--",
+                     "--flag")
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+    assert outcome["result"]["exit_reason"] == "ok"
+    assert outcome["result"]["stdout"] == "total 6\n"
+    paths = {item["path"] for item in outcome["artifacts"]}
+    assert paths == {"main.py", "numbers.txt", "result.json"}
+
+
+def test_run_exit_status_follows_the_exit_reason(tmp_path: Path) -> None:
+    script = tmp_path / "spin.py"
+    script.write_text("while True:\n    pass\n")
+    done = _execloop("run", str(script), "--timeout", "1")
+    assert done.returncode == 124
+    assert "timeout" in done.stderr
+
+
+def test_run_with_a_host_workspace_keeps_outputs(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    os.chown(workspace, 1000, 1000)
+    script = tmp_path / "write.py"
+    script.write_text("open('out.txt', 'w').write('kept')\n")
+    done = _execloop("run", str(script), "--workspace", str(workspace))
+    assert done.returncode == 0, done.stderr
+    assert (workspace / "out.txt").read_text() == "kept"
+
+
+def test_doctor_reports_daemon_and_images_ok() -> None:
+    done = _execloop("doctor", "--json")
+    findings = {item["name"]: item for item in json.loads(done.stdout)}
+    assert findings["docker daemon"]["ok"], findings["docker daemon"]
+    assert findings["sandbox images"]["ok"], findings["sandbox images"]
+    assert findings["docker seccomp"]["ok"]
+    assert done.returncode == 0

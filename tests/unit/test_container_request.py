@@ -1,0 +1,72 @@
+"""The exact Docker request: every security default, GPUs, workspaces, foreign images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from docker.types import DeviceRequest
+
+from execloop.sandboxes.docker_backend import container_request
+from execloop.sandboxes.spec import SandboxSpec
+
+
+def _request(spec: SandboxSpec, *, own_image: bool = True) -> dict[str, object]:
+    return container_request(
+        spec,
+        image="execloop/python:test",
+        own_image=own_image,
+        control_dir=Path("/tmp/execloop-abc"),
+        labels={"org.execloop.managed": "1"},
+    )
+
+
+def test_security_defaults() -> None:
+    request = _request(SandboxSpec(memory="512m", cpus=1.5, pids=128))
+    assert request["network_mode"] == "none"
+    assert request["user"] == "1000:1000"
+    assert request["cap_drop"] == ["ALL"]
+    assert request["security_opt"] == ["no-new-privileges:true"]  # default seccomp kept
+    assert request["read_only"] is True
+    assert request["pids_limit"] == 128
+    assert request["mem_limit"] == request["memswap_limit"] == 512 * 2**20
+    assert request["nano_cpus"] == 1_500_000_000
+    assert request["init"] is True
+    assert request["labels"] == {"org.execloop.managed": "1"}
+    assert request["log_config"]["Config"] == {"max-size": "1m", "max-file": "1"}
+    tmpfs = request["tmpfs"]
+    assert isinstance(tmpfs, dict)
+    assert set(tmpfs) == {"/tmp", "/workspace"}
+    assert "size=536870912" in tmpfs["/workspace"] and "uid=1000" in tmpfs["/workspace"]
+    assert "privileged" not in request and "device_requests" not in request
+    mounts = request["mounts"]
+    assert isinstance(mounts, list)
+    assert [(m["Target"], m["Source"]) for m in mounts] == [("/run/execloop", "/tmp/execloop-abc")]
+    assert not any("docker.sock" in str(m) for m in mounts)
+    assert request["environment"] == {"HOME": "/tmp"}
+
+
+def test_gpus_are_pinned_device_requests() -> None:
+    request = _request(SandboxSpec(gpus=("1", "GPU-0a1b2c3d-1111-2222-3333-444455556666")))
+    (gpu,) = request["device_requests"]  # type: ignore[misc]
+    assert isinstance(gpu, DeviceRequest)
+    assert gpu["Driver"] == "nvidia"
+    assert gpu["DeviceIDs"] == ["1", "GPU-0a1b2c3d-1111-2222-3333-444455556666"]
+    assert gpu["Capabilities"] == [["gpu"]]
+    assert gpu["Count"] == 0  # pinned ids, never "all"
+
+
+def test_runtime_and_env_pass_through() -> None:
+    request = _request(SandboxSpec(runtime="runsc", env={"SEED": "7"}))
+    assert request["runtime"] == "runsc"
+    assert request["environment"] == {"HOME": "/tmp", "SEED": "7"}
+
+
+def test_foreign_image_gets_the_helper_bound_read_only(tmp_path: Path) -> None:
+    request = _request(SandboxSpec(image="python:3.12", workspace_dir=tmp_path), own_image=False)
+    command = request["command"]
+    assert isinstance(command, list)
+    assert command[:2] == ["python3", "/opt/execloop-host/helper.py"]
+    mounts = {m["Target"]: m for m in request["mounts"]}  # type: ignore[attr-defined]
+    assert mounts["/opt/execloop-host/helper.py"]["ReadOnly"] is True
+    assert mounts["/workspace"]["Source"] == str(tmp_path)
+    assert "/workspace" not in request["tmpfs"]  # type: ignore[operator]

@@ -1,0 +1,71 @@
+"""The package's shape: one namespace, sorted public names, one exception root."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import execloop
+from execloop import errors
+
+ROOT = Path(__file__).resolve().parents[2]
+PUBLIC_MODULES = [
+    "execloop",
+    "execloop.errors",
+    "execloop.runtime",
+    "execloop.runtime.run",
+    "execloop.runtime.doctor",
+    "execloop.sandboxes",
+    "execloop.sandboxes.base",
+    "execloop.sandboxes.spec",
+    "execloop.sandboxes.stateful",
+    "execloop.sandboxes.docker_backend",
+    "execloop.sandboxes.transfer",
+    "execloop.sandboxes.reaper",
+    "execloop.sandboxes.helper",
+    "execloop.images",
+]
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_all_is_sorted_and_resolves(name: str) -> None:
+    module = importlib.import_module(name)
+    exported = module.__all__
+    assert exported == sorted(exported), f"{name}.__all__ is not sorted"
+    missing = [item for item in exported if not hasattr(module, item)]
+    assert not missing, f"{name}.__all__ names missing attributes {missing}"
+
+
+@pytest.mark.parametrize("folder", ["runtime", "sandboxes"])
+@pytest.mark.parametrize("cwd", ["repo", "elsewhere"])
+def test_bare_folder_imports_fail(folder: str, cwd: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {folder}"],
+        cwd=ROOT if cwd == "repo" else tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "Error" in done.stderr
+
+
+def test_package_is_typed() -> None:
+    assert (Path(execloop.__file__).parent / "py.typed").exists()
+
+
+def test_every_error_derives_from_the_one_root_and_is_drawn_in_the_tree() -> None:
+    classes = [
+        obj
+        for _, obj in inspect.getmembers(errors, inspect.isclass)
+        if obj.__module__ == errors.__name__
+    ]
+    assert errors.ExecloopError in classes
+    for cls in classes:
+        assert issubclass(cls, errors.ExecloopError)
+        assert cls.__name__ in (errors.__doc__ or ""), f"{cls.__name__} missing from the tree"

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from execloop.sandboxes.spec import SandboxSpec, parse_bytes
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("512m", 512 * 2**20), ("2g", 2 * 2**30), ("1.5GiB", int(1.5 * 2**30)), ("64k", 65536),
+     (4096, 4096), ("100", 100), ("1 MB", 2**20)],
+)
+def test_parse_bytes(text: str | int, expected: int) -> None:
+    assert parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["lots", "-1g", "1x", True, 1.5])
+def test_parse_bytes_refuses_nonsense(bad: object) -> None:
+    with pytest.raises(ValueError, match="expected a size"):
+        parse_bytes(bad)
+
+
+def test_spec_errors_name_the_field() -> None:
+    with pytest.raises(ValidationError, match="memory"):
+        SandboxSpec(memory="lots")
+    with pytest.raises(ValidationError, match="invalid environment variable names"):
+        SandboxSpec(env={"1BAD": "x"})
+    with pytest.raises(ValidationError, match="GPU id"):
+        SandboxSpec(gpus=("all",))
+    with pytest.raises(ValidationError, match="not an existing directory"):
+        SandboxSpec(workspace_dir="/nonexistent/execloop")
+    with pytest.raises(ValidationError, match="output_limit_bytes"):
+        SandboxSpec(max_output_bytes="2m", output_limit_bytes="1m")
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        SandboxSpec(memroy="1g")  # type: ignore[call-arg]
+
+
+def test_spec_is_frozen_and_keyed() -> None:
+    spec = SandboxSpec(memory="512m", env={"A": "1"})
+    with pytest.raises(ValidationError):
+        spec.memory = 1  # type: ignore[misc]
+    assert spec.key() == SandboxSpec(memory=512 * 2**20, env={"A": "1"}).key()
+    assert spec.key() != SandboxSpec(memory="1g", env={"A": "1"}).key()
