@@ -93,8 +93,9 @@ def run(
         workspace.mkdir(parents=True)
         if os.geteuid() == 0:  # the sandbox never runs as root: give it the new directory
             os.chown(workspace, SANDBOX_UID, SANDBOX_UID)
-    spec = _spec(timeout_s=timeout, memory=memory, cpus=cpus, pids=pids, image=image,
-                 workspace_dir=workspace)
+    spec = _spec(
+        timeout_s=timeout, memory=memory, cpus=cpus, pids=pids, image=image, workspace_dir=workspace
+    )
     files: dict[str, bytes | str] = {}
     for item in inputs:
         for path in [item] if item.is_file() else sorted(p for p in item.rglob("*") if p.is_file()):
@@ -108,8 +109,11 @@ def run(
         out.print_json(outcome.model_dump_json())
     else:
         _print_result(script, outcome.model_dump())
-    sys.exit(_EXIT_STATUS[result.exit_reason] if result.exit_reason is not ExitReason.ERROR
-             else (result.exit_code or 1))
+    sys.exit(
+        _EXIT_STATUS[result.exit_reason]
+        if result.exit_reason is not ExitReason.ERROR
+        else (result.exit_code or 1)
+    )
 
 
 def _print_result(script: Path, outcome: dict[str, Any]) -> None:
@@ -118,8 +122,7 @@ def _print_result(script: Path, outcome: dict[str, Any]) -> None:
     peak = result["peak_memory_bytes"]
     console.print(
         f"[bold {colour}]{result['exit_reason']}[/] {script.name}: exit {result['exit_code']}, "
-        f"{result['duration_s']:.2f} s"
-        + (f", peak memory {peak / 2**20:.1f} MiB" if peak else "")
+        f"{result['duration_s']:.2f} s" + (f", peak memory {peak / 2**20:.1f} MiB" if peak else "")
     )
     for stream in ("stdout", "stderr"):
         text = result[stream].rstrip()
@@ -164,7 +167,11 @@ def images_build(from_registry: bool, force: bool) -> None:
     """Build the base and python images (debootstrap + docker import + wheelhouse)."""
     from execloop.images import build_images
 
-    tags = build_images(from_registry=from_registry, force=force, log=console.print)
+    tags = build_images(
+        from_registry=from_registry,
+        force=force,
+        log=lambda line: console.print(line, markup=False, highlight=False),
+    )
     for tag in tags:
         out.print(tag)
 
@@ -192,5 +199,7 @@ def main() -> None:
     except ExecloopError as exc:
         console.print(f"[bold red]error:[/] {exc}")
         sys.exit(2)
+
+
 if __name__ == "__main__":
     main()

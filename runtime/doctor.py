@@ -135,9 +135,7 @@ def _check_bubblewrap() -> Finding:
             fix="`apt-get install bubblewrap` (the local backend needs it)",
             required=False,
         )
-    ok, error = _run(
-        ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"]
-    )
+    ok, error = _run(["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"])
     return Finding(
         name="bubblewrap",
         ok=ok,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 if __name__ != "execloop.sandboxes":  # the folder is mapped into execloop; never import it bare
-    raise ImportError("import execloop.sandboxes, not sandboxes: the folder is part of the execloop package")
+    raise ImportError(
+        "import execloop.sandboxes, not sandboxes: the folder is part of the execloop package"
+    )
 
 from execloop.sandboxes.base import Artifact, ExecResult, ExitReason, Sandbox
 from execloop.sandboxes.docker_backend import DockerSandbox

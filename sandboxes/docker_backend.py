@@ -7,6 +7,7 @@ through a worker thread; its errors are mapped to execloop's in ``_docker_call``
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -30,7 +31,7 @@ from execloop.sandboxes.reaper import reap_orphans, sandbox_labels
 from execloop.sandboxes.spec import SandboxSpec
 from execloop.sandboxes.stateful import SOCKET_NAME, HelperSandbox
 
-__all__ = ["SANDBOX_UID", "DockerSandbox", "container_request", "default_client"]
+__all__ = ["DockerSandbox", "SANDBOX_UID", "container_request", "default_client"]
 
 T = TypeVar("T")
 SANDBOX_UID = 1000
@@ -119,7 +120,10 @@ def container_request(
         "mem_limit": spec.memory,
         "memswap_limit": spec.memory,
         "nano_cpus": int(spec.cpus * 1e9),
-        "ulimits": [Ulimit(name="core", soft=0, hard=0), Ulimit(name="nofile", soft=4096, hard=4096)],
+        "ulimits": [
+            Ulimit(name="core", soft=0, hard=0),
+            Ulimit(name="nofile", soft=4096, hard=4096),
+        ],
         "log_config": LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
         "init": True,
         "ipc_mode": "private",
@@ -202,7 +206,9 @@ class DockerSandbox(HelperSandbox):
         try:
             await _docker_call(self.container.start)
         except SandboxError as exc:
-            raise SandboxStartError(f"container {self.container.short_id} did not start: {exc}") from exc
+            raise SandboxStartError(
+                f"container {self.container.short_id} did not start: {exc}"
+            ) from exc
 
     async def _inspect_state(self) -> dict[str, Any]:
         if self.container is None:
@@ -238,10 +244,8 @@ class DockerSandbox(HelperSandbox):
     async def _kill(self) -> None:
         if self.container is None:
             return
-        try:
+        with contextlib.suppress(SandboxError):  # already dead: that is what we wanted
             await _docker_call(self.container.kill)
-        except SandboxError:
-            pass  # already dead: that is what we wanted
 
     async def _remove(self) -> None:
         container, self.container = self.container, None

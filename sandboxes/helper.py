@@ -20,6 +20,7 @@ from __future__ import annotations
 # Only what serving needs is imported up front: the helper's start is part of every cold
 # sandbox start. Everything else (tarfile, hashlib, pathlib, traceback...) is imported lazily.
 import builtins
+import contextlib
 import json
 import os
 import select
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import tarfile
-    from pathlib import Path, PurePosixPath
+    from pathlib import PurePosixPath
 
 __all__ = [
     "FRAME_PREFIX",
@@ -166,10 +167,8 @@ class _Capture:
     def finish(self) -> None:
         """Wait until everything written so far to fds 1 and 2 has been read."""
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(OSError, ValueError):  # the user may have closed it
                 stream.flush()
-            except (OSError, ValueError):
-                pass
         self._flushed.clear()
         os.write(self._ctl_w, b"x")
         self._flushed.wait()
@@ -260,10 +259,8 @@ def _kill_other_processes(me: int) -> None:
             break
         for sig in (signal.SIGSTOP, signal.SIGKILL):
             for pid in pids:
-                try:
+                with contextlib.suppress(OSError):  # already gone
                     os.kill(pid, sig)
-                except OSError:
-                    pass
         time.sleep(0.002)
     while True:  # reap the helper's own children
         try:
@@ -390,9 +387,7 @@ class _Session:
             if sys.path:
                 sys.path[0] = saved_path0
         if path is not None:  # like IPython's %run: the script's globals join the session
-            self.namespace.update(
-                {k: v for k, v in namespace.items() if not k.startswith("__")}
-            )
+            self.namespace.update({k: v for k, v in namespace.items() if not k.startswith("__")})
         return code
 
     @staticmethod

@@ -86,7 +86,9 @@ class SandboxSpec(BaseModel):
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
         bad = [name for name in env if not _ENV_NAME.match(name)]
         if bad:
-            raise ValueError(f"invalid environment variable names {bad}: use [A-Za-z_][A-Za-z0-9_]*")
+            raise ValueError(
+                f"invalid environment variable names {bad}: use [A-Za-z_][A-Za-z0-9_]*"
+            )
         return env
 
     @field_validator("gpus")

@@ -30,7 +30,7 @@ from execloop.sandboxes import helper, transfer
 from execloop.sandboxes.base import Artifact, ExecResult, ExitReason, Sandbox
 from execloop.sandboxes.spec import SandboxSpec
 
-__all__ = ["MAX_DOWNLOAD_BYTES", "SOCKET_NAME", "HelperSandbox"]
+__all__ = ["HelperSandbox", "MAX_DOWNLOAD_BYTES", "SOCKET_NAME"]
 
 SOCKET_NAME = "ctl.sock"
 MAX_DOWNLOAD_BYTES = 2 * 1024**3
@@ -265,9 +265,7 @@ class HelperSandbox(Sandbox):
         await self._file_call({"op": "put", "dest": dest}, archive)
 
     async def download_tar(self, path: str) -> bytes:
-        _, archive = await self._file_call(
-            {"op": "get", "path": path}, max_body=MAX_DOWNLOAD_BYTES
-        )
+        _, archive = await self._file_call({"op": "get", "path": path}, max_body=MAX_DOWNLOAD_BYTES)
         transfer.check_archive(archive)
         return archive
 

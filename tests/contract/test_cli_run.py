@@ -29,8 +29,9 @@ def test_run_prints_a_json_result_with_artifacts(tmp_path: Path) -> None:
         "json.dump({'total': total, 'args': sys.argv[1:]}, open('result.json', 'w'))\n"
         "print('total', total)\n"
     )
-    done = _execloop("run", str(script), "--input", str(data), "--memory", "256m", "--json", "--",
-                     "--flag")
+    done = _execloop(
+        "run", str(script), "--input", str(data), "--memory", "256m", "--json", "--", "--flag"
+    )
     assert done.returncode == 0, done.stderr
     outcome = json.loads(done.stdout)
     assert outcome["result"]["exit_reason"] == "ok"

@@ -33,8 +33,13 @@ class ChildProcessSandbox(HelperSandbox):
 
     async def _launch(self, socket_dir: Path) -> None:
         self.process = await anyio.open_process(
-            [sys.executable, helper.__file__, str(socket_dir / SOCKET_NAME),
-             "--workspace", str(self.workspace)],
+            [
+                sys.executable,
+                helper.__file__,
+                str(socket_dir / SOCKET_NAME),
+                "--workspace",
+                str(self.workspace),
+            ],
         )
 
     async def _is_running(self) -> bool:
@@ -100,8 +105,12 @@ async def test_output_limit_stops_the_exec_and_keeps_the_session(make) -> None: 
 
 async def test_exec_file_runs_as_main_with_args_and_joins_the_namespace(make) -> None:  # type: ignore[no-untyped-def]
     async with make() as sandbox:
-        await sandbox.upload({"job.py": "import sys\nresult = sys.argv[1:]\n"
-                              "if __name__ == '__main__':\n    print(__file__.endswith('job.py'))"})
+        await sandbox.upload(
+            {
+                "job.py": "import sys\nresult = sys.argv[1:]\n"
+                "if __name__ == '__main__':\n    print(__file__.endswith('job.py'))"
+            }
+        )
         ran = await sandbox.exec_file("job.py", args=["a", "b"])
         seen = await sandbox.exec("print(result)")
         missing = await sandbox.exec_file("nope.py")

@@ -8,8 +8,15 @@ from execloop.sandboxes.spec import SandboxSpec, parse_bytes
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("512m", 512 * 2**20), ("2g", 2 * 2**30), ("1.5GiB", int(1.5 * 2**30)), ("64k", 65536),
-     (4096, 4096), ("100", 100), ("1 MB", 2**20)],
+    [
+        ("512m", 512 * 2**20),
+        ("2g", 2 * 2**30),
+        ("1.5GiB", int(1.5 * 2**30)),
+        ("64k", 65536),
+        (4096, 4096),
+        ("100", 100),
+        ("1 MB", 2**20),
+    ],
 )
 def test_parse_bytes(text: str | int, expected: int) -> None:
     assert parse_bytes(text) == expected

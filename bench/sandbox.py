@@ -1,0 +1,277 @@
+"""Latency benchmark of the docker sandbox against bare Docker, measured side by side in one run.
+
+    python bench/sandbox.py [--quick] [--json FILE] [--plot FILE.png]
+
+The machine is small and noisy, so every target is a ratio of two numbers taken in the same run,
+and the compared steps are interleaved round by round (rotating their order) rather than run
+one block after the other. Round 0 of every measurement is a warm-up and is not recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import operator
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import docker.errors
+from rich.console import Console
+from rich.table import Table
+
+from execloop.images import python_image_tag
+from execloop.sandboxes import DockerSandbox, SandboxSpec
+from execloop.sandboxes.docker_backend import default_client
+
+CODE = "print(1+1)"
+BENCH_LABELS = {"org.execloop.bench": "1"}  # reference containers; removed at the end regardless
+BENCH_FILTER = {"label": "org.execloop.bench=1"}
+ONESHOT = {"remove": True, "labels": BENCH_LABELS}  # docker run --rm IMAGE true
+SLEEPER = {"detach": True, "network_mode": "none", "init": True, "labels": BENCH_LABELS}
+START, CLOSE = "session start()", "session close()"
+RUN, RUN_NONE = "docker run --rm true", "docker run --rm --network none true"
+EXEC, DEXEC_PY, DEXEC_TRUE = "sandbox.exec(print)", "docker exec python3 -c", "docker exec true"
+console = Console()
+
+
+def thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], Awaitable[Any]]:
+    """An awaitable factory running a blocking docker SDK call in a worker thread."""
+    return lambda: anyio.to_thread.run_sync(functools.partial(function, *args, **kwargs))
+
+
+async def timed(step: Callable[[], Awaitable[Any]]) -> float:
+    start = time.perf_counter()
+    await step()
+    return time.perf_counter() - start
+
+
+def stats(seconds: list[float]) -> dict[str, float]:
+    ms = sorted(s * 1000 for s in seconds)
+    p95 = statistics.quantiles(ms, n=20, method="inclusive")[-1] if len(ms) > 1 else ms[0]
+    return {"n": len(ms), "p50_ms": statistics.median(ms), "p95_ms": p95}
+
+
+async def cold_starts(client: Any, image: str, reps: int) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {}
+
+    async def session() -> None:
+        sandbox = DockerSandbox(SandboxSpec(), client=client)
+        try:
+            started = await timed(sandbox.start)
+        finally:
+            closed = await timed(sandbox.close)
+        samples.setdefault(START, []).append(started)
+        samples.setdefault(CLOSE, []).append(closed)
+
+    async def bare(name: str, **network: str) -> None:
+        run = thread(client.containers.run, image, ["true"], **ONESHOT, **network)
+        samples.setdefault(name, []).append(await timed(run))
+
+    steps: list[Callable[[], Awaitable[None]]] = [
+        session,
+        functools.partial(bare, RUN),
+        functools.partial(bare, RUN_NONE, network_mode="none"),
+    ]
+    for round_ in range(reps + 1):
+        for step in steps[round_ % 3 :] + steps[: round_ % 3]:
+            await step()
+        if round_ == 0:  # warm-up round: the first start also reaps orphans and warms caches
+            samples.clear()
+    return samples
+
+
+async def execs(client: Any, image: str, reps: int, per_round: int) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {EXEC: [], DEXEC_PY: [], DEXEC_TRUE: []}
+    reference = await thread(client.containers.run, image, ["sleep", "infinity"], **SLEEPER)()
+    python, true = (thread(reference.exec_run, cmd) for cmd in (["python3", "-c", CODE], ["true"]))
+    sandbox = DockerSandbox(SandboxSpec(), client=client)
+    try:
+        await sandbox.start()
+        warm = await sandbox.exec(CODE), await python()
+        if warm[0].stdout != "2\n" or warm[1].output != b"2\n":
+            raise RuntimeError(f"unexpected warm-up output: {warm!r}")
+        for _ in range(reps):
+            samples[DEXEC_PY].append(await timed(python))
+            samples[DEXEC_TRUE].append(await timed(true))
+            for _ in range(per_round):
+                samples[EXEC].append(await timed(functools.partial(sandbox.exec, CODE)))
+    finally:
+        await sandbox.close()
+        await thread(reference.remove, force=True)()
+    return samples
+
+
+async def throughput(client: Any, k: int, rounds: int) -> dict[str, float]:
+    async def run(sandbox: DockerSandbox, count: int) -> None:
+        for _ in range(count):
+            result = await sandbox.exec(CODE)
+            assert result.ok, result
+
+    pair = [DockerSandbox(SandboxSpec(), client=client) for _ in range(2)]
+    alone: list[float] = []
+    together: list[float] = []
+    try:
+        async with anyio.create_task_group() as group:
+            for sandbox in pair:
+                group.start_soon(sandbox.start)
+        for sandbox in pair:
+            await run(sandbox, 10)  # warm-up
+        for _ in range(rounds):
+            alone.append(k / await timed(functools.partial(run, pair[0], k)))
+            start = time.perf_counter()
+            async with anyio.create_task_group() as group:
+                for sandbox in pair:
+                    group.start_soon(run, sandbox, k)
+            together.append(2 * k / (time.perf_counter() - start))
+    finally:
+        for sandbox in pair:
+            await sandbox.close()
+    one, two = statistics.median(alone), statistics.median(together)
+    return {
+        "execs_per_round": k,
+        "rounds": rounds,
+        "one_session_per_s": one,
+        "two_sessions_per_s": two,
+        "scaling": two / one,
+    }
+
+
+def machine(client: Any) -> dict[str, Any]:
+    version, info = client.version(), client.info()
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "docker_version": version.get("Version"),
+        "docker_api": version.get("ApiVersion"),
+        "cgroup": info.get("CgroupVersion"),
+        "docker_cpus": info.get("NCPU"),
+    }
+
+
+def targets(latency: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    p50 = {name: value["p50_ms"] for name, value in latency.items()}
+    rows = [
+        ("exec p50 speed-up vs docker exec python3 -c", p50[DEXEC_PY] / p50[EXEC], ">=", 50),
+        ("cold start p50 / docker run (default network)", p50[START] / p50[RUN], "<=", 1.3),
+        ("cold start p50 / docker run --network none", p50[START] / p50[RUN_NONE], "<=", 1.3),
+        ("teardown close() p50, ms", p50[CLOSE], "<", 100),
+    ]
+    ops = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
+    return [
+        {"target": name, "measured": value, "goal": f"{op} {goal:g}", "pass": ops[op](value, goal)}
+        for name, value, op, goal in rows
+    ]
+
+
+def table(title: str, columns: tuple[str, ...], rows: Iterable[Sequence[str]]) -> Table:
+    table = Table(title=title)
+    for index, column in enumerate(columns):
+        table.add_column(column, justify="right" if index else "left")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def report(result: dict[str, Any]) -> None:
+    latency = [
+        (name, str(v["n"]), f"{v['p50_ms']:.2f}", f"{v['p95_ms']:.2f}")
+        for name, v in result["latency_ms"].items()
+    ]
+    console.print(table("latency (ms)", ("measurement", "n", "p50", "p95"), latency))
+    verdict = {True: "[green]PASS", False: "[red]FAIL"}
+    checks = [
+        (t["target"], f"{t['measured']:.2f}", t["goal"], verdict[t["pass"]])
+        for t in result["targets"]
+    ]
+    console.print(table("targets", ("target", "measured", "goal", "verdict"), checks))
+    tp = result["throughput"]
+    console.print(
+        f"throughput ({tp['execs_per_round']} execs per session, median of {tp['rounds']}): "
+        f"1 session {tp['one_session_per_s']:.0f} execs/s, 2 concurrent sessions "
+        f"{tp['two_sessions_per_s']:.0f} execs/s total -> scaling x{tp['scaling']:.2f}"
+    )
+
+
+def plot(latency: dict[str, dict[str, float]], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        console.print(f"[yellow]matplotlib is missing (pip install matplotlib): no plot {path}")
+        return
+    names = list(latency)
+    p50 = [latency[n]["p50_ms"] for n in names]
+    upper = [latency[n]["p95_ms"] - latency[n]["p50_ms"] for n in names]
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    bars = ax.bar(range(len(names)), p50, yerr=[[0] * len(names), upper], capsize=5)
+    ax.bar_label(bars, labels=[f"{v:.1f}" for v in p50], padding=2, fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=9)
+    ax.set_ylabel("latency, ms (log scale): bar = p50, whisker = p95")
+    ax.set_title("execloop docker sandbox vs bare Docker")
+    ax.grid(axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    console.print(f"plot written to {path}")
+
+
+async def main(args: argparse.Namespace) -> int:
+    reps = 8 if args.quick else 30
+    per_round, k, rounds = (5, 40, 3) if args.quick else (7, 150, 5)
+    client = await anyio.to_thread.run_sync(default_client)
+    image = python_image_tag()
+    try:
+        await thread(client.images.get, image)()
+    except docker.errors.ImageNotFound:
+        console.print(f"[red]image {image} is missing: `python -m execloop.images build`[/]")
+        return 2
+    samples: dict[str, list[float]] = {}
+    try:
+        console.print(f"image {image}; {reps} cold-start rounds (each: session, run, run none)")
+        samples.update(await cold_starts(client, image, reps))
+        console.print(f"exec: {reps} rounds of 1 docker exec each kind + {per_round} session execs")
+        samples.update(await execs(client, image, reps, per_round))
+        console.print(f"throughput: {rounds} rounds of {k} execs, 1 session then 2 concurrent")
+        tp = await throughput(client, k, rounds)
+    finally:
+        leftovers = await thread(client.containers.list, all=True, filters=BENCH_FILTER)()
+        for container in leftovers:
+            await thread(container.remove, force=True)()
+    latency = {name: stats(values) for name, values in samples.items()}
+    result = {
+        "machine": machine(client),
+        "image": image,
+        "quick": args.quick,
+        "latency_ms": latency,
+        "targets": targets(latency),
+        "throughput": tp,
+        "raw_s": samples,
+    }
+    report(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+        console.print(f"numbers written to {args.json}")
+    if args.plot:
+        plot(latency, args.plot)
+    return 0 if all(row["pass"] for row in result["targets"]) else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="about 8 repetitions instead of 30")
+    parser.add_argument("--json", type=Path, help="write every number (and the machine) here")
+    parser.add_argument("--plot", type=Path, help="bar chart of p50 (p95 whiskers), log scale")
+    sys.exit(anyio.run(main, parser.parse_args()))
