@@ -15,7 +15,14 @@ PYTHON=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-# strict editable mode: type checkers follow the runtime/ and sandboxes/ mapping
-.venv/bin/python -m pip install -q -e '.[dev]' --config-settings editable_mode=strict
+# strict editable mode: type checkers follow the runtime/ and sandboxes/ mapping. The build
+# backend's notices about editable installs are kept in a log, shown only on failure.
+echo "setup: installing execloop into .venv (log: .venv/install.log)"
+if ! { .venv/bin/python -m pip install --upgrade pip \
+        && .venv/bin/python -m pip install -e '.[dev]' --config-settings editable_mode=strict; \
+     } >.venv/install.log 2>&1; then
+    tail -n 40 .venv/install.log >&2
+    echo "setup: pip install failed (full log: .venv/install.log)" >&2
+    exit 1
+fi
 .venv/bin/execloop images build
