@@ -76,11 +76,8 @@ async def cold_starts(client: Any, image: str, reps: int) -> dict[str, list[floa
         run = thread(client.containers.run, image, ["true"], **ONESHOT, **network)
         samples.setdefault(name, []).append(await timed(run))
 
-    steps: list[Callable[[], Awaitable[None]]] = [
-        session,
-        functools.partial(bare, RUN),
-        functools.partial(bare, RUN_NONE, network_mode="none"),
-    ]
+    none = functools.partial(bare, RUN_NONE, network_mode="none")
+    steps: list[Callable[[], Awaitable[None]]] = [session, functools.partial(bare, RUN), none]
     for round_ in range(reps + 1):
         for step in steps[round_ % 3 :] + steps[: round_ % 3]:
             await step()
@@ -194,12 +191,15 @@ def report(result: dict[str, Any]) -> None:
         for t in result["targets"]
     ]
     console.print(table("targets", ("target", "measured", "goal", "verdict"), checks))
+    console.print("(sandboxes always run with --network none: the like-for-like ratio is the 2nd)")
     tp = result["throughput"]
-    console.print(
-        f"throughput ({tp['execs_per_round']} execs per session, median of {tp['rounds']}): "
-        f"1 session {tp['one_session_per_s']:.0f} execs/s, 2 concurrent sessions "
-        f"{tp['two_sessions_per_s']:.0f} execs/s total -> scaling x{tp['scaling']:.2f}"
-    )
+    rows = [
+        ("1 session alone", f"{tp['one_session_per_s']:.0f}"),
+        ("2 concurrent sessions, total", f"{tp['two_sessions_per_s']:.0f}"),
+        ("scaling (2 sessions / 1 session)", f"x{tp['scaling']:.2f}"),
+    ]
+    label = f"{tp['execs_per_round']} execs per session, median of {tp['rounds']}"
+    console.print(table("throughput (execs/s)", (label, "value"), rows))
 
 
 def plot(latency: dict[str, dict[str, float]], path: Path) -> None:
@@ -208,19 +208,25 @@ def plot(latency: dict[str, dict[str, float]], path: Path) -> None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
     except ImportError:
         console.print(f"[yellow]matplotlib is missing (pip install matplotlib): no plot {path}")
         return
     names = list(latency)
-    p50 = [latency[n]["p50_ms"] for n in names]
-    upper = [latency[n]["p95_ms"] - latency[n]["p50_ms"] for n in names]
+    p50, p95 = ([latency[n][key] for n in names] for key in ("p50_ms", "p95_ms"))
     fig, ax = plt.subplots(figsize=(10, 5.5))
-    bars = ax.bar(range(len(names)), p50, yerr=[[0] * len(names), upper], capsize=5)
-    ax.bar_label(bars, labels=[f"{v:.1f}" for v in p50], padding=2, fontsize=8)
+    colors = ["#dd8452" if name.startswith("docker") else "#4c72b0" for name in names]
+    whiskers = [[0.0] * len(names), [top - mid for mid, top in zip(p50, p95, strict=True)]]
+    ax.bar(range(len(names)), p50, yerr=whiskers, capsize=5, color=colors)
+    for index, (middle, top) in enumerate(zip(p50, p95, strict=True)):  # p50 above the whisker
+        ax.text(index, top * 1.08, f"{middle:.1f}", ha="center", va="bottom", fontsize=9)
+    legend = [("#4c72b0", "execloop docker sandbox"), ("#dd8452", "bare Docker reference")]
+    ax.legend(handles=[Patch(color=color, label=label) for color, label in legend])
     ax.set_yscale("log")
+    ax.set_ylim(top=max(p95) * 2)  # room for the labels above the whiskers
     ax.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=9)
-    ax.set_ylabel("latency, ms (log scale): bar = p50, whisker = p95")
-    ax.set_title("execloop docker sandbox vs bare Docker")
+    ax.set_ylabel("milliseconds (log scale)")
+    ax.set_title("execloop docker sandbox vs bare Docker: p50 latency (label), p95 whisker")
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -238,13 +244,15 @@ async def main(args: argparse.Namespace) -> int:
     except docker.errors.ImageNotFound:
         console.print(f"[red]image {image} is missing: `python -m execloop.images build`[/]")
         return 2
+    host = await anyio.to_thread.run_sync(machine, client)
+    console.print(f"image {image}, docker {host['docker_version']}, {host['cores']} cores")
     samples: dict[str, list[float]] = {}
     try:
-        console.print(f"image {image}; {reps} cold-start rounds (each: session, run, run none)")
+        console.print(f"cold start: {reps} rounds of session / docker run / run --network none")
         samples.update(await cold_starts(client, image, reps))
-        console.print(f"exec: {reps} rounds of 1 docker exec each kind + {per_round} session execs")
+        console.print(f"exec: {reps} rounds of 2 docker execs and {per_round} session execs")
         samples.update(await execs(client, image, reps, per_round))
-        console.print(f"throughput: {rounds} rounds of {k} execs, 1 session then 2 concurrent")
+        console.print(f"throughput: {rounds} rounds of {k} execs, 1 session then 2 at once")
         tp = await throughput(client, k, rounds)
     finally:
         leftovers = await thread(client.containers.list, all=True, filters=BENCH_FILTER)()
@@ -252,7 +260,7 @@ async def main(args: argparse.Namespace) -> int:
             await thread(container.remove, force=True)()
     latency = {name: stats(values) for name, values in samples.items()}
     result = {
-        "machine": machine(client),
+        "machine": host,
         "image": image,
         "quick": args.quick,
         "latency_ms": latency,
