@@ -236,3 +236,28 @@ async def test_bound_workspace_keeps_files_on_the_host(tmp_path: Path) -> None:
     async with DockerSandbox(SandboxSpec(workspace_dir=workspace)) as sandbox:
         await sandbox.exec("open('model.txt', 'w').write('weights')")
     assert (workspace / "model.txt").read_text() == "weights"
+
+
+def test_reaper_removes_orphans_and_spares_live_owners(docker_client: Any) -> None:
+    import subprocess
+    import sys
+
+    from execloop.images import python_image_tag
+    from execloop.sandboxes.reaper import LABEL_OWNER, owner_id, reap_orphans, sandbox_labels
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_owner = owner_id(child.pid)
+    child.wait()
+    created = {}
+    for name, owner in (("orphan", dead_owner), ("live", owner_id())):
+        labels = {**sandbox_labels(backend="docker", session=name), LABEL_OWNER: owner}
+        created[name] = docker_client.containers.create(
+            python_image_tag(), ["true"], labels=labels, network_mode="none"
+        )
+    try:
+        removed = reap_orphans(docker_client)
+        assert created["orphan"].short_id in removed
+        assert created["live"].short_id not in removed
+        created["live"].reload()  # still there
+    finally:
+        created["live"].remove(force=True)
