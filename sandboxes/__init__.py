@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 if __name__ != "execloop.sandboxes":  # the folder is mapped into execloop; never import it bare
     raise ImportError(
         "import execloop.sandboxes, not sandboxes: the folder is part of the execloop package"
@@ -13,6 +15,7 @@ from execloop.sandboxes.spec import SandboxSpec, parse_bytes
 
 __all__ = [
     "Artifact",
+    "BACKENDS",
     "DockerSandbox",
     "ExecResult",
     "ExitReason",
@@ -23,9 +26,19 @@ __all__ = [
 ]
 
 
+# backend name -> (module, class); imported on demand so a backend's dependencies load only
+# when it is used.
+BACKENDS: dict[str, tuple[str, str]] = {
+    "docker": ("execloop.sandboxes.docker_backend", "DockerSandbox"),
+    "jupyter": ("execloop.sandboxes.jupyter_backend", "JupyterSandbox"),
+    "local": ("execloop.sandboxes.local_backend", "LocalSandbox"),
+    "restricted": ("execloop.sandboxes.restricted_backend", "RestrictedSandbox"),
+}
+
+
 def create_sandbox(spec: SandboxSpec | None = None) -> Sandbox:
     """The sandbox for ``spec.backend`` (not started: use ``async with``)."""
     spec = spec or SandboxSpec()
-    if spec.backend == "docker":
-        return DockerSandbox(spec)
-    raise AssertionError(f"unhandled backend {spec.backend!r}")  # the spec's Literal forbids it
+    module_name, class_name = BACKENDS[spec.backend]
+    backend: type[Sandbox] = getattr(importlib.import_module(module_name), class_name)
+    return backend(spec)

@@ -280,6 +280,7 @@ class _Session:
         self.capture = _Capture()
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         self.counter = 0
+        self.memory_error = False
         signal.signal(signal.SIGUSR1, self._on_output_limit)
 
     def _on_output_limit(self, signum: int, frame: object) -> None:
@@ -319,7 +320,9 @@ class _Session:
         oom_after = _oom_kills()
         if self.capture.limit_hit:
             reason = "output_limit"
-        elif oom_before is not None and oom_after is not None and oom_after > oom_before:
+        elif self.memory_error or (
+            oom_before is not None and oom_after is not None and oom_after > oom_before
+        ):
             reason = "oom"
         else:
             reason = "ok" if exit_code == 0 else "error"
@@ -364,6 +367,7 @@ class _Session:
             traceback.print_exception(exc, limit=0)
             return 1
         code = 0
+        self.memory_error = False  # an allocation refused by a limit (rlimit, cgroup) is OOM
         self.capture.armed = True
         try:
             exec(compiled, namespace)
@@ -372,6 +376,7 @@ class _Session:
         except _OutputLimitExceededError:
             code = 1
         except BaseException as exc:  # report it like Python would, without our frame
+            self.memory_error = isinstance(exc, MemoryError)
             import traceback
 
             tb = exc.__traceback__.tb_next if exc.__traceback__ else None

@@ -19,9 +19,10 @@ from pydantic import (
     model_validator,
 )
 
-__all__ = ["Backend", "ByteCount", "SandboxSpec", "parse_bytes"]
+__all__ = ["Backend", "ByteCount", "Placement", "SandboxSpec", "parse_bytes"]
 
-Backend = Literal["docker"]
+Backend = Literal["docker", "jupyter", "local", "restricted"]
+Placement = Literal["docker", "bubblewrap"]
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
@@ -51,6 +52,10 @@ class SandboxSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     backend: Backend = "docker"
+    placement: Placement = Field(
+        default="docker",
+        description="Where a jupyter kernel runs: a Docker container or a bubblewrap process.",
+    )
     image: str | None = Field(
         default=None, description="Image to run; None means execloop's own python image."
     )
