@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -68,6 +69,9 @@ class Sandbox(abc.ABC):
 
     def __init__(self, spec: SandboxSpec) -> None:
         self.spec = spec
+        # Marks everything the session starts (container label, process command line), so
+        # that leaks can be found and reaped.
+        self.session_id = uuid.uuid4().hex[:12]
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------

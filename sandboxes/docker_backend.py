@@ -11,7 +11,6 @@ import contextlib
 import functools
 import logging
 import threading
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,7 +26,7 @@ from execloop.errors import (
     SandboxStartError,
 )
 from execloop.sandboxes.base import ExitReason
-from execloop.sandboxes.reaper import reap_orphans, sandbox_labels
+from execloop.sandboxes.reaper import LABEL_SESSION, reap_orphans, sandbox_labels
 from execloop.sandboxes.spec import SandboxSpec
 from execloop.sandboxes.stateful import SOCKET_NAME, HelperSandbox
 
@@ -102,6 +101,7 @@ def container_request(
         )
         command = ["python3", _MOUNTED_HELPER]
     command += [f"{_CONTROL_DIR}/{SOCKET_NAME}", "--workspace", "/workspace", "--reap-all"]
+    command += ["--session", labels.get(LABEL_SESSION, "")]
     request: dict[str, Any] = {
         "image": image,
         "command": command,
@@ -177,7 +177,6 @@ class DockerSandbox(HelperSandbox):
     def __init__(self, spec: SandboxSpec | None = None, *, client: Any = None) -> None:
         super().__init__(spec or SandboxSpec())
         self._client = client
-        self.session_id = uuid.uuid4().hex[:12]
         self.container: Any = None
 
     async def _launch(self, socket_dir: Path) -> None:

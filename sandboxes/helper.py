@@ -481,18 +481,21 @@ class _Session:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``helper.py SOCKET [--workspace DIR] [--reap-all]`` (argparse would slow the start)."""
+    """``helper.py SOCKET [--workspace DIR] [--session ID] [--reap-all]`` (no argparse: it
+    would slow every start)."""
     args = list(sys.argv[1:] if argv is None else argv)
     reap_all = "--reap-all" in args
     if reap_all:  # kill every other process after each exec: only in a private PID namespace
         args.remove("--reap-all")
-    workspace = os.getcwd()
-    if "--workspace" in args:
-        index = args.index("--workspace")
-        workspace = args[index + 1]
-        del args[index : index + 2]
+    options = {"--workspace": os.getcwd(), "--session": ""}
+    for flag in options:  # --session only marks the command line, so leaks can be found
+        if flag in args:
+            index = args.index(flag)
+            options[flag] = args[index + 1]
+            del args[index : index + 2]
+    workspace = options["--workspace"]
     if len(args) != 1:
-        sys.exit("usage: helper.py SOCKET [--workspace DIR] [--reap-all]")
+        sys.exit("usage: helper.py SOCKET [--workspace DIR] [--session ID] [--reap-all]")
     workspace = os.path.realpath(workspace)
     os.chdir(workspace)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
