@@ -11,6 +11,7 @@ if __name__ != "execloop.sandboxes":  # the folder is mapped into execloop; neve
 
 from execloop.sandboxes.base import Artifact, ExecResult, ExitReason, Sandbox
 from execloop.sandboxes.docker_backend import DockerSandbox
+from execloop.sandboxes.pool import PoolSet, SandboxPool
 from execloop.sandboxes.spec import SandboxSpec, parse_bytes
 
 __all__ = [
@@ -19,7 +20,9 @@ __all__ = [
     "DockerSandbox",
     "ExecResult",
     "ExitReason",
+    "PoolSet",
     "Sandbox",
+    "SandboxPool",
     "SandboxSpec",
     "create_sandbox",
     "parse_bytes",

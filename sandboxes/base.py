@@ -139,6 +139,10 @@ class Sandbox(abc.ABC):
         """The bytes of one workspace file."""
         return transfer.single_file(await self.download_tar(path), path)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def _ensure_open(self) -> None:
         if self._closed:
             raise SandboxClosedError(

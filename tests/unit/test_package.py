@@ -28,6 +28,7 @@ PUBLIC_MODULES = [
     "execloop.sandboxes.transfer",
     "execloop.sandboxes.reaper",
     "execloop.sandboxes.helper",
+    "execloop.sandboxes.pool",
     "execloop.images",
 ]
 
