@@ -114,6 +114,12 @@ class SandboxPool:
         """Sandboxes alive or on their way: idle, in use, starting and closing."""
         return len(self._idle) + self._in_use + self._starting + self._closing
 
+    async def wait_warm(self) -> None:
+        """Wait until ``min_idle`` sandboxes are idle (e.g. before a burst of work)."""
+        async with self._changed:
+            while len(self._idle) < self.min_idle:
+                await self._changed.wait()
+
     def stats(self) -> PoolStats:
         return PoolStats(self)
 

@@ -19,8 +19,8 @@ async def test_docker_pool_hands_out_clean_warm_sandboxes(docker_client: Any) ->
     seen: list[str] = []
     async with SandboxPool(SandboxSpec(), min_idle=2, max_size=3) as pool:
         with anyio.fail_after(60):
-            while pool.stats().idle < 2:
-                await anyio.sleep(0.05)
+            await pool.wait_warm()
+        assert pool.stats().idle == 2
         async with pool.acquire() as first:
             seen.append(first.session_id)
             await first.exec("secret = 42\nopen('mine.txt', 'w').write('x')")

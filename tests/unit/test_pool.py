@@ -91,7 +91,9 @@ async def _until(condition: object, timeout: float = 5.0) -> None:
 async def test_keeps_min_idle_warm_and_hands_out_started_sandboxes() -> None:
     recorder = Recorder()
     async with SandboxPool(SPEC, min_idle=2, max_size=4, factory=recorder.factory) as pool:
-        await _until(lambda: pool.stats().idle == 2)
+        with anyio.fail_after(5):
+            await pool.wait_warm()
+        assert pool.stats().idle == 2
         async with pool.acquire() as sandbox:
             assert isinstance(sandbox, FakeSandbox) and sandbox.started
             await _until(lambda: pool.stats().idle == 2)  # refilled while in use
