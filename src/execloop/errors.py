@@ -8,8 +8,10 @@ control flow; neither is an exception.
 
     ExecloopError                   everything execloop raises derives from this
     ├── ConfigError                 bad spec, argument or input; the message says how to fix it
+    │   └── SkillError              a SKILL.md is invalid (file, field and what is expected)
     ├── BackendUnavailableError     the backend cannot run here (no daemon, no bwrap, no image)
     ├── ImageError                  an image could not be built or found
+    ├── ModelError                  the model provider failed after retries, or replied garbage
     └── SandboxError                a sandbox failed as infrastructure
         ├── SandboxStartError       the sandbox did not come up (logs tail attached)
         ├── SandboxClosedError      the sandbox is closed or died on an earlier call
@@ -26,10 +28,12 @@ __all__ = [
     "ConfigError",
     "ExecloopError",
     "ImageError",
+    "ModelError",
     "ProtocolError",
     "SandboxClosedError",
     "SandboxError",
     "SandboxStartError",
+    "SkillError",
     "TransferError",
 ]
 
@@ -40,6 +44,14 @@ class ExecloopError(Exception):
 
 class ConfigError(ExecloopError, ValueError):
     """A spec, argument or input is invalid; the message names it and how to fix it."""
+
+
+class SkillError(ConfigError):
+    """A skill's SKILL.md is invalid; the message names the file, the field and the fix."""
+
+
+class ModelError(ExecloopError):
+    """The model provider failed after retries (HTTP error, timeout) or sent a malformed reply."""
 
 
 class BackendUnavailableError(ExecloopError):

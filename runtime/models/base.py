@@ -1,0 +1,94 @@
+"""The one small protocol every model adapter implements, and the values it exchanges.
+
+The loop asks for one script per turn. A reply carries the script (from a ``submit_script``
+tool call, or ``None`` when the model answered otherwise), the text, and the usage reported by
+the provider. ``scripted`` marks replies from ``ScriptedModel``: every output built from them
+must say so.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from execloop.runtime.ledger import Usage
+
+__all__ = [
+    "SUBMIT_SCRIPT_TOOL",
+    "Message",
+    "Model",
+    "ModelReply",
+    "ModelRequest",
+    "ToolDefinition",
+]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class ToolDefinition(BaseModel):
+    """A tool the model may call, as JSON Schema (the Messages API's shape)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+SUBMIT_SCRIPT_TOOL = ToolDefinition(
+    name="submit_script",
+    description=(
+        "Submit one complete Python script. execloop runs it in a sandbox, runs the task's "
+        "checks and reports back. Submit the whole script every time, not a diff."
+    ),
+    input_schema={
+        "type": "object",
+        "properties": {
+            "script": {"type": "string", "description": "The complete Python script."},
+            "notes": {"type": "string", "description": "One line on what changed and why."},
+        },
+        "required": ["script"],
+    },
+)
+
+
+class ModelRequest(BaseModel):
+    """One turn. ``system`` blocks are the stable prefix (system, skill, tool API): adapters
+    that support prompt caching mark the last of them as cacheable."""
+
+    model_config = ConfigDict(frozen=True)
+
+    system: tuple[str, ...]
+    messages: tuple[Message, ...]
+    tools: tuple[ToolDefinition, ...] = (SUBMIT_SCRIPT_TOOL,)
+    max_tokens: int = Field(default=4096, gt=0)
+
+
+class ModelReply(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    text: str = ""
+    script: str | None = None
+    usage: Usage = Usage()
+    model: str
+    stop_reason: str | None = None
+    scripted: bool = False
+
+
+@runtime_checkable
+class Model(Protocol):
+    """What the loop needs from a model. Adapters map provider errors to ``ModelError``."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def scripted(self) -> bool: ...
+
+    async def complete(self, request: ModelRequest) -> ModelReply: ...

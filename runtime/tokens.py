@@ -1,0 +1,29 @@
+"""The project's tokenizer: one named, offline tokenizer used for every token count execloop
+computes itself (bounded memory, classic-flow estimates). Real model usage comes from the
+model's responses; this is for what no response reports. Its name is printed beside figures.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+__all__ = ["TOKENIZER_NAME", "count_tokens"]
+
+# o200k_base through bpe-openai: its vocabulary ships inside the wheel, so counting works
+# offline. It approximates, not equals, Claude's tokenizer; every figure names it.
+TOKENIZER_NAME = "o200k_base (bpe-openai)"
+
+
+@functools.cache
+def _encoding() -> Any:
+    import bpe_openai
+
+    return bpe_openai.get_encoding("o200k_base")
+
+
+def count_tokens(text: str) -> int:
+    """Number of tokens in ``text`` by the project's tokenizer."""
+    if not text:
+        return 0
+    return len(_encoding().encode(text))
