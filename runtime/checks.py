@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from execloop.runtime.bounds import REASON_CHARS
+
 __all__ = [
     "REASON_LIMIT",
     "AssertionsCheck",
@@ -24,11 +26,11 @@ __all__ = [
     "bounded_reason",
 ]
 
-REASON_LIMIT = 300
+REASON_LIMIT = REASON_CHARS
 
 
 def bounded_reason(text: str, limit: int = REASON_LIMIT) -> str:
-    """One place where a check's reason is cut to ``limit`` characters."""
+    """A check's reason on one line, cut to ``limit`` characters."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

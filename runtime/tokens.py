@@ -6,6 +6,7 @@ model's responses; this is for what no response reports. Its name is printed bes
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any
 
 __all__ = ["TOKENIZER_NAME", "count_tokens"]
@@ -19,7 +20,9 @@ TOKENIZER_NAME = "o200k_base (bpe-openai)"
 def _encoding() -> Any:
     import bpe_openai
 
-    return bpe_openai.get_encoding("o200k_base")
+    with warnings.catch_warnings():  # bpe-openai 0.1.4 loads its vocabulary with a legacy API
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bpe_openai.get_encoding("o200k_base")
 
 
 def count_tokens(text: str) -> int:

@@ -79,6 +79,9 @@ class ModelReply(BaseModel):
     model: str
     stop_reason: str | None = None
     scripted: bool = False
+    # HTTP attempts behind this reply: 1 + the retries the SDK made (429, 529, timeouts).
+    # Failed attempts are not billed, so ``usage.requests`` stays 1; this shows what was hit.
+    attempts: int = Field(default=1, ge=1)
 
 
 @runtime_checkable

@@ -1,0 +1,112 @@
+"""A task (what the orchestrator asks) and its one result (what it gets back).
+
+The ``Result`` JSON form is a contract with orchestrators: tests pin its keys. It never carries
+file contents (artifacts are path, size, sha256) and its text fields are bounded.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from execloop.runtime.checks import CheckOutcome, CheckSpec
+from execloop.runtime.classic import ClassicEstimate
+from execloop.runtime.ledger import Usage
+from execloop.sandboxes.base import Artifact, ExitReason
+from execloop.sandboxes.spec import SandboxSpec
+
+__all__ = ["AttemptRecord", "Budget", "Result", "Task", "TaskStatus", "Timings"]
+
+
+class Budget(BaseModel):
+    """When the loop gives up: attempts, tokens (input + output, all kinds), wall time."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_attempts: int = Field(default=5, ge=1, le=200)
+    max_tokens: int = Field(default=400_000, ge=1)
+    max_wall_time_s: float = Field(default=1800.0, gt=0)
+
+
+class Task(BaseModel):
+    """What a sub-agent must achieve. ``checks`` are the immutable spec it is judged by; a
+    skill's own checks are added to them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    goal: str = Field(min_length=1)
+    skill: str | None = None
+    inputs: tuple[Path, ...] = ()
+    checks: tuple[CheckSpec, ...] = ()
+    sandbox: SandboxSpec = SandboxSpec()
+    tools: tuple[str, ...] = ()
+    budget: Budget = Budget()
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_exist(cls, inputs: tuple[Path, ...]) -> tuple[Path, ...]:
+        missing = [str(path) for path in inputs if not path.exists()]
+        if missing:
+            raise ValueError(f"input files not found: {missing}")
+        names = [path.name for path in inputs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"inputs share a file name, they would overwrite each other: {names}")
+        return tuple(path.resolve() for path in inputs)
+
+
+class TaskStatus(enum.StrEnum):
+    PASSED = "passed"  # every check passed, re-verified in a fresh sandbox
+    FAILED = "failed"  # the attempts ran out with checks still failing
+    BUDGET_EXHAUSTED = "budget_exhausted"  # the token or wall-time budget ran out first
+    ERROR = "error"  # infrastructure failed (model provider, sandbox backend)
+
+
+class AttemptRecord(BaseModel):
+    """One attempt, compactly: enough to see what happened, never the bytes it produced."""
+
+    model_config = ConfigDict(frozen=True)
+
+    number: int
+    exit_reason: ExitReason | None = Field(description="None when no script was submitted.")
+    exit_code: int | None = None
+    checks_passed: int = 0
+    checks_total: int = 0
+    failed_checks: list[str] = Field(default_factory=list)
+    usage: Usage = Usage()
+    prompt_tokens: int = Field(default=0, description="The prompt's size by the tokenizer.")
+    script_chars: int = 0
+    duration_s: float = 0.0
+
+
+class Timings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    total_s: float = 0.0
+    model_s: float = 0.0
+    sandbox_s: float = 0.0
+    checks_s: float = 0.0
+
+
+class Result(BaseModel):
+    """Exactly one per task."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_id: str
+    status: TaskStatus
+    answer: str = Field(default="", description="result.json, else the stdout tail; bounded.")
+    checks: list[CheckOutcome] = Field(default_factory=list)
+    artifacts: list[Artifact] = Field(default_factory=list)
+    attempts: int = 0
+    attempt_log: list[AttemptRecord] = Field(default_factory=list)
+    usage: Usage = Usage()
+    usage_classic_estimate: ClassicEstimate | None = None
+    timings: Timings = Timings()
+    model: str = ""
+    scripted: bool = Field(default=False, description="True when a ScriptedModel answered.")
+    tokenizer: str = ""
+    error: str | None = None
