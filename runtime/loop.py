@@ -1,0 +1,292 @@
+"""The code-execute-verify loop: one sub-agent, one task, exactly one ``Result``.
+
+Each attempt: prompt (bounded, see prompts.py) → one script → a fresh sandbox with the inputs →
+the task's checks, run by the runtime → on failure a compact report becomes the next prompt.
+When every check passes, the outputs are re-checked in another fresh sandbox before the task
+is reported ``passed`` (a background thread left by the script cannot fake a verdict there).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tarfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from execloop.errors import ExecloopError
+from execloop.runtime import bounds
+from execloop.runtime.check_runner import reverify, run_checks
+from execloop.runtime.checks import CheckOutcome, CheckSpec, ExitStatusCheck
+from execloop.runtime.ledger import Usage
+from execloop.runtime.models.base import Message, Model, ModelRequest
+from execloop.runtime.prompts import (
+    SYSTEM_RULES,
+    AttemptMemory,
+    describe_checks,
+    describe_inputs,
+    extract_script,
+    failure_report,
+)
+from execloop.runtime.skills import Skill
+from execloop.runtime.task import AttemptRecord, Result, Task, TaskStatus, Timings
+from execloop.runtime.tokens import TOKENIZER_NAME, count_tokens
+from execloop.sandboxes import Artifact, ExecResult, Sandbox, SandboxSpec, create_sandbox
+
+__all__ = ["SCRIPT_NAME", "LoopEvent", "SubAgent"]
+
+SCRIPT_NAME = "script.py"
+log = logging.getLogger("execloop.runtime.loop")
+
+
+@dataclass(frozen=True)
+class LoopEvent:
+    """Progress for live displays: ``kind`` is attempt, reply, ran, checked or finished."""
+
+    kind: str
+    attempt: int
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _State:
+    usage: Usage = field(default_factory=Usage)
+    records: list[AttemptRecord] = field(default_factory=list)
+    outcomes: list[CheckOutcome] = field(default_factory=list)
+    artifacts: list[Artifact] = field(default_factory=list)
+    answer: str = ""
+    model_s: float = 0.0
+    sandbox_s: float = 0.0
+    checks_s: float = 0.0
+
+
+class SubAgent:
+    """Runs one task to its one result. Never raises for a failed task or a provider outage:
+    those are results (``failed``, ``budget_exhausted``, ``error``)."""
+
+    def __init__(
+        self,
+        task: Task,
+        *,
+        model: Model,
+        skill: Skill | None = None,
+        sandbox_factory: Callable[[SandboxSpec], Sandbox] = create_sandbox,
+        on_event: Callable[[LoopEvent], None] | None = None,
+    ) -> None:
+        self.task = task
+        self.model = model
+        self.skill = skill
+        self._factory = sandbox_factory
+        self._on_event = on_event or (lambda event: None)
+        self.spec = skill.sandbox_spec(task.sandbox) if skill else task.sandbox
+        checks: list[CheckSpec] = [*(skill.checks if skill else ()), *task.checks]
+        self.checks: tuple[CheckSpec, ...] = tuple(checks) or (ExitStatusCheck(),)
+        self.check_root: Path | None = skill.folder if skill else None
+        self.system = self._system_blocks()
+        self.task_text = "\n\n".join(
+            [f"Task: {task.goal}", describe_inputs(task.inputs), describe_checks(self.checks)]
+        )
+        # Older attempts are summarised in at most a fifth of the fixed prompt (and never more
+        # than SUMMARY_TOKENS), so attempt 20's prompt stays within 1.25x of attempt 3's.
+        fixed = sum(map(count_tokens, self.system)) + count_tokens(self.task_text)
+        self.memory = AttemptMemory(summary_tokens=min(bounds.SUMMARY_TOKENS, fixed // 5))
+        self._state = _State()
+        self._outputs: dict[str, bytes] = {}  # the workspace of the last all-passing attempt
+
+    def _system_blocks(self) -> tuple[str, ...]:
+        blocks = [SYSTEM_RULES]
+        if self.skill is not None:
+            blocks.append(f"Skill `{self.skill.name}`:\n{self.skill.instructions.strip()}")
+        tools = ", ".join(self.task.tools) if self.task.tools else "none"
+        blocks.append(f"Host tools callable from the script: {tools}.")
+        return tuple(blocks)
+
+    # -- the loop ----------------------------------------------------------------------------
+    async def run(self) -> Result:
+        started = time.monotonic()
+        try:
+            with anyio.move_on_after(self.task.budget.max_wall_time_s) as deadline:
+                status = await self._attempts()
+            if deadline.cancelled_caught:
+                status, error = TaskStatus.BUDGET_EXHAUSTED, "wall-time budget exhausted"
+            else:
+                error = None
+        except ExecloopError as exc:  # a provider or backend failure ends the task as data
+            log.warning("task %s failed on infrastructure: %s", self.task.id, exc)
+            status, error = TaskStatus.ERROR, f"{type(exc).__name__}: {exc}"
+        if status is TaskStatus.BUDGET_EXHAUSTED and error is None:
+            error = "token budget exhausted"
+        result = self._result(status, error, time.monotonic() - started)
+        self._on_event(LoopEvent("finished", len(self._state.records), {"result": result}))
+        return result
+
+    async def _attempts(self) -> TaskStatus:
+        for number in range(1, self.task.budget.max_attempts + 1):
+            self._on_event(LoopEvent("attempt", number))
+            if await self._attempt(number):
+                return TaskStatus.PASSED
+            if self._state.usage.total_tokens >= self.task.budget.max_tokens:
+                return TaskStatus.BUDGET_EXHAUSTED
+        return TaskStatus.FAILED
+
+    def request(self, number: int) -> ModelRequest:
+        """The prompt of attempt ``number``: stable prefix + task + bounded memory."""
+        memory = self.memory.render(number)
+        text = self.task_text + ("\n\n" + memory if memory else "")
+        return ModelRequest(system=self.system, messages=(Message(role="user", content=text),))
+
+    async def _attempt(self, number: int) -> bool:
+        state = self._state
+        request = self.request(number)
+        prompt_tokens = sum(map(count_tokens, request.system)) + count_tokens(
+            request.messages[0].content
+        )
+        began = time.monotonic()
+        reply = await self.model.complete(request)
+        state.model_s += time.monotonic() - began
+        state.usage += reply.usage
+        script = extract_script(reply)
+        self._on_event(LoopEvent("reply", number, {"usage": reply.usage, "script": script}))
+        if script is None:
+            self._record(number, None, [], reply.usage, prompt_tokens, 0, began)
+            self.memory.record(
+                script=None,
+                report=failure_report(None, []),
+                one_line=(f"attempt {number}: no script in the reply"),
+            )
+            return False
+        run, outcomes = await self._run_and_check(script, number)
+        note = ""
+        if all(o.passed for o in outcomes):
+            outcomes = await self._reverify(run)
+            note = (
+                ""
+                if all(o.passed for o in outcomes)
+                else (
+                    "Your checks passed in your sandbox but failed when re-run on your outputs in "
+                    "a fresh sandbox: do not rely on state outside the files you write."
+                )
+            )
+        state.outcomes = outcomes
+        self._record(number, run, outcomes, reply.usage, prompt_tokens, len(script), began)
+        passed = all(o.passed for o in outcomes)
+        if not passed:
+            failed = ", ".join(o.name for o in outcomes if not o.passed) or "none"
+            self.memory.record(
+                script=script,
+                report=failure_report(run, outcomes, note=note),
+                one_line=f"attempt {number}: exit {run.exit_reason.value}; failed: {failed}",
+            )
+        return passed
+
+    async def _run_and_check(
+        self, script: str, number: int
+    ) -> tuple[ExecResult, list[CheckOutcome]]:
+        state = self._state
+        began = time.monotonic()
+        async with self._factory(self.spec) as sandbox:
+            for source in self.task.inputs:
+                await sandbox.upload(source)
+            await sandbox.upload({SCRIPT_NAME: script})
+            run = await sandbox.exec_file(SCRIPT_NAME)
+            state.sandbox_s += time.monotonic() - began
+            self._on_event(LoopEvent("ran", number, {"run": run}))
+            checked = time.monotonic()
+            outcomes = await run_checks(
+                self.checks, sandbox=sandbox, run=run, check_files_root=self.check_root
+            )
+            state.checks_s += time.monotonic() - checked
+            self._on_event(LoopEvent("checked", number, {"outcomes": outcomes}))
+            if run.exit_code is not None:  # the sandbox is alive: keep what it produced
+                state.artifacts = await sandbox.artifacts()
+                state.answer = await self._answer(sandbox, run)
+                if all(o.passed for o in outcomes):
+                    self._outputs = await self._workspace_files(sandbox)
+        return run, outcomes
+
+    async def _reverify(self, run: ExecResult) -> list[CheckOutcome]:
+        began = time.monotonic()
+        try:
+            return await reverify(
+                self.checks,
+                sandbox_factory=lambda: self._factory(self.spec),
+                outputs=self._outputs,
+                run=run,
+                check_files_root=self.check_root,
+            )
+        finally:
+            self._state.checks_s += time.monotonic() - began
+
+    @staticmethod
+    async def _workspace_files(sandbox: Sandbox) -> dict[str, bytes]:
+        archive = await sandbox.download_tar(".")
+        files: dict[str, bytes] = {}
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
+            for member in tar.getmembers():
+                handle = tar.extractfile(member) if member.isfile() else None
+                if handle is not None:
+                    files[member.name] = handle.read()
+        return files
+
+    @staticmethod
+    async def _answer(sandbox: Sandbox, run: ExecResult) -> str:
+        try:
+            raw = await sandbox.read_file("result.json")
+            return bounds.head(json.dumps(json.loads(raw), indent=1), bounds.ANSWER_CHARS)
+        except (ExecloopError, ValueError):
+            return bounds.tail(run.stdout, bounds.ANSWER_CHARS)
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def _record(
+        self,
+        number: int,
+        run: ExecResult | None,
+        outcomes: Sequence[CheckOutcome],
+        usage: Usage,
+        prompt_tokens: int,
+        script_chars: int,
+        began: float,
+    ) -> None:
+        self._state.records.append(
+            AttemptRecord(
+                number=number,
+                exit_reason=run.exit_reason if run else None,
+                exit_code=run.exit_code if run else None,
+                checks_passed=sum(o.passed for o in outcomes),
+                checks_total=len(outcomes),
+                failed_checks=[o.name for o in outcomes if not o.passed],
+                usage=usage,
+                prompt_tokens=prompt_tokens,
+                script_chars=script_chars,
+                duration_s=time.monotonic() - began,
+            )
+        )
+
+    def _result(self, status: TaskStatus, error: str | None, total_s: float) -> Result:
+        state = self._state
+        return Result(
+            task_id=self.task.id,
+            status=status,
+            answer=state.answer,
+            checks=state.outcomes,
+            artifacts=state.artifacts,
+            attempts=len(state.records),
+            attempt_log=state.records,
+            usage=state.usage,
+            timings=Timings(
+                total_s=total_s,
+                model_s=state.model_s,
+                sandbox_s=state.sandbox_s,
+                checks_s=state.checks_s,
+            ),
+            model=self.model.name,
+            scripted=self.model.scripted,
+            tokenizer=TOKENIZER_NAME,
+            error=error,
+        )
