@@ -176,6 +176,97 @@ def images_build(from_registry: bool, force: bool) -> None:
         out.print(tag)
 
 
+@cli.group()
+def skills() -> None:
+    """List, show and validate skills (SKILL.md folders)."""
+
+
+_skill_dirs = click.option(
+    "--dir",
+    "dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A folder of skills searched after the built-in ones (repeatable).",
+)
+
+
+@skills.command("list")
+@_skill_dirs
+@click.option("--json", "as_json", is_flag=True, help="Print the skills as JSON.")
+def skills_list(dirs: tuple[Path, ...], as_json: bool) -> None:
+    """The available skills: name, version, description."""
+    from execloop.runtime.skills import builtin_skills_dir, list_skills
+
+    found = list_skills(builtin_skills_dir(), *dirs)
+    if as_json:
+        keys = {"name", "version", "description", "folder"}
+        click.echo(json.dumps([s.model_dump(mode="json", include=keys) for s in found], indent=2))
+        return
+    table = Table("name", "version", "description")
+    for skill in found:
+        table.add_row(skill.name, skill.version, skill.description.split(". ")[0])
+    out.print(table)
+
+
+@skills.command("show")
+@click.argument("name")
+@_skill_dirs
+def skills_show(name: str, dirs: tuple[Path, ...]) -> None:
+    """A skill's front matter in short, then its instructions."""
+    from execloop.runtime.skills import builtin_skills_dir, find_skill
+
+    skill = find_skill(name, builtin_skills_dir(), *dirs)
+    required = set(skill.inputs.get("required", ()))
+    inputs = [f"{k}{'*' if k in required else ''}" for k in skill.inputs.get("properties", {})]
+    sandbox = skill.sandbox.model_dump(mode="json", include=skill.sandbox.model_fields_set)
+    click.echo(f"{skill.name} {skill.version}\n{skill.description}\n")
+    click.echo(f"folder:   {skill.folder}\ninputs:   {', '.join(inputs)}  (* required)")
+    click.echo(f"defaults: {json.dumps(skill.defaults)}\nsandbox:  {json.dumps(sandbox)}")
+    click.echo(f"tools:    {', '.join(skill.tools) or 'none'}")
+    click.echo(f"examples: {', '.join(skill.examples) or 'none'}\nchecks:")
+    for check in skill.checks:
+        click.echo(f"  - [{check.kind}] {check.label()}")
+    click.echo(f"\n{skill.instructions}")
+
+
+@skills.command("validate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def skills_validate(paths: tuple[Path, ...]) -> None:
+    """Validate skills: a SKILL.md, a skill folder, or a folder of skill folders."""
+    from execloop.errors import SkillError
+    from execloop.runtime.skills import load_skill
+
+    failed = 0
+    for path in paths:
+        inner = [] if path.is_file() or (path / "SKILL.md").exists() else sorted(path.iterdir())
+        for target in [p for p in inner if (p / "SKILL.md").is_file()] or [path]:
+            try:
+                click.echo(f"ok {load_skill(target).name}")
+            except SkillError as exc:
+                failed += 1
+                click.echo(str(exc), err=True)
+    sys.exit(1 if failed else 0)
+
+
+@cli.group()
+def kernels() -> None:
+    """Jupyter kernelspecs whose kernels run in execloop sandboxes."""
+
+
+@kernels.command("install")
+@click.option(
+    "--prefix",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Install under PREFIX/share/jupyter/kernels [default: this Python's environment].",
+)
+def kernels_install(prefix: Path | None) -> None:
+    """Install the execloop-docker and execloop-bubblewrap kernelspecs (nbclient, Jupyter)."""
+    from execloop.sandboxes.kernelspecs import install_kernelspecs
+
+    for folder in install_kernelspecs(prefix):
+        out.print(str(folder), markup=False, highlight=False)
+
+
 @cli.command()
 @click.option("--all", "everything", is_flag=True, help="Remove every execloop container.")
 def reap(everything: bool) -> None:

@@ -47,7 +47,8 @@ log = logging.getLogger("execloop.runtime.loop")
 
 @dataclass(frozen=True)
 class LoopEvent:
-    """Progress for live displays: ``kind`` is attempt, reply, ran, checked or finished."""
+    """Progress for live displays and persistence: ``kind`` is attempt, reply, ran, checked,
+    recorded (the attempt's ``AttemptRecord``) or finished."""
 
     kind: str
     attempt: int
@@ -208,6 +209,9 @@ class SubAgent:
                 state.answer = await self._answer(sandbox, run)
                 if all(o.passed for o in outcomes):
                     self._outputs = await self._workspace_files(sandbox)
+                    # checks may read the inputs back: judge with the originals, not with
+                    # whatever the script left under their names
+                    self._outputs.update(self._original_inputs())
         return run, outcomes
 
     async def _reverify(self, run: ExecResult) -> list[CheckOutcome]:
@@ -222,6 +226,17 @@ class SubAgent:
             )
         finally:
             self._state.checks_s += time.monotonic() - began
+
+    def _original_inputs(self) -> dict[str, bytes]:
+        files: dict[str, bytes] = {}
+        for source in self.task.inputs:
+            if source.is_file():
+                files[source.name] = source.read_bytes()
+                continue
+            for path in source.rglob("*"):
+                if path.is_file() and not path.is_symlink():
+                    files[path.relative_to(source.parent).as_posix()] = path.read_bytes()
+        return files
 
     @staticmethod
     async def _workspace_files(sandbox: Sandbox) -> dict[str, bytes]:
@@ -267,6 +282,8 @@ class SubAgent:
                 duration_s=time.monotonic() - began,
             )
         )
+        record = self._state.records[-1]
+        self._on_event(LoopEvent("recorded", number, {"record": record}))
 
     def _result(self, status: TaskStatus, error: str | None, total_s: float) -> Result:
         state = self._state

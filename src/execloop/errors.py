@@ -10,6 +10,7 @@ control flow; neither is an exception.
     ├── ConfigError                 bad spec, argument or input; the message says how to fix it
     │   └── SkillError              a SKILL.md is invalid (file, field and what is expected)
     ├── BackendUnavailableError     the backend cannot run here (no daemon, no bwrap, no image)
+    ├── BrokerBusyError             admission control refused a task (too many pending)
     ├── ImageError                  an image could not be built or found
     ├── ModelError                  the model provider failed after retries, or replied garbage
     └── SandboxError                a sandbox failed as infrastructure
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendUnavailableError",
+    "BrokerBusyError",
     "ConfigError",
     "ExecloopError",
     "ImageError",
@@ -56,6 +58,10 @@ class ModelError(ExecloopError):
 
 class BackendUnavailableError(ExecloopError):
     """The requested backend cannot run on this machine (``execloop doctor`` explains why)."""
+
+
+class BrokerBusyError(ExecloopError):
+    """The broker already holds ``max_pending`` unfinished tasks; retry after some finish."""
 
 
 class ImageError(ExecloopError):
