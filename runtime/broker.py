@@ -26,13 +26,14 @@ import anyio
 import anyio.abc
 
 from execloop.errors import BrokerBusyError, ConfigError, ExecloopError
-from execloop.runtime.classic import CallTrace, estimate_classic
+from execloop.runtime.bridge import ToolRegistry
 from execloop.runtime.loop import LoopEvent, SubAgent
 from execloop.runtime.models.base import Model
 from execloop.runtime.report import RunSummary, StageSummary, TaskSummary
 from execloop.runtime.store import TaskStore
 from execloop.runtime.task import Result, Task, TaskStatus
 from execloop.sandboxes import Sandbox, SandboxSpec, create_sandbox
+from execloop.sandboxes.pool import PooledSandbox, PoolSet
 
 __all__ = ["Broker", "run_tasks", "summarize_run"]
 
@@ -46,20 +47,36 @@ class Broker:
         self,
         *,
         db: Path | str | TaskStore,
-        model: Model,
+        model: Model | Callable[[Task], Model],
         max_concurrency: int = 8,
         max_pending: int = 10_000,
         sandbox_factory: Callable[[SandboxSpec], Sandbox] = create_sandbox,
         run_id: str | None = None,
         reap_orphans: bool = True,
+        registry: ToolRegistry | None = None,
+        warm_sandboxes: int = 0,
     ) -> None:
         if max_concurrency < 1 or max_pending < 1:
             raise ConfigError("max_concurrency and max_pending must be at least 1")
         self.store = db if isinstance(db, TaskStore) else TaskStore(db)
-        self.model = model
+        # one model for every task, or one per task (e.g. a scripted model per task)
+        self._model_for: Callable[[Task], Model] = (
+            model if not isinstance(model, Model) else (lambda task: model)
+        )
+        self.model_name = model.name if isinstance(model, Model) else "per-task models"
         self.max_pending = max_pending
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self._factory = sandbox_factory
+        self.registry = registry
+        # Warm pools (one per spec) hand out started sandboxes; starts stay capped at two at a
+        # time, so a burst of tasks queues for sandboxes instead of overloading the machine.
+        self._pools: PoolSet | None = None
+        if warm_sandboxes > 0:
+            self._pools = PoolSet(
+                min_idle=warm_sandboxes, max_size=warm_sandboxes + 2 * max_concurrency
+            )
+            pools = self._pools
+            self._factory = lambda spec: PooledSandbox(pools, spec)
         self._reap = reap_orphans
         self._slots = anyio.CapacityLimiter(max_concurrency)
         self._done: dict[str, anyio.Event] = {}
@@ -70,9 +87,11 @@ class Broker:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
-        self.store.start_run(self.run_id, {"model": self.model.name})
+        self.store.start_run(self.run_id, {"model": self.model_name})
         if self._reap:
             await self._reap_orphans()
+        if self._pools is not None:
+            await self._pools.__aenter__()
         self._tasks = anyio.create_task_group()
         await self._tasks.__aenter__()
         for row in self.store.unfinished():  # a previous broker died: finish its work
@@ -90,8 +109,17 @@ class Broker:
         assert self._tasks is not None
         if exc is not None:
             self._tasks.cancel_scope.cancel()
-        await self._tasks.__aexit__(exc_type, exc, tb)
-        self.store.finish_run(self.run_id)
+        try:
+            await self._tasks.__aexit__(exc_type, exc, tb)
+        finally:
+            if self._pools is not None:
+                await self._pools.__aexit__(None, None, None)
+            self.store.finish_run(self.run_id)
+
+    async def warm_up(self, spec: SandboxSpec | None = None) -> None:
+        """Wait until the warm pool for ``spec`` holds its idle sandboxes (no-op without one)."""
+        if self._pools is not None:
+            await (await self._pools.pool(spec or SandboxSpec())).wait_warm()
 
     @staticmethod
     async def _reap_orphans() -> None:
@@ -179,8 +207,6 @@ class Broker:
                     task_id=task.id,
                     status=TaskStatus.ERROR,
                     error="cancelled" if task.id in self._cancelled else "broker stopped",
-                    model=self.model.name,
-                    scripted=self.model.scripted,
                 )
             if result.error != "broker stopped":  # a stopped broker resumes it later
                 self.store.put_result(result)
@@ -199,26 +225,19 @@ class Broker:
         def persist(event: LoopEvent) -> None:
             if event.kind == "recorded":
                 self.store.add_attempt(task.id, launch, event.data["record"])
+            elif event.kind == "tool_calls":
+                records = [r.model_dump(mode="json") for r in event.data["records"]]
+                self.store.add_tool_calls(task.id, records)
 
         agent = SubAgent(
             task,
-            model=self.model,
+            model=self._model_for(task),
             skill=skill,
             sandbox_factory=self._factory,
             on_event=persist,
+            registry=self.registry,
         )
-        result = await agent.run()
-        calls = [
-            CallTrace(tool=c["tool"], arguments=c.get("arguments", ""), result=c.get("result", ""))
-            for c in self.store.tool_calls(task.id)
-        ]
-        estimate = estimate_classic(
-            system="\n\n".join(agent.system),
-            user=agent.task_text,
-            calls=calls,
-            final_answer=result.answer,
-        )
-        return result.model_copy(update={"usage_classic_estimate": estimate})
+        return await agent.run()
 
 
 def summarize_run(store: TaskStore, run_id: str) -> RunSummary:
@@ -246,7 +265,11 @@ def summarize_run(store: TaskStore, run_id: str) -> RunSummary:
 
 
 def run_tasks(
-    tasks: Sequence[Task], *, db: Path | str, model: Model, max_concurrency: int = 8
+    tasks: Sequence[Task],
+    *,
+    db: Path | str,
+    model: Model | Callable[[Task], Model],
+    max_concurrency: int = 8,
 ) -> list[Result]:
     """The synchronous entry point; refuses to nest inside a running event loop."""
     try:

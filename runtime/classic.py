@@ -87,6 +87,25 @@ class CallTrace(BaseModel):
     depends_on: tuple[int, ...] | None = Field(
         default=None, description="Indices of earlier calls this one needs; None: unknown."
     )
+    argument_tokens: int | None = Field(
+        default=None, ge=0, description="Exact count when ``arguments`` was cut; else counted."
+    )
+    result_tokens: int | None = Field(
+        default=None, ge=0, description="Exact count when ``result`` was cut; else counted."
+    )
+
+    def emitted_tokens(self) -> int:
+        """O_m: the tool name and the arguments the model would emit."""
+        arguments = (
+            self.argument_tokens
+            if self.argument_tokens is not None
+            else count_tokens(self.arguments)
+        )
+        return count_tokens(self.tool) + arguments
+
+    def read_tokens(self) -> int:
+        """R_m: the result the model would read back."""
+        return self.result_tokens if self.result_tokens is not None else count_tokens(self.result)
 
 
 class ClassicFlow(BaseModel):
@@ -211,9 +230,7 @@ def estimate_classic(
     """The classic flow's cost for ``calls``, counted by the project's tokenizer."""
     system_tokens, user_tokens = count_tokens(system), count_tokens(user)
     final_tokens = count_tokens(final_answer)
-    sequential = [
-        (count_tokens(c.tool) + count_tokens(c.arguments), count_tokens(c.result)) for c in calls
-    ]
+    sequential = [(c.emitted_tokens(), c.read_tokens()) for c in calls]
     levels = dependency_levels(calls)
     parallel = [(0, 0)] * max(levels, default=0)
     for level, (o, r) in zip(levels, sequential, strict=True):

@@ -278,6 +278,17 @@ def reap(everything: bool) -> None:
     out.print(f"removed {len(removed)} container(s)")
 
 
+def _register_commands() -> None:
+    from execloop.runtime.runs_cli import demo_command, report_command, runs_command
+    from execloop.runtime.task_cli import task_command
+
+    for command in (task_command, demo_command, runs_command, report_command):
+        cli.add_command(command)
+
+
+_register_commands()
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

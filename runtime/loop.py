@@ -13,17 +13,20 @@ import json
 import logging
 import tarfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from execloop.errors import ExecloopError
+from execloop.errors import ConfigError, ExecloopError
 from execloop.runtime import bounds
+from execloop.runtime.bridge import ToolBridge, ToolCallRecord, ToolRegistry, render_tool_api
 from execloop.runtime.check_runner import reverify, run_checks
 from execloop.runtime.checks import CheckOutcome, CheckSpec, ExitStatusCheck
+from execloop.runtime.classic import CallTrace, ClassicEstimate, estimate_classic
 from execloop.runtime.ledger import Usage
 from execloop.runtime.models.base import Message, Model, ModelRequest
 from execloop.runtime.prompts import (
@@ -47,8 +50,8 @@ log = logging.getLogger("execloop.runtime.loop")
 
 @dataclass(frozen=True)
 class LoopEvent:
-    """Progress for live displays and persistence: ``kind`` is attempt, reply, ran, checked,
-    recorded (the attempt's ``AttemptRecord``) or finished."""
+    """Progress for live displays and persistence: ``kind`` is attempt, reply, tool_calls (the
+    attempt's bridge trace), ran, checked, recorded (its ``AttemptRecord``) or finished."""
 
     kind: str
     attempt: int
@@ -62,6 +65,7 @@ class _State:
     outcomes: list[CheckOutcome] = field(default_factory=list)
     artifacts: list[Artifact] = field(default_factory=list)
     answer: str = ""
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)  # the last attempt's
     model_s: float = 0.0
     sandbox_s: float = 0.0
     checks_s: float = 0.0
@@ -79,8 +83,16 @@ class SubAgent:
         skill: Skill | None = None,
         sandbox_factory: Callable[[SandboxSpec], Sandbox] = create_sandbox,
         on_event: Callable[[LoopEvent], None] | None = None,
+        registry: ToolRegistry | None = None,
+        tool_call_budget: int = 1000,
     ) -> None:
+        if task.tools and registry is None:
+            raise ConfigError(
+                f"task {task.id} allows tools {list(task.tools)} but no ToolRegistry was given"
+            )
         self.task = task
+        self.registry = registry
+        self.tool_call_budget = tool_call_budget
         self.model = model
         self.skill = skill
         self._factory = sandbox_factory
@@ -104,8 +116,14 @@ class SubAgent:
         blocks = [SYSTEM_RULES]
         if self.skill is not None:
             blocks.append(f"Skill `{self.skill.name}`:\n{self.skill.instructions.strip()}")
-        tools = ", ".join(self.task.tools) if self.task.tools else "none"
-        blocks.append(f"Host tools callable from the script: {tools}.")
+        if self.task.tools and self.registry is not None:
+            tools = [self.registry.get(name) for name in self.task.tools]
+            blocks.append(
+                "Host tools, callable from the script as plain functions "
+                "(`from execloop_tools import ...`; a refused or failed call raises "
+                "execloop_tools.ToolError). Their results stay in the script: print only "
+                "what the answer needs.\n" + render_tool_api(tools)
+            )
         return tuple(blocks)
 
     # -- the loop ----------------------------------------------------------------------------
@@ -195,7 +213,11 @@ class SubAgent:
             for source in self.task.inputs:
                 await sandbox.upload(source)
             await sandbox.upload({SCRIPT_NAME: script})
-            run = await sandbox.exec_file(SCRIPT_NAME)
+            async with self._tools(sandbox) as bridge:
+                run = await sandbox.exec_file(SCRIPT_NAME)
+            if bridge is not None:
+                state.tool_calls = list(bridge.trace)
+                self._on_event(LoopEvent("tool_calls", number, {"records": state.tool_calls}))
             state.sandbox_s += time.monotonic() - began
             self._on_event(LoopEvent("ran", number, {"run": run}))
             checked = time.monotonic()
@@ -213,6 +235,38 @@ class SubAgent:
                     # whatever the script left under their names
                     self._outputs.update(self._original_inputs())
         return run, outcomes
+
+    @asynccontextmanager
+    async def _tools(self, sandbox: Sandbox) -> AsyncIterator[ToolBridge | None]:
+        """The tool bridge for this attempt's sandbox, when the task allows tools."""
+        if not self.task.tools or self.registry is None:
+            yield None
+            return
+        bridge = ToolBridge(
+            sandbox, self.registry, allow=self.task.tools, call_budget=self.tool_call_budget
+        )
+        async with bridge:
+            yield bridge
+
+    def classic_estimate(self, final_answer: str) -> ClassicEstimate:
+        """What the classic round-trip flow would have cost for the last attempt's calls."""
+        calls = [
+            CallTrace(
+                tool=record.tool,
+                arguments=record.arguments,
+                result=record.result,
+                argument_tokens=record.argument_tokens,
+                result_tokens=record.result_tokens,
+            )
+            for record in self._state.tool_calls
+            if record.ok
+        ]
+        return estimate_classic(
+            system="\n\n".join(self.system),
+            user=self.task_text,
+            calls=calls,
+            final_answer=final_answer,
+        )
 
     async def _reverify(self, run: ExecResult) -> list[CheckOutcome]:
         began = time.monotonic()
@@ -296,6 +350,7 @@ class SubAgent:
             attempts=len(state.records),
             attempt_log=state.records,
             usage=state.usage,
+            usage_classic_estimate=self.classic_estimate(state.answer),
             timings=Timings(
                 total_s=total_s,
                 model_s=state.model_s,

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Self
 
@@ -24,10 +24,10 @@ import anyio
 import anyio.abc
 
 from execloop.errors import ConfigError, SandboxClosedError
-from execloop.sandboxes.base import Sandbox
+from execloop.sandboxes.base import Artifact, ExecResult, Sandbox
 from execloop.sandboxes.spec import SandboxSpec
 
-__all__ = ["PoolSet", "PoolStats", "SandboxPool"]
+__all__ = ["PoolSet", "PoolStats", "PooledSandbox", "SandboxPool"]
 
 log = logging.getLogger("execloop.sandboxes.pool")
 
@@ -273,3 +273,54 @@ class PoolSet:
     async def acquire(self, spec: SandboxSpec) -> AsyncIterator[Sandbox]:
         async with (await self.pool(spec)).acquire() as sandbox:
             yield sandbox
+
+
+class PooledSandbox(Sandbox):
+    """A sandbox handle for code that expects ``async with factory(spec) as sandbox``: entering
+    acquires a started sandbox from the pool set, leaving hands it back to be destroyed."""
+
+    def __init__(self, pools: PoolSet, spec: SandboxSpec) -> None:
+        super().__init__(spec)
+        self._pools = pools
+        self._lease: AbstractAsyncContextManager[Sandbox] | None = None
+        self._inner: Sandbox | None = None
+
+    @property
+    def inner(self) -> Sandbox:
+        if self._inner is None:
+            raise SandboxClosedError("the pooled sandbox is not acquired; use `async with`")
+        return self._inner
+
+    def __getattr__(self, name: str) -> object:  # backend details, e.g. a helper's socket_dir
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    async def start(self) -> None:
+        pool = await self._pools.pool(self.spec)
+        self._lease = pool.acquire()
+        self._inner = await self._lease.__aenter__()
+        self.session_id = self._inner.session_id
+
+    async def close(self) -> None:
+        lease, self._lease = self._lease, None
+        self._closed = True
+        if lease is not None:
+            await lease.__aexit__(None, None, None)
+
+    async def exec(self, code: str, *, timeout: float | None = None) -> ExecResult:
+        return await self.inner.exec(code, timeout=timeout)
+
+    async def exec_file(
+        self, path: str, *, args: Sequence[str] = (), timeout: float | None = None
+    ) -> ExecResult:
+        return await self.inner.exec_file(path, args=args, timeout=timeout)
+
+    async def upload_tar(self, archive: bytes, dest: str = ".") -> None:
+        await self.inner.upload_tar(archive, dest)
+
+    async def download_tar(self, path: str) -> bytes:
+        return await self.inner.download_tar(path)
+
+    async def artifacts(self, path: str = ".") -> list[Artifact]:
+        return await self.inner.artifacts(path)

@@ -23,10 +23,12 @@ from jsonschema.validators import Draft202012Validator, validator_for
 from pydantic import BaseModel, ConfigDict
 
 from execloop.runtime.bridge.tool import Tool, ToolFailure
+from execloop.runtime.tokens import count_tokens
 
-__all__ = ["CallGate", "ToolCallRecord", "internal_error_reply"]
+__all__ = ["CallGate", "TRACE_TEXT_CHARS", "ToolCallRecord", "internal_error_reply"]
 
 _MAX_MESSAGE = 2000
+TRACE_TEXT_CHARS = 64 * 1024
 _MAX_UNBUDGETED_RECORDS = 100  # refusals outside the budget; past this they are only counted
 
 log = logging.getLogger("execloop.runtime.bridge")
@@ -40,6 +42,12 @@ class ToolCallRecord(BaseModel):
     tool: str
     argument_bytes: int
     result_bytes: int
+    # What a classic agent would have emitted and read back, for the ledger: the compact JSON
+    # (cut at TRACE_TEXT_CHARS) and its exact size in the project's tokenizer.
+    arguments: str = ""
+    result: str = ""
+    argument_tokens: int = 0
+    result_tokens: int = 0
     duration_s: float
     timestamp: datetime
     error_type: str | None = None
@@ -80,14 +88,14 @@ class CallGate:
     async def handle(self, line: bytes | None) -> bytes:
         """The reply line to one request line (``None``: the request was too large)."""
         started, timestamp = time.perf_counter(), datetime.now(UTC)
-        name, argument_bytes, budgeted = "?", 0, False
+        name, argument_text, budgeted = "?", "", False
         try:
             if line is None:
                 raise _Refusal("bad_request", "the request is too large")
             request = _parse(line)
             name = str(request.get("tool"))[:200]
             arguments = request.get("arguments", {})
-            argument_bytes = len(json.dumps(arguments, separators=(",", ":")).encode())
+            argument_text = json.dumps(arguments, separators=(",", ":"), ensure_ascii=False)
             self._authenticate(request.get("token"))
             if self.calls_used >= self.call_budget:
                 raise _Refusal(
@@ -100,10 +108,10 @@ class CallGate:
             tool = self._check(name, request.get("tool"), arguments)
             encoded = await self._run(tool, arguments)
         except _Refusal as refusal:
-            self._record(name, argument_bytes, 0, started, timestamp, refusal, budgeted)
+            self._record(name, argument_text, b"", started, timestamp, refusal, budgeted)
             error = {"type": refusal.kind, "message": refusal.message}
             return _dumps({"ok": False, "error": error}) + b"\n"
-        self._record(name, argument_bytes, len(encoded), started, timestamp, None, True)
+        self._record(name, argument_text, encoded, started, timestamp, None, True)
         return b'{"ok":true,"result":' + encoded + b"}\n"
 
     def _authenticate(self, token: Any) -> None:
@@ -153,8 +161,8 @@ class CallGate:
     def _record(
         self,
         name: str,
-        argument_bytes: int,
-        result_bytes: int,
+        argument_text: str,
+        encoded_result: bytes,
         started: float,
         timestamp: datetime,
         refusal: _Refusal | None,
@@ -165,11 +173,16 @@ class CallGate:
         if not budgeted and len(self.trace) - self.calls_used >= _MAX_UNBUDGETED_RECORDS:
             self.dropped_records += 1
             return
+        result_text = encoded_result.decode("utf-8", "replace")
         self.trace.append(
             ToolCallRecord(
                 tool=name,
-                argument_bytes=argument_bytes,
-                result_bytes=result_bytes,
+                argument_bytes=len(argument_text.encode()),
+                result_bytes=len(encoded_result),
+                arguments=argument_text[:TRACE_TEXT_CHARS],
+                result=result_text[:TRACE_TEXT_CHARS],
+                argument_tokens=count_tokens(argument_text),
+                result_tokens=count_tokens(result_text),
                 duration_s=time.perf_counter() - started,
                 timestamp=timestamp,
                 error_type=refusal.kind if refusal else None,
