@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from pathlib import Path
 
 import anyio
@@ -68,6 +69,7 @@ def demo_command(out_dir: Path, concurrency: int) -> None:
     for skill in list_skills():
         for example in skill.load_examples():
             task = Task(
+                id=f"{skill.name}-{example.name}-{uuid.uuid4().hex[:6]}",
                 goal=example.goal,
                 skill=skill.name,
                 inputs=tuple(example.folder / name for name in example.files),
