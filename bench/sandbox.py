@@ -15,6 +15,7 @@ import json
 import operator
 import os
 import platform
+import queue
 import statistics
 import sys
 import time
@@ -25,6 +26,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import docker.errors
+from backends import backend_targets, local_execs, pool_acquires  # bench/backends.py
 from rich.console import Console
 from rich.table import Table
 
@@ -142,6 +144,121 @@ async def throughput(client: Any, k: int, rounds: int) -> dict[str, float]:
     }
 
 
+# -- jupyter: JupyterSandbox (docker placement) against a raw jupyter_client kernel ----------
+JUPYTER_EXEC, RAW_KERNEL_EXEC = "JupyterSandbox.exec(print)", "raw kernel client execute"
+RAW_KERNEL_PYTHON = "/opt/execloop/venv/bin/python"
+
+
+async def raw_kernel_run(kc: Any, code: str) -> str:
+    """Execute ``code`` through a plain AsyncKernelClient: iopub until idle, then the reply."""
+    msg_id = kc.execute(code, store_history=False, allow_stdin=False)
+    out = ""
+    while True:
+        msg = await kc.get_iopub_msg(timeout=30)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            out += msg["content"]["text"]
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    while (await kc.get_shell_msg(timeout=30))["parent_header"].get("msg_id") != msg_id:
+        pass
+    return out
+
+
+def raw_kernel_files(folder: Path) -> dict[str, Any]:
+    """Both connection files: the host's (ipc sockets in ``folder``), the kernel's (its mount)."""
+    from jupyter_client.connect import write_connection_file
+
+    folder.mkdir(mode=0o700)
+    _, info = write_connection_file(
+        str(folder / "host.json"),
+        ip=str(folder / "kernel"),
+        transport="ipc",
+        key=os.urandom(16).hex().encode(),
+    )
+    (folder / "kernel.json").write_text(json.dumps({**info, "ip": "/run/execloop/kernel"}))
+    for path in (folder, folder / "kernel.json"):
+        os.chown(path, 1000, 1000)
+    return dict(info)
+
+
+async def raw_kernel(client: Any, image: str, folder: Path) -> tuple[Any, Any]:
+    """A kernel started the simple way: the image's ipykernel on an ipc connection file in a
+    mounted directory, --network none, uid 1000; the client reads the host-side copy."""
+    from jupyter_client.asynchronous.client import AsyncKernelClient
+
+    info = raw_kernel_files(folder)
+    command = [RAW_KERNEL_PYTHON, "-m", "ipykernel_launcher", "-f", "/run/execloop/kernel.json"]
+    mount = {str(folder): {"bind": "/run/execloop", "mode": "rw"}}
+    container = await thread(
+        client.containers.run, image, command, volumes=mount, user="1000:1000", **SLEEPER
+    )()
+    kc = AsyncKernelClient()
+    kc.load_connection_info(info)
+    kc.start_channels(hb=False)
+    with anyio.fail_after(60):  # kernel_info until it answers, then until iopub delivers
+        while not await raw_kernel_answers(kc):
+            pass
+    return container, kc
+
+
+async def raw_kernel_answers(kc: Any) -> bool:
+    msg_id = kc.kernel_info()
+    try:
+        while (await kc.get_shell_msg(timeout=1))["parent_header"].get("msg_id") != msg_id:
+            pass
+        while True:
+            msg = await kc.get_iopub_msg(timeout=1)
+            if msg["msg_type"] == "iopub_welcome" or msg["parent_header"].get("msg_id") == msg_id:
+                return True
+    except queue.Empty:
+        return False
+
+
+async def jupyter_execs(
+    client: Any, image: str, reps: int, per_round: int
+) -> dict[str, list[float]]:
+    """``print(1+1)`` through JupyterSandbox and through the raw kernel, interleaved."""
+    import tempfile
+
+    from execloop.sandboxes.jupyter_backend import JupyterSandbox
+
+    samples: dict[str, list[float]] = {JUPYTER_EXEC: [], RAW_KERNEL_EXEC: []}
+    sandbox = JupyterSandbox(SandboxSpec(backend="jupyter", placement="docker"))
+    with tempfile.TemporaryDirectory(prefix="execloop-bench-") as scratch:
+        container, kc = await raw_kernel(client, image, Path(scratch) / "kernel")
+        try:
+            await sandbox.start()
+            warm = await sandbox.exec(CODE), await raw_kernel_run(kc, CODE)
+            if warm[0].stdout != "2\n" or warm[1] != "2\n":
+                raise RuntimeError(f"unexpected warm-up output: {warm!r}")
+            steps = [
+                (JUPYTER_EXEC, functools.partial(sandbox.exec, CODE)),
+                (RAW_KERNEL_EXEC, functools.partial(raw_kernel_run, kc, CODE)),
+            ]
+            for round_ in range(reps):
+                for name, step in steps[round_ % 2 :] + steps[: round_ % 2]:
+                    for _ in range(per_round):
+                        samples[name].append(await timed(step))
+        finally:
+            kc.stop_channels()
+            await sandbox.close()
+            await thread(container.remove, force=True)()
+    return samples
+
+
+def jupyter_targets(p50: dict[str, float]) -> list[tuple[str, float, str, float]]:
+    return [
+        (
+            "jupyter exec p50 / raw kernel exec p50",
+            p50[JUPYTER_EXEC] / p50[RAW_KERNEL_EXEC],
+            "<=",
+            1.2,
+        )
+    ]
+
+
 def machine(client: Any) -> dict[str, Any]:
     version, info = client.version(), client.info()
     return {
@@ -163,6 +280,9 @@ def targets(latency: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
         ("cold start p50 / docker run --network none", p50[START] / p50[RUN_NONE], "<=", 1.3),
         ("teardown close() p50, ms", p50[CLOSE], "<", 100),
     ]
+    if JUPYTER_EXEC in p50:
+        rows += jupyter_targets(p50)
+    rows += backend_targets(p50)
     ops = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
     return [
         {"target": name, "measured": value, "goal": f"{op} {goal:g}", "pass": ops[op](value, goal)}
@@ -252,6 +372,12 @@ async def main(args: argparse.Namespace) -> int:
         samples.update(await cold_starts(client, image, reps))
         console.print(f"exec: {reps} rounds of 2 docker execs and {per_round} session execs")
         samples.update(await execs(client, image, reps, per_round))
+        console.print(f"jupyter: {reps} rounds of {per_round} execs, sandbox and raw kernel")
+        samples.update(await jupyter_execs(client, image, reps, per_round))
+        console.print(f"local: {reps} rounds of python3 -c, a one-shot and {per_round} execs")
+        samples.update(await local_execs(reps, per_round))
+        console.print(f"pool: {reps} acquires from a warm docker pool")
+        samples.update(await pool_acquires(reps))
         console.print(f"throughput: {rounds} rounds of {k} execs, 1 session then 2 at once")
         tp = await throughput(client, k, rounds)
     finally:

@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from execloop.runtime.bounds import REASON_CHARS
 
 __all__ = [
-    "REASON_LIMIT",
     "AssertionsCheck",
     "CheckOutcome",
     "CheckSpec",
@@ -23,6 +22,7 @@ __all__ = [
     "ExpressionCheck",
     "JsonSchemaCheck",
     "PytestCheck",
+    "REASON_LIMIT",
     "bounded_reason",
 ]
 

@@ -5,6 +5,7 @@ Each probe is small and independent; a probe never raises, it reports.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -127,20 +128,24 @@ def _check_userns() -> Finding:
 
 
 def _check_bubblewrap() -> Finding:
-    if shutil.which("bwrap") is None:
+    from execloop.errors import BackendUnavailableError
+    from execloop.sandboxes.local_backend import find_tools, probe_argv
+
+    try:
+        tools = find_tools()
+    except BackendUnavailableError as exc:
         return Finding(
-            name="bubblewrap",
-            ok=False,
-            detail="bwrap not found",
-            fix="`apt-get install bubblewrap` (the local backend needs it)",
-            required=False,
+            name="bubblewrap", ok=False, detail="a tool is missing", fix=str(exc), required=False
         )
-    ok, error = _run(["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"])
+    # exactly what the local backend starts: uid 1000 in a user namespace that cannot nest
+    # (bubblewrap >= 0.8), reached through setpriv when execloop runs as root
+    ok, error = _run(probe_argv(tools, as_root=os.geteuid() == 0))
     return Finding(
         name="bubblewrap",
         ok=ok,
-        detail="bwrap --unshare-all works" if ok else f"bwrap failed: {error}",
-        fix="enable user namespaces (see above) or run as root",
+        detail="bwrap sandboxes as uid 1000 work" if ok else f"bwrap failed: {error}",
+        fix="the local backend needs bubblewrap >= 0.8 and unprivileged user namespaces "
+        "(see above)",
         required=False,
     )
 

@@ -42,7 +42,11 @@ from execloop.runtime.task import AttemptRecord, Result, Task, TaskStatus, Timin
 from execloop.runtime.tokens import TOKENIZER_NAME, count_tokens
 from execloop.sandboxes import Artifact, ExecResult, Sandbox, SandboxSpec, create_sandbox
 
-__all__ = ["SCRIPT_NAME", "LoopEvent", "SubAgent"]
+__all__ = [
+    "LoopEvent",
+    "SCRIPT_NAME",
+    "SubAgent",
+]
 
 SCRIPT_NAME = "script.py"
 log = logging.getLogger("execloop.runtime.loop")

@@ -19,9 +19,9 @@ from execloop.runtime.tokens import count_tokens
 from execloop.sandboxes.base import ExecResult
 
 __all__ = [
+    "AttemptMemory",
     "CORRECTION",
     "SYSTEM_RULES",
-    "AttemptMemory",
     "describe_checks",
     "describe_inputs",
     "extract_script",

@@ -226,10 +226,12 @@ def _oom_kills() -> int | None:
     )
 
 
-def _peak_memory() -> int | None:
-    peak = _cgroup_value(
-        "/sys/fs/cgroup/memory.peak", "/sys/fs/cgroup/memory/memory.max_usage_in_bytes"
-    )
+def _peak_memory(use_cgroup: bool = True) -> int | None:
+    peak = None
+    if use_cgroup:
+        peak = _cgroup_value(
+            "/sys/fs/cgroup/memory.peak", "/sys/fs/cgroup/memory/memory.max_usage_in_bytes"
+        )
     if peak is None:  # no cgroup view (bubblewrap): this process and its children, in KiB
         import resource
 
@@ -272,13 +274,17 @@ def _kill_other_processes(me: int) -> None:
 
 
 class _Session:
+    # False where the helper shares the host's cgroup (restricted backend): its counters are
+    # the host's, not the sandbox's.
+    use_cgroup = True
+
     def __init__(self, sock: socket.socket, workspace: str, reap_all: bool) -> None:
         self.sock = sock
         self.workspace = workspace
         self.reap_all = reap_all
         self.pid = os.getpid()
         self.capture = _Capture()
-        self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+        self.namespace = self.new_namespace(__name__="__main__")
         self.counter = 0
         self.memory_error = False
         signal.signal(signal.SIGUSR1, self._on_output_limit)
@@ -286,6 +292,13 @@ class _Session:
     def _on_output_limit(self, signum: int, frame: object) -> None:
         if self.capture.armed:
             raise _OutputLimitExceededError
+
+    # -- seams: how code is compiled and which globals it sees (the restricted runner's) -----
+    def compile_source(self, source: str, filename: str) -> Any:
+        return compile(source, filename, "exec")
+
+    def new_namespace(self, **names: Any) -> dict[str, Any]:
+        return {"__builtins__": builtins, **names}
 
     # -- requests ----------------------------------------------------------------------------
     def serve(self) -> None:
@@ -309,7 +322,7 @@ class _Session:
 
     def op_exec(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
         self.counter += 1
-        oom_before = _oom_kills()
+        oom_before = _oom_kills() if self.use_cgroup else None
         self.capture.begin(keep=int(header["keep"]), limit=int(header["limit"]))
         started = time.monotonic()
         exit_code = self._run_user_code(header)
@@ -317,7 +330,7 @@ class _Session:
             _kill_other_processes(self.pid)
         self.capture.finish()
         duration = time.monotonic() - started
-        oom_after = _oom_kills()
+        oom_after = _oom_kills() if self.use_cgroup else None
         if self.capture.limit_hit:
             reason = "output_limit"
         elif self.memory_error or (
@@ -335,7 +348,7 @@ class _Session:
             "stdout_truncated": out.truncated,
             "stderr_truncated": err.truncated,
             "duration_s": duration,
-            "peak_memory_bytes": _peak_memory(),
+            "peak_memory_bytes": _peak_memory(self.use_cgroup),
         }, b""
 
     def _run_user_code(self, header: dict[str, Any]) -> int:
@@ -348,11 +361,7 @@ class _Session:
                     source = handle.read()
                 sys.argv = [filename, *header.get("args", [])]
                 sys.path[0] = os.path.dirname(filename)
-                namespace: dict[str, Any] = {
-                    "__name__": "__main__",
-                    "__file__": filename,
-                    "__builtins__": builtins,
-                }
+                namespace = self.new_namespace(__name__="__main__", __file__=filename)
             else:
                 source = header["code"]
                 filename = f"<exec-{self.counter}>"
@@ -360,7 +369,7 @@ class _Session:
             import linecache
 
             linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-            compiled = compile(source, filename, "exec")
+            compiled = self.compile_source(source, filename)
         except (OSError, SyntaxError, ValueError) as exc:
             import traceback
 
@@ -480,7 +489,7 @@ class _Session:
         return {"artifacts": entries}, b""
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, session_class: type[_Session] = _Session) -> None:
     """``helper.py SOCKET [--workspace DIR] [--session ID] [--reap-all]`` (no argparse: it
     would slow every start)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -500,7 +509,7 @@ def main(argv: list[str] | None = None) -> None:
     os.chdir(workspace)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(args[0])
-    _Session(sock, workspace, reap_all).serve()
+    session_class(sock, workspace, reap_all).serve()
 
 
 if __name__ == "__main__":

@@ -65,7 +65,9 @@ def is_orphan(owner: str) -> bool:
 def reap_orphans(client: Any, *, everything: bool = False) -> list[str]:
     """Remove execloop containers whose owner is gone (all of them with ``everything``)."""
     removed = []
-    for container in client.containers.list(all=True, filters={"label": LABEL_MANAGED}):
+    # ignore_removed: a container removed between listing and inspection is not an error
+    listed = client.containers.list(all=True, filters={"label": LABEL_MANAGED}, ignore_removed=True)
+    for container in listed:
         owner = container.labels.get(LABEL_OWNER, "")
         if everything or is_orphan(owner):
             try:

@@ -26,3 +26,4 @@ if ! { .venv/bin/python -m pip install --upgrade pip \
     exit 1
 fi
 .venv/bin/execloop images build
+.venv/bin/execloop kernels install >/dev/null  # nbclient/Jupyter find the sandboxed kernels

@@ -3,3 +3,5 @@
 Load them with ``execloop.runtime.skills`` (``list_skills``, ``find_skill``); the format is
 described in ``skills/README.md``.
 """
+
+__all__: list[str] = []

@@ -15,11 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from execloop.runtime.ledger import Usage
 
 __all__ = [
-    "SUBMIT_SCRIPT_TOOL",
     "Message",
     "Model",
     "ModelReply",
     "ModelRequest",
+    "SUBMIT_SCRIPT_TOOL",
     "ToolDefinition",
 ]
 

@@ -76,7 +76,10 @@ async def test_tools_in_a_loop_only_the_answer_reaches_the_model(tmp_path: Path)
     with FakeAnthropicServer() as server:
         server.push_reply(script=TOOL_SCRIPT, usage={"input_tokens": 1200, "output_tokens": 150})
         model = AnthropicModel(model="claude-test", api_key="k", base_url=server.base_url)
-        async with Broker(db=tmp_path / "runs.db", model=model, registry=_registry()) as broker:
+        async with (
+            model,
+            Broker(db=tmp_path / "runs.db", model=model, registry=_registry()) as broker,
+        ):
             (result,) = await broker.map([task])
         seen = server.requests
     assert result.status is TaskStatus.PASSED, result.checks

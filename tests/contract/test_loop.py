@@ -14,7 +14,7 @@ from execloop.runtime.checks import ExitStatusCheck, ExpressionCheck, PytestChec
 from execloop.runtime.loop import SubAgent
 from execloop.runtime.models import AnthropicModel, OpenAIModel
 from execloop.runtime.prompts import CORRECTION
-from execloop.runtime.task import Budget, Task, TaskStatus
+from execloop.runtime.task import Budget, Result, Task, TaskStatus
 from execloop.runtime.tokens import count_tokens
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
 
@@ -38,6 +38,12 @@ def _model(server: FakeAnthropicServer) -> AnthropicModel:
     )
 
 
+async def _solve(task: Task, model: AnthropicModel | OpenAIModel) -> Result:
+    """Run the loop, then close the model's HTTP client inside this event loop."""
+    async with model:
+        return await SubAgent(task, model=model).run()
+
+
 def _task(**fields: Any) -> Task:
     fields.setdefault("checks", (ExitStatusCheck(), TOTAL_IS_10))
     return Task(goal="Write result.json with total 10.", **fields)
@@ -53,7 +59,7 @@ async def test_fails_a_check_then_passes_on_the_second_attempt() -> None:
     with FakeAnthropicServer() as server:
         server.push_reply(script=_writes_total(9), usage=USAGE)
         server.push_reply(script=_writes_total(10), usage=USAGE)
-        result = await SubAgent(_task(), model=_model(server)).run()
+        result = await _solve(_task(), _model(server))
         second_prompt = _prompt_text(server.requests[1])
     assert result.status is TaskStatus.PASSED
     assert result.attempts == 2
@@ -71,7 +77,7 @@ async def test_a_reply_without_a_script_gets_a_one_line_correction() -> None:
     with FakeAnthropicServer() as server:
         server.push_reply(text="Let me think about the best approach first.")
         server.push_reply(text="Here it is:\n```python\n" + _writes_total(10) + "```")
-        result = await SubAgent(_task(), model=_model(server)).run()
+        result = await _solve(_task(), _model(server))
         second_prompt = _prompt_text(server.requests[1])
     assert result.status is TaskStatus.PASSED
     assert result.attempt_log[0].exit_reason is None
@@ -83,7 +89,7 @@ async def test_rate_limit_then_success_is_retried_by_the_client() -> None:
         server.push_error(429, "rate_limit_error", retry_after=0.001)
         server.push_error(529, "overloaded_error", retry_after=0.001)
         server.push_reply(script=_writes_total(10))
-        result = await SubAgent(_task(), model=_model(server)).run()
+        result = await _solve(_task(), _model(server))
         requests = len(server.requests)
     assert result.status is TaskStatus.PASSED
     assert requests == 3
@@ -94,7 +100,7 @@ async def test_provider_outage_is_an_error_result_not_an_exception() -> None:
     with FakeAnthropicServer() as server:
         for _ in range(3):
             server.push_error(500, "api_error", retry_after=0.001)
-        result = await SubAgent(_task(), model=_model(server)).run()
+        result = await _solve(_task(), _model(server))
     assert result.status is TaskStatus.ERROR
     assert result.error is not None and "ModelError" in result.error and "500" in result.error
 
@@ -104,7 +110,7 @@ async def test_token_budget_exhaustion_is_reported() -> None:
         for total in (1, 2, 3):
             server.push_reply(script=_writes_total(total), usage={"input_tokens": 3000})
         task = _task(budget=Budget(max_attempts=10, max_tokens=5000))
-        result = await SubAgent(task, model=_model(server)).run()
+        result = await _solve(task, _model(server))
     assert result.status is TaskStatus.BUDGET_EXHAUSTED
     assert result.attempts == 2
     assert result.error == "token budget exhausted"
@@ -114,7 +120,7 @@ async def test_attempts_running_out_is_failed_with_the_last_checks() -> None:
     with FakeAnthropicServer() as server:
         for total in (1, 2):
             server.push_reply(script=_writes_total(total))
-        result = await SubAgent(_task(budget=Budget(max_attempts=2)), model=_model(server)).run()
+        result = await _solve(_task(budget=Budget(max_attempts=2)), _model(server))
     assert result.status is TaskStatus.FAILED
     assert [c.passed for c in result.checks] == [True, False]
 
@@ -145,7 +151,7 @@ async def test_an_agent_that_deletes_or_edits_its_checks_still_fails(tmp_path: P
             checks=(PytestCheck(file=str(checks_root / "test_total.py")),),
             budget=Budget(max_attempts=1),
         )
-        result = await SubAgent(task, model=_model(server)).run()
+        result = await _solve(task, _model(server))
     assert result.status is TaskStatus.FAILED
     assert not result.checks[0].passed
 
@@ -155,7 +161,7 @@ async def test_prompt_of_attempt_20_is_bounded() -> None:
         for total in range(20):
             server.push_reply(script=_writes_total(100 + total))
         task = _task(budget=Budget(max_attempts=20))
-        result = await SubAgent(task, model=_model(server)).run()
+        result = await _solve(task, _model(server))
         prompts = [count_tokens(_prompt_text(request)) for request in server.requests]
     assert result.status is TaskStatus.FAILED and result.attempts == 20
     assert prompts[19] <= 1.25 * prompts[2], prompts
@@ -168,7 +174,7 @@ async def test_openai_compatible_endpoint_drives_the_loop() -> None:
     with FakeOpenAIServer() as server:
         server.push_reply(script=_writes_total(10))
         model = OpenAIModel(model="qwen2.5-coder", base_url=server.base_url, max_retries=1)
-        result = await SubAgent(_task(), model=model).run()
+        result = await _solve(_task(), model)
         body = server.requests[0].body
     assert result.status is TaskStatus.PASSED
     assert body["tools"][0]["function"]["name"] == "submit_script"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,23 +15,18 @@ import execloop
 from execloop import errors
 
 ROOT = Path(__file__).resolve().parents[2]
-PUBLIC_MODULES = [
-    "execloop",
-    "execloop.errors",
-    "execloop.runtime",
-    "execloop.runtime.run",
-    "execloop.runtime.doctor",
-    "execloop.sandboxes",
-    "execloop.sandboxes.base",
-    "execloop.sandboxes.spec",
-    "execloop.sandboxes.stateful",
-    "execloop.sandboxes.docker_backend",
-    "execloop.sandboxes.transfer",
-    "execloop.sandboxes.reaper",
-    "execloop.sandboxes.helper",
-    "execloop.sandboxes.pool",
-    "execloop.images",
-]
+
+
+def _modules() -> list[str]:
+    """Every module of the package (the skills' folders are data, not modules)."""
+    names = ["execloop"]
+    for info in pkgutil.walk_packages(execloop.__path__, "execloop."):
+        if not info.name.startswith("execloop.skills."):
+            names.append(info.name)
+    return sorted(names)
+
+
+PUBLIC_MODULES = _modules()
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)

@@ -1,0 +1,74 @@
+"""Bench rows for the local backend and the warm pools (imported by bench/sandbox.py)."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from execloop.sandboxes import SandboxSpec
+from execloop.sandboxes.local_backend import LocalSandbox
+from execloop.sandboxes.pool import SandboxPool
+
+LOCAL_EXEC, PYTHON_C = "LocalSandbox.exec(print)", "python3 -c subprocess"
+LOCAL_ONESHOT = "LocalSandbox start+exec+close"
+POOL_ACQUIRE = "SandboxPool.acquire() (docker, warm)"
+CODE = "print(1+1)"
+
+
+async def _timed(step: Callable[[], Awaitable[Any]]) -> float:
+    start = time.perf_counter()
+    await step()
+    return time.perf_counter() - start
+
+
+def _python_c() -> None:
+    done = subprocess.run([sys.executable, "-c", CODE], capture_output=True, check=True)
+    assert done.stdout == b"2\n"
+
+
+async def local_execs(reps: int, per_round: int) -> dict[str, list[float]]:
+    """Stateful local exec and a one-shot local run, interleaved with plain `python3 -c`."""
+    samples: dict[str, list[float]] = {LOCAL_EXEC: [], PYTHON_C: [], LOCAL_ONESHOT: []}
+
+    async def oneshot() -> None:
+        async with LocalSandbox(SandboxSpec(backend="local")) as sandbox:
+            assert (await sandbox.exec(CODE)).stdout == "2\n"
+
+    async with LocalSandbox(SandboxSpec(backend="local")) as sandbox:
+        assert (await sandbox.exec(CODE)).stdout == "2\n"  # warm-up
+        for _ in range(reps):
+            samples[PYTHON_C].append(
+                await _timed(functools.partial(anyio.to_thread.run_sync, _python_c))
+            )
+            samples[LOCAL_ONESHOT].append(await _timed(oneshot))
+            for _ in range(per_round):
+                samples[LOCAL_EXEC].append(await _timed(functools.partial(sandbox.exec, CODE)))
+    return samples
+
+
+async def pool_acquires(reps: int) -> dict[str, list[float]]:
+    """Time to get a started docker sandbox from a warm pool (released ones are destroyed)."""
+    samples: list[float] = []
+    async with SandboxPool(SandboxSpec(), min_idle=2, max_size=4) as pool:
+        for _ in range(reps + 1):
+            await pool.wait_warm()
+            lease = pool.acquire()
+            took = await _timed(lease.__aenter__)
+            await lease.__aexit__(None, None, None)
+            samples.append(took)
+    return {POOL_ACQUIRE: samples[1:]}
+
+
+def backend_targets(p50: dict[str, float]) -> list[tuple[str, float, str, float]]:
+    rows = []
+    if LOCAL_EXEC in p50:
+        rows.append(("local exec p50 / python3 -c p50", p50[LOCAL_EXEC] / p50[PYTHON_C], "<=", 1.5))
+    if POOL_ACQUIRE in p50:
+        rows.append(("pool acquire p50, ms", p50[POOL_ACQUIRE], "<", 5))
+    return rows

@@ -1,0 +1,294 @@
+"""The ``jupyter`` backend: a stateful IPython kernel in a container or a bubblewrap sandbox.
+
+The kernel is placed by ``spec.placement`` through execloop's kernel provisioners and driven by
+``kernel_session.KernelSession``; this class is the ``Sandbox`` contract around it. A deadline or
+an output flood interrupts the kernel: if it answers within a short grace the session keeps its
+state, otherwise the kernel is killed and later calls raise ``SandboxClosedError`` until
+``restart()`` starts a fresh one. The workspace is a host directory mounted at ``/workspace``,
+so transfers are host-side file operations (``workspace.py``, which trusts nothing the sandbox
+wrote), and rich outputs (PNG, JPEG, SVG, HTML) are saved under ``outputs/``, where
+``artifacts()`` lists them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+from jupyter_client.kernelspec import KernelSpec
+from jupyter_client.manager import AsyncKernelManager
+
+from execloop.errors import ConfigError, SandboxClosedError, TransferError
+from execloop.sandboxes import kernelspecs
+from execloop.sandboxes.base import Artifact, ExecResult, ExitReason, Sandbox
+from execloop.sandboxes.docker_backend import SANDBOX_UID
+from execloop.sandboxes.kernel_messages import OutputCollector
+from execloop.sandboxes.kernel_provisioners import check_placement, sandbox_owner
+from execloop.sandboxes.kernel_session import KernelSession, RunEnd
+from execloop.sandboxes.spec import SandboxSpec
+from execloop.sandboxes.stateful import MAX_DOWNLOAD_BYTES
+from execloop.sandboxes.workspace import Workspace
+
+__all__ = ["JupyterSandbox", "OUTPUTS_DIR"]
+
+OUTPUTS_DIR = "outputs"
+
+log = logging.getLogger("execloop.sandboxes.jupyter")
+
+# Runs a workspace file as __main__ the way the helper does: its globals join the session.
+_RUN_FILE = """\
+def __execloop_run_file(path, args):
+    import os, sys
+    saved = sys.argv, sys.path[:1]
+    sys.argv, sys.path[:1] = [path, *args], [os.path.dirname(path)]
+    scope = {{"__name__": "__main__", "__file__": path}}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            code = compile(handle.read(), path, "exec")
+        exec(code, scope)
+    finally:
+        sys.argv, sys.path[:1] = saved
+        globals().update((k, v) for k, v in scope.items() if not k.startswith("__"))
+try:
+    __execloop_run_file({path!r}, {args!r})
+finally:
+    del __execloop_run_file
+"""
+
+# Only a parent reaps its zombies, and the kernel's killed children would count against the
+# pids limit: reaped by the kernel itself, silently, leaving no name behind.
+_REAP_ZOMBIES = """\
+def __execloop_reap():
+    import os
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                return
+        except ChildProcessError:
+            return
+__execloop_reap()
+del __execloop_reap
+"""
+
+
+class JupyterSandbox(Sandbox):
+    """A stateful IPython kernel placed by ``spec.placement`` (``docker`` or ``bubblewrap``)."""
+
+    backend_name = "jupyter"
+
+    def __init__(self, spec: SandboxSpec | None = None) -> None:
+        spec = spec or SandboxSpec(backend="jupyter")
+        if spec.backend != "jupyter":
+            raise ConfigError(f"JupyterSandbox needs backend='jupyter', not {spec.backend!r}")
+        check_placement(spec)
+        super().__init__(spec)
+        self.workspace_dir: Path | None = None
+        self._own_workspace = False
+        self._files: Workspace | None = None
+        self._kernel: KernelSession | None = None
+        self._dead: str | None = None
+        self._lock = anyio.Lock()
+        self.exec_count = 0
+        self._outputs_saved = 0
+
+    @property
+    def kernel_manager(self) -> AsyncKernelManager | None:
+        """The running kernel's manager (its ``session.key`` is the HMAC key), for inspection."""
+        return None if self._kernel is None else self._kernel.manager
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._check_not_closed()
+        if self._kernel is not None:
+            return
+        try:
+            self._prepare_workspace()
+            await self._start_kernel()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.close()  # a failed start leaves nothing behind
+            raise
+
+    def _prepare_workspace(self) -> None:
+        if self.spec.workspace_dir is not None:
+            self.workspace_dir = self.spec.workspace_dir
+        else:
+            self.workspace_dir = Path(tempfile.mkdtemp(prefix=f"execloop-ws-{self.session_id}-"))
+            self._own_workspace = True
+            self.workspace_dir.chmod(0o755)
+            if os.geteuid() == 0:  # the kernel never runs as root: it gets the workspace
+                os.chown(self.workspace_dir, SANDBOX_UID, SANDBOX_UID)
+        self._files = Workspace(self.workspace_dir, owner=sandbox_owner(self.workspace_dir))
+
+    async def _start_kernel(self) -> None:
+        placement = self.spec.placement
+        config = {
+            "session_id": self.session_id,
+            "spec": self.spec.model_dump(mode="json", exclude_defaults=True),
+            "workspace": str(self.workspace_dir),
+        }
+        fields = kernelspecs.kernelspec_dict(placement, config=config)
+        kernel = KernelSpec(name=kernelspecs.KERNEL_NAMES[placement], resource_dir="", **fields)
+        self._kernel = KernelSession(kernel)
+        await self._kernel.start(timeout=self.spec.start_timeout_s)
+
+    async def restart(self) -> None:
+        """A fresh kernel (new state, new HMAC key) on the same workspace, dead or alive."""
+        self._check_not_closed()
+        async with self._lock:
+            await self._stop_kernel()
+            self._dead = None
+            try:
+                await self._start_kernel()
+            except BaseException:
+                self._dead = "restart() failed"
+                await self._stop_kernel()
+                raise
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            await self._stop_kernel()
+            if self._own_workspace and self.workspace_dir is not None:
+                await anyio.to_thread.run_sync(shutil.rmtree, self.workspace_dir, True)
+
+    async def _stop_kernel(self) -> None:
+        kernel, self._kernel = self._kernel, None
+        if kernel is not None:
+            with anyio.CancelScope(shield=True):
+                await kernel.stop()
+
+    def _check_not_closed(self) -> None:
+        super()._ensure_open()
+
+    def _ensure_open(self) -> None:
+        self._check_not_closed()
+        if self._dead is not None:
+            raise SandboxClosedError(
+                f"the kernel died earlier ({self._dead}); call restart() for a fresh kernel "
+                "or start a new sandbox"
+            )
+        if self._kernel is None:
+            raise SandboxClosedError("the sandbox was never started; use `async with` or start()")
+
+    # -- execution -------------------------------------------------------------------------
+    async def exec(self, code: str, *, timeout: float | None = None) -> ExecResult:
+        return await self._execute(code, timeout)
+
+    async def exec_file(
+        self, path: str, *, args: Sequence[str] = (), timeout: float | None = None
+    ) -> ExecResult:
+        self._ensure_open()
+        try:
+            relative = await anyio.to_thread.run_sync(self._workspace().regular_file, path)
+        except TransferError as exc:  # like running a missing script: the script's failure
+            return ExecResult(
+                exit_code=1, exit_reason=ExitReason.ERROR, stderr=f"execloop: {exc}\n", duration_s=0
+            )
+        target = f"{kernelspecs.SANDBOX_WORKSPACE}/{relative}"
+        return await self._execute(_RUN_FILE.format(path=target, args=list(args)), timeout)
+
+    async def _execute(self, code: str, timeout: float | None) -> ExecResult:
+        self._ensure_open()
+        async with self._lock:
+            self._ensure_open()
+            assert self._kernel is not None
+            kernel = self._kernel
+            self.exec_count += 1
+            self._outputs_saved = 0
+            collector = OutputCollector(
+                keep=self.spec.max_output_bytes, limit=self.spec.output_limit_bytes
+            )
+            limit = timeout if timeout is not None else self.spec.timeout_s
+            started = time.monotonic()
+            _, oom_before = await kernel.provisioner.memory()
+
+            async def save(suffix: str, data: bytes) -> None:
+                await self._save_output(suffix, data, collector)
+
+            try:
+                end = await kernel.run(code, collector, started + limit, save)
+            except BaseException:  # cancelled or broken: the kernel's state cannot be trusted
+                self._dead = f"interrupted mid-call during call #{self.exec_count}"
+                await self._stop_kernel()
+                raise
+            if end.died is not None:
+                self._dead = f"{end.died} during call #{self.exec_count}"
+                log.info("jupyter sandbox %s: %s", self.session_id, self._dead)
+                self._kernel = None  # the session stopped its kernel already
+            return await self._result(collector, end, started, oom_before)
+
+    async def _result(
+        self, collector: OutputCollector, end: RunEnd, started: float, oom_before: int | None
+    ) -> ExecResult:
+        duration = time.monotonic() - started
+        peak = oom_after = None
+        if self._kernel is not None:
+            provisioner = self._kernel.provisioner
+            if not self.spec.keep_background_processes and await provisioner.reap_strays():
+                await self._kernel.run_silently(_REAP_ZOMBIES)
+            peak, oom_after = await provisioner.memory()
+        exit_code: int | None
+        if end.reason is None:  # it finished: the cell's own outcome
+            exit_code, reason, message = collector.outcome()
+            collector.stderr.add(message.encode())
+            if oom_before is not None and oom_after is not None and oom_after > oom_before:
+                reason = ExitReason.OOM  # one of the cell's processes was OOM-killed
+        else:
+            reason, alive = end.reason, end.died is None
+            exit_code = 1 if reason is ExitReason.OUTPUT_LIMIT and alive else None
+            collector.stderr.add(self._note(reason, alive, duration).encode())
+        return ExecResult(
+            exit_code=exit_code,
+            exit_reason=reason,
+            stdout=collector.stdout.text(),
+            stderr=collector.stderr.text(),
+            stdout_truncated=collector.stdout.truncated,
+            stderr_truncated=collector.stderr.truncated,
+            duration_s=duration,
+            peak_memory_bytes=peak,
+        )
+
+    def _note(self, reason: ExitReason, alive: bool, duration: float) -> str:
+        if not alive:
+            return f"\nexecloop: {self._dead}; its state is gone (restart() for a fresh kernel)\n"
+        what = "timed out" if reason is ExitReason.TIMEOUT else "printed more than the limit"
+        kept = "the kernel was interrupted and kept its state"
+        return f"\nexecloop: {what} after {duration:.2f} s; {kept}\n"
+
+    async def _save_output(self, suffix: str, data: bytes, collector: OutputCollector) -> None:
+        stem = f"exec-{self.exec_count:03d}-{self._outputs_saved}"
+        self._outputs_saved += 1
+        try:
+            await anyio.to_thread.run_sync(
+                self._workspace().write_new, OUTPUTS_DIR, stem, suffix, data
+            )
+        except TransferError as exc:  # the sandbox can sabotage its own outputs/: its problem
+            collector.stderr.add(f"execloop: a display output was not saved: {exc}\n".encode())
+
+    # -- files -----------------------------------------------------------------------------
+    def _workspace(self) -> Workspace:
+        """The workspace stays reachable after the kernel died, until close()."""
+        self._check_not_closed()
+        if self._files is None:
+            raise SandboxClosedError("the sandbox was never started; use `async with` or start()")
+        return self._files
+
+    async def upload_tar(self, archive: bytes, dest: str = ".") -> None:
+        await anyio.to_thread.run_sync(self._workspace().extract, archive, dest)
+
+    async def download_tar(self, path: str) -> bytes:
+        files = self._workspace()
+        return await anyio.to_thread.run_sync(lambda: files.tar(path, max_bytes=MAX_DOWNLOAD_BYTES))
+
+    async def artifacts(self, path: str = ".") -> list[Artifact]:
+        return await anyio.to_thread.run_sync(self._workspace().manifest, path)

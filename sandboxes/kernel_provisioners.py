@@ -1,0 +1,287 @@
+"""jupyter_client kernel provisioners that start an ipykernel in a sandbox: the shared part.
+
+"Where a kernel runs" is jupyter_client's provisioner: a kernelspec naming one of execloop's
+(``kernelspecs.py``) makes any ``KernelManager``, nbclient's included, start its kernel in a
+hardened Docker container (``container_provisioner.py``) or a bubblewrap sandbox
+(``bubblewrap_provisioner.py``), while "how code is sent" stays jupyter_client's own client.
+
+The kernel uses the ``ipc`` transport through a host directory mounted at ``/run/execloop``: the
+manager writes the host's connection file (with its session's fresh HMAC key) for the host path
+of that directory, and the provisioner writes the sandbox's copy, identical but for ``ip``, next
+to the sockets. Beyond the provisioner API, a provisioner answers what ``JupyterSandbox`` asks:
+why its kernel died, the memory high-water mark, and killing the processes a cell left behind.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anyio
+import anyio.to_thread
+import psutil
+from jupyter_client.connect import KernelConnectionInfo
+from jupyter_client.manager import KernelManager
+from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
+from pydantic import ValidationError
+from traitlets import Dict, Unicode
+
+from execloop.errors import ConfigError
+from execloop.sandboxes import kernelspecs
+from execloop.sandboxes.base import ExitReason
+from execloop.sandboxes.docker_backend import SANDBOX_UID
+from execloop.sandboxes.process_backend import refuse
+from execloop.sandboxes.spec import Placement, SandboxSpec
+
+__all__ = ["SandboxKernelProvisioner", "check_placement", "sandbox_owner"]
+
+
+def check_placement(spec: SandboxSpec) -> None:
+    """Refuse what a kernel's placement cannot enforce (a spec never ignores a field silently)."""
+    refuse(
+        spec,
+        backend="jupyter",
+        unsupported={
+            "workspace_size": "the workspace is a host directory, which has no size cap",
+        },
+    )
+    if spec.placement == "bubblewrap":
+        advice = "bubblewrap runs the host's Python under rlimits; use placement 'docker'"
+        refuse(
+            spec,
+            backend="jupyter (bubblewrap)",
+            unsupported={name: advice for name in ("image", "gpus", "runtime", "cpus")},
+        )
+
+
+def sandbox_owner(workspace: Path) -> tuple[int, int]:
+    """The kernel runs as the owner of its workspace, which must not be root."""
+    info = workspace.stat()
+    if info.st_uid == 0:
+        raise ConfigError(
+            f"workspace {workspace} belongs to root and kernels never run as root; "
+            f"`chown {SANDBOX_UID}:{SANDBOX_UID} {workspace}`"
+        )
+    return info.st_uid, info.st_gid
+
+
+def _stop_then_kill(root: psutil.Process, keep: set[int]) -> int:
+    """Kill the descendants of ``root`` not in ``keep``, round after round until none is left;
+    stopping them all first keeps a fork bomb from refilling the slots the kills free."""
+    killed = 0
+    for _ in range(100):
+        try:
+            strays = [p for p in root.children(recursive=True) if p.pid not in keep]
+        except psutil.Error:
+            break
+        if not strays:
+            break
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for process in strays:
+                with contextlib.suppress(psutil.Error):
+                    process.send_signal(sig)
+        killed += len(strays)
+    return killed
+
+
+class SandboxKernelProvisioner(KernelProvisionerBase):
+    """What both placements share: configuration, host directories, the two connection files,
+    the sandbox's command and environment, finding the kernel's host process."""
+
+    placement: ClassVar[Placement]
+
+    session_id = Unicode("", config=True, help="Marks the sandbox; a fresh id when empty.")
+    spec = Dict(config=True, help="SandboxSpec fields (limits, env...); backend/placement implied.")
+    workspace = Unicode(
+        "", config=True, help="Host directory mounted at /workspace; default: a temporary one."
+    )
+
+    _host_dir: Path | None = None
+    _own_workspace: Path | None = None
+    _kernel: psutil.Process | None = None
+    _launched = False
+    _env: dict[str, str]
+
+    # -- what a placement provides ----------------------------------------------------------
+    @abc.abstractmethod
+    def _python(self) -> str:
+        """The interpreter inside the sandbox."""
+
+    @abc.abstractmethod
+    async def _launch(self, command: list[str]) -> None:
+        """Start the sandbox running ``command``."""
+
+    @abc.abstractmethod
+    async def _remove(self) -> None:
+        """Kill and release the sandbox; idempotent."""
+
+    @abc.abstractmethod
+    def _root_process(self) -> psutil.Process | None:
+        """The host process that every process of the sandbox descends from."""
+
+    @abc.abstractmethod
+    async def death_reason(self) -> ExitReason:
+        """After the kernel died: ``OOM`` if the OOM killer did it, else ``KILLED``."""
+
+    @abc.abstractmethod
+    async def memory(self) -> tuple[int | None, int | None]:
+        """``(peak bytes, OOM kills so far)``, each None where this host cannot tell."""
+
+    @abc.abstractmethod
+    async def logs(self) -> str:
+        """The tail of what the sandbox printed outside the kernel's own capture."""
+
+    async def _may_have_strays(self) -> bool:
+        """A cheap test that spares the walk over the host's processes when it says no."""
+        return True
+
+    # -- configuration and host directories ------------------------------------------------
+    @property
+    def sandbox_spec(self) -> SandboxSpec:
+        if self.spec.get("placement", self.placement) != self.placement:
+            raise ConfigError(f"{type(self).__name__} runs placement {self.placement!r} only")
+        try:
+            spec = SandboxSpec.model_validate(
+                {**self.spec, "backend": "jupyter", "placement": self.placement}
+            )
+        except ValidationError as exc:
+            raise ConfigError(f"invalid sandbox spec in the provisioner config: {exc}") from exc
+        check_placement(spec)
+        return spec
+
+    @property
+    def sandbox_id(self) -> str:
+        if not self.session_id:
+            self.session_id = (self.kernel_id or os.urandom(6).hex()).replace("-", "")[:12]
+        return str(self.session_id)
+
+    @property
+    def control_dir(self) -> Path:
+        assert self._host_dir is not None, "pre_launch() comes first"
+        return self._host_dir / "control"
+
+    @property
+    def workspace_dir(self) -> Path:
+        if self.workspace:
+            return Path(self.workspace)
+        assert self._own_workspace is not None, "pre_launch() comes first"
+        return self._own_workspace
+
+    def _prepare_dirs(self) -> tuple[int, int]:
+        if self._host_dir is None:
+            self._host_dir = Path(tempfile.mkdtemp(prefix="execloop-kernel-"))
+            self._host_dir.chmod(0o711)  # the sandbox user must reach control/ inside
+            self.control_dir.mkdir(mode=0o700)
+            if not self.workspace:
+                self._own_workspace = self._host_dir / "workspace"
+                self._own_workspace.mkdir(mode=0o755)
+                if os.geteuid() == 0:
+                    os.chown(self._own_workspace, SANDBOX_UID, SANDBOX_UID)
+        owner = sandbox_owner(self.workspace_dir)
+        if os.geteuid() == 0:  # the kernel creates its sockets in there
+            os.chown(self.control_dir, *owner)
+        return owner
+
+    def _write_sandbox_connection_file(self, owner: tuple[int, int]) -> None:
+        inner = self.control_dir / Path(kernelspecs.sandbox_connection_path(self.sandbox_id)).name
+        inner.unlink(missing_ok=True)
+        # O_EXCL: nothing the sandbox planted in its control directory is followed
+        fd = os.open(inner, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            if os.geteuid() == 0:
+                os.fchown(fd, *owner)
+            json.dump(kernelspecs.sandbox_connection_info(self.connection_info), handle)
+
+    # -- the provisioner API ---------------------------------------------------------------
+    @property
+    def has_process(self) -> bool:
+        return self._launched
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        manager = self.parent
+        if not isinstance(manager, KernelManager):
+            raise ConfigError(f"{type(self).__name__} needs a KernelManager as its parent")
+        spec = self.sandbox_spec
+        owner = self._prepare_dirs()
+        manager.transport = "ipc"
+        manager.ip = kernelspecs.socket_base(self.control_dir)
+        if not manager.connection_file:
+            manager.connection_file = str(self.control_dir.parent / "connection.json")
+        manager.write_connection_file()  # picks the ipc "ports"; on a restart, keeps them
+        self.connection_info = manager.get_connection_info()
+        self._write_sandbox_connection_file(owner)
+        command = kernelspecs.sandbox_command(
+            self.kernel_spec.argv,
+            python=self._python(),
+            session_id=self.sandbox_id,
+            extra_arguments=kwargs.pop("extra_arguments", []),
+        )
+        kwargs = await super().pre_launch(cmd=command, **kwargs)
+        # only the kernelspec's own variables cross over: the host environment never does
+        kernel_env = {name: kwargs["env"][name] for name in self.kernel_spec.env}
+        self._env = {"HOME": "/tmp", "LANG": "C.UTF-8", **kernel_env, **spec.env}
+        kwargs["env"] = dict(self._env)
+        return kwargs
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        self._kernel = None
+        await self._launch(cmd)
+        self._launched = True
+        return self.connection_info
+
+    async def wait(self) -> int | None:
+        # a container or process has nothing to await on: poll it (jupyter_client does too)
+        while (status := await self.poll()) is None:  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+        self._launched = False
+        return status
+
+    async def kill(self, restart: bool = False) -> None:
+        await self.send_signal(signal.SIGKILL)
+
+    async def terminate(self, restart: bool = False) -> None:
+        await self.send_signal(signal.SIGTERM)
+
+    async def cleanup(self, restart: bool = False) -> None:
+        await self._remove()
+        self._launched = False
+        self._kernel = None
+        if not restart and self._host_dir is not None:
+            host_dir, self._host_dir, self._own_workspace = self._host_dir, None, None
+            await anyio.to_thread.run_sync(shutil.rmtree, host_dir, True)
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        info = await super().get_provisioner_info()
+        info.update(session_id=self.sandbox_id, placement=self.placement)
+        return info
+
+    # -- what JupyterSandbox asks ----------------------------------------------------------
+    def kernel_process(self) -> psutil.Process | None:
+        """The kernel as a host process, found once by the connection file on its command line
+        (psutil checks a process's identity before each signal: a recycled pid is never hit)."""
+        root = self._root_process()
+        if self._kernel is None and root is not None:
+            marker = kernelspecs.sandbox_connection_path(self.sandbox_id)
+            with contextlib.suppress(psutil.Error):
+                for process in root.children(recursive=True):
+                    if marker in process.cmdline() and process.name() != "bwrap":
+                        self._kernel = process
+                        break
+        return self._kernel
+
+    async def reap_strays(self) -> int:
+        """Kill every process of the sandbox but the kernel and its ancestors; how many."""
+        root, kernel = self._root_process(), self.kernel_process()
+        if root is None or kernel is None or not await self._may_have_strays():
+            return 0
+        with contextlib.suppress(psutil.Error):
+            keep = {kernel.pid, *(parent.pid for parent in kernel.parents())}
+            return await anyio.to_thread.run_sync(_stop_then_kill, root, keep)
+        return 0

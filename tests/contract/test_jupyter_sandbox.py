@@ -1,0 +1,316 @@
+"""The acceptance tests of the jupyter backend: real kernels in real containers and bwrap."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import psutil
+import pytest
+from nbclient import NotebookClient
+
+from execloop import ExitReason, SandboxClosedError, SandboxSpec, TransferError
+from execloop.sandboxes.container_provisioner import ContainerKernelProvisioner
+from execloop.sandboxes.jupyter_backend import JupyterSandbox
+from execloop.sandboxes.kernel_session import INTERRUPT_GRACE_S
+from execloop.sandboxes.kernelspecs import KERNEL_NAMES, install_kernelspecs
+from execloop.sandboxes.reaper import LABEL_BACKEND, LABEL_OWNER, owner_id
+
+from .backends import leftovers
+
+pytestmark = pytest.mark.anyio
+
+PLACEMENTS = ["docker", "bubblewrap"]
+
+
+def jupyter(placement: str, **fields: Any) -> JupyterSandbox:
+    return JupyterSandbox(SandboxSpec(backend="jupyter", placement=placement, **fields))
+
+
+def my_kernel_containers(docker_client: Any) -> list[str]:
+    mine = owner_id(os.getpid())
+    return [
+        c.short_id
+        for c in docker_client.containers.list(
+            all=True, filters={"label": f"{LABEL_BACKEND}=jupyter"}
+        )
+        if c.labels.get(LABEL_OWNER) == mine
+    ]
+
+
+def kernel_dirs() -> set[str]:
+    """The provisioners' host directories (connection files, sockets, own workspaces)."""
+    return {
+        name for name in os.listdir(tempfile.gettempdir()) if name.startswith("execloop-kernel-")
+    }
+
+
+@pytest.fixture(params=PLACEMENTS)
+def placement(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+# -- nbclient through the registered provisioners ----------------------------------------------
+async def test_nbclient_runs_a_notebook_in_a_sandboxed_kernel(
+    placement: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docker_client: Any
+) -> None:
+    installed = install_kernelspecs(tmp_path)
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
+    before = kernel_dirs()
+    kernel = json.loads((installed[PLACEMENTS.index(placement)] / "kernel.json").read_text())
+    assert kernel["metadata"]["kernel_provisioner"]["provisioner_name"].startswith("execloop-")
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell("total = 6 * 7"),
+        nbformat.v4.new_code_cell(
+            "import os, socket\nprint(total, os.getuid(), socket.gethostname())"
+        ),
+        nbformat.v4.new_code_cell("sorted(name for _, name in socket.if_nameindex())"),
+    ]
+    client = NotebookClient(notebook, kernel_name=KERNEL_NAMES[placement], timeout=60)
+    await client.async_execute()
+    first, second, third = (cell.outputs for cell in notebook.cells)
+    assert first == []
+    # the sandbox's uid and hostname: the provisioner placed it, not a local kernel
+    assert second == [{"output_type": "stream", "name": "stdout", "text": "42 1000 sandbox\n"}]
+    assert third[0]["data"]["text/plain"] == "['lo']"  # no network but loopback
+    assert my_kernel_containers(docker_client) == []  # the manager's shutdown removed it all
+    assert kernel_dirs() <= before
+
+
+async def test_the_container_kernel_is_labelled_and_network_less(docker_client: Any) -> None:
+    async with jupyter("docker") as sandbox:
+        manager = sandbox.kernel_manager
+        assert manager is not None
+        provisioner = manager.provisioner
+        assert isinstance(provisioner, ContainerKernelProvisioner)
+        container = docker_client.containers.get(provisioner._container.id)
+        config = container.attrs["HostConfig"]
+        assert container.labels["org.execloop.session"] == sandbox.session_id
+        assert config["NetworkMode"] == "none"
+        assert config["ReadonlyRootfs"] is True
+        assert config["CapDrop"] == ["ALL"]
+        assert container.attrs["Config"]["User"] == "1000:1000"
+        assert manager.transport == "ipc"
+        assert manager.ip.startswith(str(provisioner.control_dir))  # the host-side path
+
+
+# -- rich outputs --------------------------------------------------------------------------
+PNG_CELL = """
+import struct, zlib
+from IPython.display import HTML, Image, display
+def chunk(kind, data):
+    body = kind + data
+    return struct.pack('>I', len(data)) + body + struct.pack('>I', zlib.crc32(body))
+header = struct.pack('>IIBBBBB', 1, 1, 8, 0, 0, 0, 0)
+png = b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', header)
+png += chunk(b'IDAT', zlib.compress(b'\\x00\\xff')) + chunk(b'IEND', b'')
+display(HTML('<b>report</b>'))
+display(Image(data=png))
+"""
+PLOT_CELL = """
+import matplotlib.pyplot as plt
+plt.plot([1, 2, 3], [3, 1, 2])
+plt.show()
+"""
+
+
+async def test_displays_come_back_as_artifacts(placement: str) -> None:
+    # the image has no matplotlib: the container draws its PNG by hand; bubblewrap runs the
+    # host's Python, which has it, and plots
+    async with jupyter(placement) as sandbox:
+        drawn = await sandbox.exec(PNG_CELL if placement == "docker" else PLOT_CELL, timeout=120)
+        result = await sandbox.exec("21 * 2")
+        artifacts = {a.path: a for a in await sandbox.artifacts("outputs")}
+        pngs = [a for path, a in artifacts.items() if path.endswith(".png")]
+        png = await sandbox.read_file(pngs[0].path)
+        if placement == "docker":
+            assert await sandbox.read_file("outputs/exec-001-0.html") == b"<b>report</b>"
+    assert drawn.exit_reason is ExitReason.OK, drawn.stderr
+    assert result.stdout == "42\n"  # an execute_result's text is kept in stdout
+    assert png.startswith(b"\x89PNG")
+    assert pngs[0].sha256 == hashlib.sha256(png).hexdigest()
+    assert pngs[0].size_bytes == len(png)
+
+
+# -- timeouts, interrupts, dead kernels ----------------------------------------------------
+async def test_an_interruptible_timeout_keeps_the_session(placement: str) -> None:
+    async with jupyter(placement) as sandbox:
+        await sandbox.exec("kept = 'state'")
+        started = time.monotonic()
+        slow = await sandbox.exec("import time\nprint('before')\ntime.sleep(60)", timeout=1.0)
+        elapsed = time.monotonic() - started
+        after = await sandbox.exec("print(kept)")
+    assert slow.exit_reason is ExitReason.TIMEOUT
+    assert slow.stdout == "before\n"
+    assert "interrupted and kept its state" in slow.stderr
+    assert elapsed < 1.0 + INTERRUPT_GRACE_S
+    assert after.stdout == "state\n"
+
+
+async def test_a_loop_that_ignores_sigint_is_killed_and_restart_gives_a_fresh_kernel(
+    placement: str, docker_client: Any
+) -> None:
+    async with jupyter(placement) as sandbox:
+        await sandbox.exec("kept = 1")
+        started = time.monotonic()
+        stuck = await sandbox.exec(
+            "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass",
+            timeout=1.0,
+        )
+        elapsed = time.monotonic() - started
+        assert leftovers(sandbox.session_id, docker_client) == []  # container/process gone
+        with pytest.raises(SandboxClosedError, match="ignored the interrupt"):
+            await sandbox.exec("print(kept)")
+        await sandbox.restart()
+        fresh = await sandbox.exec("print('kept' in globals())")
+    assert stuck.exit_reason is ExitReason.TIMEOUT
+    assert stuck.exit_code is None
+    assert 1.0 + INTERRUPT_GRACE_S <= elapsed < 1.0 + INTERRUPT_GRACE_S + 3.0
+    assert fresh.stdout == "False\n"
+
+
+async def test_a_dead_kernel_is_reported_as_killed(placement: str) -> None:
+    async with jupyter(placement) as sandbox:
+        dead = await sandbox.exec("import os\nprint('bye', flush=True)\nos._exit(1)")
+        with pytest.raises(SandboxClosedError, match=r"died \(killed, exit status 1\)"):
+            await sandbox.exec("print(1)")
+        assert (await sandbox.artifacts()) == []  # the workspace outlives the kernel
+    assert dead.exit_reason is ExitReason.KILLED
+    assert dead.exit_code is None
+    assert "the kernel died (killed, exit status 1)" in dead.stderr
+
+
+async def test_a_memory_bomb_in_the_container_is_oom() -> None:
+    async with jupyter("docker", memory="128m") as sandbox:
+        bomb = await sandbox.exec("chunks = []\nwhile True:\n    chunks.append(b'x' * 2**24)")
+        with pytest.raises(SandboxClosedError, match="oom"):
+            await sandbox.exec("print(1)")
+    assert bomb.exit_reason is ExitReason.OOM
+
+
+async def test_an_output_flood_is_stopped_and_the_session_survives(placement: str) -> None:
+    async with jupyter(placement, max_output_bytes="16k", output_limit_bytes="256k") as sandbox:
+        flood = await sandbox.exec("while True:\n    print('y' * 1000)")
+        after = await sandbox.exec("print('still here')")
+    assert flood.exit_reason is ExitReason.OUTPUT_LIMIT
+    assert flood.stdout_truncated and len(flood.stdout.encode()) < 17_000
+    assert after.stdout == "still here\n"
+
+
+# -- isolation -----------------------------------------------------------------------------
+async def test_the_kernel_has_no_network_and_is_not_root(placement: str) -> None:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    code = f"""
+import os, socket
+status = dict(line.split(':', 1) for line in open('/proc/self/status').read().splitlines())
+print(os.getuid(), os.geteuid(), status['CapEff'].strip(), status['NoNewPrivs'].strip())
+print(sorted(name for _, name in socket.if_nameindex()))
+s = socket.socket()
+s.settimeout(2)
+try:
+    s.connect(('127.0.0.1', {port}))
+    print('connected')
+except OSError as exc:
+    print('refused')
+"""
+    try:
+        async with jupyter(placement) as sandbox:
+            result = await sandbox.exec(code)
+            manager = sandbox.kernel_manager
+            assert manager is not None and manager.provisioner is not None
+            kernel = manager.provisioner.kernel_process()  # type: ignore[attr-defined]
+            host_uids = kernel.uids()
+    finally:
+        listener.close()
+    assert result.stdout.splitlines() == [
+        "1000 1000 0000000000000000 1",
+        "['lo']",
+        "refused",
+    ], result.stderr
+    assert host_uids.real == host_uids.effective == 1000  # not root on the host either
+
+
+async def test_each_kernel_gets_its_own_hmac_key(placement: str) -> None:
+    keys = []
+    async with jupyter(placement) as first, jupyter(placement) as second:
+        for sandbox in (first, second):
+            manager = sandbox.kernel_manager
+            assert manager is not None
+            keys.append(manager.session.key)
+            provisioner = manager.provisioner
+            inner = json.loads(
+                next(provisioner.control_dir.glob("kernel-*.json")).read_text()  # type: ignore[attr-defined]
+            )
+            assert inner["key"].encode() == manager.session.key  # the sandbox got the key
+            assert inner["ip"] == "/run/execloop/kernel"
+        await first.restart()
+        assert first.kernel_manager is not None
+        keys.append(first.kernel_manager.session.key)
+    assert len(set(keys)) == 3 and all(len(key) >= 32 for key in keys)
+
+
+# -- files ---------------------------------------------------------------------------------
+async def test_exec_file_runs_a_script_with_arguments(placement: str) -> None:
+    script = "import sys\nresult = sys.argv[1:]\nprint(__name__, *result)\nsys.exit(len(result))\n"
+    async with jupyter(placement) as sandbox:
+        await sandbox.upload({"jobs/job.py": script})
+        ran = await sandbox.exec_file("jobs/job.py", args=["a", "b"])
+        joined = await sandbox.exec("print(result)")
+        missing = await sandbox.exec_file("jobs/nothing.py")
+    assert ran.stdout == "__main__ a b\n"
+    assert ran.exit_code == 2 and ran.exit_reason is ExitReason.ERROR
+    assert joined.stdout == "['a', 'b']\n"  # the script's globals join the session
+    assert missing.exit_reason is ExitReason.ERROR and "nothing.py" in missing.stderr
+
+
+async def test_links_planted_by_the_sandbox_are_never_followed(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host secret")
+    async with jupyter("docker") as sandbox:
+        planted = await sandbox.exec(
+            f"import os\nos.symlink({str(secret)!r}, 'leak')\nos.symlink({str(tmp_path)!r}, 'dir')"
+        )
+        assert planted.exit_reason is ExitReason.OK, planted.stderr
+        with pytest.raises(TransferError, match="link"):
+            await sandbox.read_file("leak")
+        with pytest.raises(TransferError, match="link"):
+            await sandbox.upload({"dir/evil.txt": "x"})
+        assert await sandbox.artifacts() == []  # links are not artifacts
+    assert not (tmp_path / "evil.txt").exists()
+    assert secret.read_text() == "host secret"
+
+
+async def test_close_leaves_no_container_process_or_directory(
+    placement: str, docker_client: Any
+) -> None:
+    sandbox = jupyter(placement, keep_background_processes=True)
+    async with sandbox:
+        await sandbox.exec("import subprocess\nsleeper = subprocess.Popen(['sleep', '317'])")
+        pid = await sandbox.exec("print(sleeper.pid)")
+        manager = sandbox.kernel_manager
+        assert manager is not None
+        host_dirs = [Path(manager.connection_file).parent, sandbox.workspace_dir]
+        assert leftovers(sandbox.session_id, docker_client), "the marker should be findable"
+        assert _sleepers(), pid.stdout  # kept running: keep_background_processes=True
+    assert leftovers(sandbox.session_id, docker_client) == []
+    assert _sleepers() == []
+    assert not any(path.exists() for path in host_dirs if path is not None)
+
+
+def _sleepers() -> list[int]:
+    return [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if (p.info["cmdline"] or [])[-2:] == ["sleep", "317"]
+    ]

@@ -1,0 +1,56 @@
+"""The bubblewrap kernel's command line: the local backend's sandbox around the kernel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from execloop.sandboxes import SandboxSpec
+from execloop.sandboxes.bubblewrap_provisioner import kernel_argv
+from execloop.sandboxes.local_backend import PythonLayout, Tools
+
+TOOLS = Tools(bwrap="/usr/bin/bwrap", setpriv="/usr/bin/setpriv", prlimit="/usr/bin/prlimit")
+PYTHON = PythonLayout(Path("/root/.pyenv/versions/3.11.7"), "/opt/execloop/python/bin/python3.11")
+KERNEL = ["/opt/execloop/python/bin/python3.11", "-m", "ipykernel_launcher", "-f", "/run/k.json"]
+
+
+def argv(tmp_path: Path, run_as: tuple[int, int] | None) -> list[str]:
+    spec = SandboxSpec(
+        backend="jupyter", placement="bubblewrap", memory="512m", workspace_dir=tmp_path
+    )
+    return kernel_argv(
+        spec,
+        KERNEL,
+        session_id="s1",
+        control_dir=tmp_path / "control",
+        state_dir=tmp_path / "state",
+        python=PYTHON,
+        tools=TOOLS,
+        system=["--symlink", "usr/bin", "/bin"],
+        run_as=run_as,
+    )
+
+
+@pytest.mark.parametrize("run_as", [None, (1000, 1000)])
+def test_the_kernel_replaces_the_helper_inside_the_same_sandbox(
+    tmp_path: Path, run_as: tuple[int, int] | None
+) -> None:
+    args = argv(tmp_path, run_as)
+    command = args[args.index(TOOLS.prlimit) :]
+    assert command[-len(KERNEL) :] == KERNEL
+    assert not [a for a in command if "helper" in a or a in ("--reap-all", "--session")]
+    for flag in ("--unshare-all", "--disable-userns", "--die-with-parent", "--new-session"):
+        assert flag in args
+    assert "--share-net" not in args
+    control = args.index(str(tmp_path / "control"))
+    assert args[control - 1 : control + 2] == ["--bind", str(tmp_path / "control"), "/run/execloop"]
+    assert (TOOLS.setpriv in args) == (run_as is not None)  # as root: drop to the user first
+
+
+def test_memory_is_private_writable_memory_not_address_space(tmp_path: Path) -> None:
+    args = argv(tmp_path, None)
+    limits = args[args.index(TOOLS.prlimit) : args.index(KERNEL[0], args.index(TOOLS.prlimit))]
+    assert f"--data={512 << 20}" in limits and limits[-1] == "--"
+    assert not [a for a in limits if a.startswith("--as=")]
+    assert "--nproc=256" in limits  # the other limits stay the local backend's

@@ -1,0 +1,196 @@
+"""The local backend's pure parts: the exact bwrap command line, the interpreter's relocation,
+the refused spec fields (no bubblewrap is run here)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from execloop.errors import BackendUnavailableError, ConfigError
+from execloop.sandboxes.local_backend import (
+    LocalSandbox,
+    PythonLayout,
+    Tools,
+    bwrap_argv,
+    host_ids,
+    prepare_state_dir,
+    probe_argv,
+    python_layout,
+)
+from execloop.sandboxes.process_backend import rlimit_argv
+from execloop.sandboxes.spec import SandboxSpec
+
+TOOLS = Tools(bwrap="/usr/bin/bwrap", setpriv="/usr/bin/setpriv", prlimit="/usr/bin/prlimit")
+PYENV = Path("/root/.pyenv/versions/3.11.7")
+STATE = Path("/tmp/state")
+
+
+def _argv(spec: SandboxSpec, python: PythonLayout, run_as: tuple[int, int] | None) -> list[str]:
+    return bwrap_argv(
+        spec,
+        session_id="abc123",
+        socket_dir=Path("/tmp/sock"),
+        state_dir=STATE,
+        python=python,
+        tools=TOOLS,
+        system=["--symlink", "usr/lib", "/lib"],
+        run_as=run_as,
+    )
+
+
+def test_python_layout_of_a_plain_install_with_a_shared_libpython() -> None:
+    layout = python_layout(
+        executable=PYENV / "bin/python3.11", prefix=PYENV, base_prefix=PYENV, libdir=PYENV / "lib"
+    )
+    assert layout == PythonLayout(
+        base_prefix=PYENV,
+        executable="/opt/execloop/python/bin/python3.11",
+        library_path="/opt/execloop/python/lib",
+    )
+    assert layout.interpreter == "/opt/execloop/python/bin/python3.11"
+
+
+def test_python_layout_rebuilds_a_venv_under_opt() -> None:
+    layout = python_layout(
+        executable=Path("/usr/bin/python3.11"),
+        prefix=Path("/work/main/.venv"),
+        base_prefix=Path("/usr"),
+        libdir=None,
+        include_system_site=True,
+    )
+    assert layout.venv_lib == Path("/work/main/.venv/lib")
+    assert layout.pyvenv_cfg == (
+        "home = /opt/execloop/python/bin\ninclude-system-site-packages = true\n"
+    )
+    assert layout.interpreter == "/opt/execloop/venv/bin/python"
+    assert layout.library_path is None
+
+
+def test_an_interpreter_outside_its_prefix_is_refused() -> None:
+    with pytest.raises(BackendUnavailableError, match="not inside its prefix"):
+        python_layout(
+            executable=Path("/opt/py/bin/python"), prefix=PYENV, base_prefix=PYENV, libdir=None
+        )
+
+
+def test_exact_command_line_when_not_root() -> None:
+    spec = SandboxSpec(backend="local", env={"VISIBLE": "yes"}, tmp_size="8m")
+    python = PythonLayout(PYENV, "/opt/execloop/python/bin/python3.11", None, None, "/opt/p/lib")
+    assert _argv(spec, python, None) == [
+        "/usr/bin/bwrap", "--unshare-all", "--unshare-user", "--disable-userns",
+        "--uid", "1000", "--gid", "1000",
+        "--die-with-parent", "--new-session", "--hostname", "sandbox", "--clearenv",
+        "--setenv", "HOME", "/tmp", "--setenv", "VISIBLE", "yes",
+        "--setenv", "LD_LIBRARY_PATH", "/opt/p/lib",
+        "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib",
+        "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
+        "--ro-bind", "/tmp/state/etc/passwd", "/etc/passwd",
+        "--ro-bind", "/tmp/state/etc/group", "/etc/group",
+        "--ro-bind", "/tmp/state/etc/hosts", "/etc/hosts",
+        "--ro-bind", str(PYENV), "/opt/execloop/python",
+        "--ro-bind", "/tmp/state/helper.py", "/opt/execloop/helper.py",
+        "--proc", "/proc", "--dev", "/dev",
+        "--size", str(8 * 1024**2), "--tmpfs", "/dev/shm",
+        "--size", str(8 * 1024**2), "--tmpfs", "/tmp",
+        "--size", str(512 * 1024**2), "--tmpfs", "/workspace",
+        "--bind", "/tmp/sock", "/run/execloop", "--remount-ro", "/", "--chdir", "/workspace",
+        "--", *rlimit_argv(spec, prlimit="/usr/bin/prlimit"),
+        "/opt/execloop/python/bin/python3.11", "/opt/execloop/helper.py",
+        "/run/execloop/ctl.sock", "--workspace", "/workspace", "--reap-all",
+        "--session", "abc123",
+    ]  # fmt: skip
+
+
+def test_as_root_a_first_bwrap_stages_host_paths_and_drops_to_the_sandbox_user(
+    tmp_path: Path,
+) -> None:
+    spec = SandboxSpec(backend="local", workspace_dir=tmp_path)
+    python = python_layout(
+        executable=PYENV / "bin/python3.11",
+        prefix=Path("/work/.venv"),
+        base_prefix=PYENV,
+        libdir=None,
+    )
+    argv = _argv(spec, python, (1000, 1001))
+    split = argv.index("/usr/bin/setpriv")
+    assert argv[:split] == [
+        "/usr/bin/bwrap", "--dev-bind", "/", "/", "--die-with-parent",
+        "--ro-bind", str(PYENV), "/tmp/state/mnt/python",
+        "--ro-bind", "/work/.venv/lib", "/tmp/state/mnt/venv-lib",
+        "--bind", str(tmp_path), "/tmp/state/mnt/workspace",
+        "--",
+    ]  # fmt: skip
+    assert argv[split : split + 5] == [
+        "/usr/bin/setpriv", "--reuid=1000", "--regid=1001", "--clear-groups", "--"
+    ]  # fmt: skip
+    inner = " ".join(argv[split + 5 :])
+    assert "--ro-bind /tmp/state/mnt/python /opt/execloop/python" in inner
+    assert "--ro-bind /tmp/state/mnt/venv-lib /opt/execloop/venv/lib" in inner
+    assert "--ro-bind /tmp/state/pyvenv.cfg /opt/execloop/venv/pyvenv.cfg" in inner
+    assert "--symlink /opt/execloop/python/bin/python3.11 /opt/execloop/venv/bin/python" in inner
+    assert "--bind /tmp/state/mnt/workspace /workspace" in inner
+    assert "--tmpfs /workspace" not in inner
+    assert str(PYENV) not in inner and "/work/" not in inner  # never a host path inside
+    assert "/opt/execloop/venv/bin/python /opt/execloop/helper.py" in inner
+
+
+def test_user_library_path_comes_after_the_interpreters() -> None:
+    spec = SandboxSpec(backend="local", env={"LD_LIBRARY_PATH": "/mine"})
+    python = PythonLayout(PYENV, "/opt/execloop/python/bin/python3", library_path="/opt/p/lib")
+    argv = _argv(spec, python, None)
+    assert argv[argv.index("LD_LIBRARY_PATH") + 1] == "/opt/p/lib:/mine"
+
+
+def test_prepared_state_dir_holds_what_the_command_line_names(tmp_path: Path) -> None:
+    python = python_layout(
+        executable=PYENV / "bin/python3.11", prefix=Path("/v"), base_prefix=PYENV, libdir=None
+    )
+    prepare_state_dir(tmp_path, python, staged=True)
+    argv = _argv(SandboxSpec(backend="local"), python, (1000, 1000))
+    named = {Path(a.replace(str(STATE), str(tmp_path))) for a in argv if a.startswith("/tmp/state")}
+    assert named and all(path.exists() for path in named)
+    assert (tmp_path / "etc/passwd").read_text().startswith("sandbox:x:1000:1000:")
+    assert oct(tmp_path.stat().st_mode & 0o777) == "0o711"
+
+
+def test_probe_uses_the_same_namespaces_and_user_as_the_sandbox() -> None:
+    assert probe_argv(TOOLS, as_root=False)[:8] == [
+        "/usr/bin/bwrap", "--unshare-all", "--unshare-user", "--disable-userns",
+        "--uid", "1000", "--gid", "1000",
+    ]  # fmt: skip
+    as_root = probe_argv(TOOLS, as_root=True)
+    assert as_root[:10] == [
+        "/usr/bin/bwrap", "--dev-bind", "/", "/", "--",
+        "/usr/bin/setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "--",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"gpus": ("0",)}, "cannot honour gpus=('0',): GPUs are only passed through by"),
+        ({"image": "python:3.11"}, "cannot honour image='python:3.11': it runs the host's own"),
+        ({"runtime": "runsc"}, "cannot honour runtime='runsc': OCI runtimes"),
+        ({"placement": "bubblewrap"}, "placement only applies to backend='jupyter'"),
+        ({"cpus": 2.0}, "cannot honour cpus=2.0: without cgroups there is no CPU rate limit"),
+    ],
+)
+def test_fields_it_cannot_honour_are_refused(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match="the local backend") as raised:
+        LocalSandbox(SandboxSpec(backend="local", **fields))  # type: ignore[arg-type]
+    assert message in str(raised.value)
+
+
+def test_the_host_user_is_the_workspace_owner_and_never_root(tmp_path: Path) -> None:
+    if os.geteuid() != 0:  # bwrap maps the sandbox user to the caller
+        assert host_ids(SandboxSpec(backend="local")) is None
+        return
+    assert host_ids(SandboxSpec(backend="local")) == (1000, 1000)
+    owned = tmp_path / "owned"
+    owned.mkdir()
+    os.chown(owned, 1234, 1235)
+    assert host_ids(SandboxSpec(backend="local", workspace_dir=owned)) == (1234, 1235)
+    with pytest.raises(ConfigError, match="belongs to root"):
+        host_ids(SandboxSpec(backend="local", workspace_dir=tmp_path))

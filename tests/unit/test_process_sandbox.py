@@ -1,0 +1,81 @@
+"""ProcessSandbox's pure parts and its tree kill, on plain host processes (no bubblewrap)."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from execloop.errors import ConfigError
+from execloop.sandboxes.process_backend import NOFILE, cpu_seconds, kill_tree, refuse, rlimit_argv
+from execloop.sandboxes.restricted_backend import RestrictedSandbox, restricted_argv
+from execloop.sandboxes.spec import SandboxSpec
+
+
+def test_rlimits_follow_the_spec() -> None:
+    spec = SandboxSpec(memory="256m", pids=64, workspace_size="8m", timeout_s=120)
+    argv = rlimit_argv(spec, prlimit="/usr/bin/prlimit")
+    nofile_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nofile = NOFILE if nofile_hard == resource.RLIM_INFINITY else min(NOFILE, nofile_hard)
+    assert argv == [
+        "/usr/bin/prlimit",
+        f"--as={256 * 1024**2}",
+        "--nproc=64",
+        f"--fsize={8 * 1024**2}",
+        f"--nofile={nofile}",
+        "--cpu=12000",
+        "--core=0",
+        "--",
+    ]
+
+
+def test_cpu_backstop_is_generous_and_grows_with_the_timeout() -> None:
+    assert cpu_seconds(SandboxSpec(timeout_s=1)) == 3600
+    assert cpu_seconds(SandboxSpec(timeout_s=600)) == 60_000
+
+
+def test_refuse_names_the_field_and_the_advice() -> None:
+    refuse(SandboxSpec(), backend="x", unsupported={"gpus": "no"})  # defaults pass
+    with pytest.raises(ConfigError, match=r"the x backend cannot honour pids=32: advice"):
+        refuse(SandboxSpec(pids=32), backend="x", unsupported={"pids": "advice"})
+
+
+def test_restricted_refuses_what_it_cannot_honour_and_runs_the_runner_file() -> None:
+    with pytest.raises(ConfigError, match="the restricted backend cannot honour gpus"):
+        RestrictedSandbox(SandboxSpec(backend="restricted", gpus=("0",)))
+    with pytest.raises(ConfigError, match="cannot honour image="):
+        RestrictedSandbox(SandboxSpec(backend="restricted", image="python:3.11"))
+    from pathlib import Path
+
+    argv = restricted_argv(
+        SandboxSpec(), session_id="s1", socket_dir=Path("/s"), workspace=Path("/w")
+    )
+    runner = argv.index(sys.executable) + 1
+    assert argv[runner].endswith("sandboxes/restricted_runner.py")
+    assert argv[runner + 1 :] == ["/s/ctl.sock", "--workspace", "/w", "--session", "s1"]
+
+
+def test_kill_tree_takes_the_group_and_setsid_descendants() -> None:
+    code = (
+        "import subprocess, time\n"
+        "subprocess.Popen(['sleep', '60'])\n"
+        "subprocess.Popen(['sleep', '60'], start_new_session=True)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)"
+    )
+    root = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True
+    )
+    assert root.stdout is not None and root.stdout.readline() == b"ready\n"
+    tree = psutil.Process(root.pid).children(recursive=True)
+    assert len(tree) == 2
+    started = time.monotonic()
+    kill_tree(root.pid)
+    assert root.wait(timeout=5) == -9
+    assert time.monotonic() - started < 3
+    assert all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in tree)
+    kill_tree(root.pid)  # a reaped pid: nothing to do, no error
