@@ -103,7 +103,9 @@ class SubAgent:
         self._on_event = on_event or (lambda event: None)
         self.spec = skill.sandbox_spec(task.sandbox) if skill else task.sandbox
         checks: list[CheckSpec] = [*(skill.checks if skill else ()), *task.checks]
-        self.checks: tuple[CheckSpec, ...] = tuple(checks) or (ExitStatusCheck(),)
+        if not any(isinstance(check, ExitStatusCheck) for check in checks):
+            checks.insert(0, ExitStatusCheck())  # a script that crashed never passes
+        self.checks: tuple[CheckSpec, ...] = tuple(checks)
         self.check_root: Path | None = skill.folder if skill else None
         self.system = self._system_blocks()
         self.task_text = "\n\n".join(

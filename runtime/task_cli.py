@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from execloop.runtime.checks import ExpressionCheck
 from execloop.runtime.loop import LoopEvent, SubAgent
 from execloop.runtime.task import Budget, Result, Task, TaskStatus
 
@@ -104,6 +105,12 @@ def _summary(result: Result) -> None:
     required=True,
     help="anthropic:MODEL | openai:BASE_URL#MODEL | scripted:FILE",
 )
+@click.option(
+    "--check",
+    "expressions",
+    multiple=True,
+    help="An expression over result.json that must hold, e.g. 'result[\"rows\"] > 0' (repeatable).",
+)
 @click.option("--max-attempts", type=int, default=5, show_default=True)
 @click.option("--max-tokens", type=int, default=400_000, show_default=True)
 @click.option("--max-time", type=float, default=1800.0, show_default=True, help="Seconds.")
@@ -113,6 +120,7 @@ def task_command(
     skill_name: str | None,
     inputs: tuple[Path, ...],
     model_spec: str,
+    expressions: tuple[str, ...],
     max_attempts: int,
     max_tokens: int,
     max_time: float,
@@ -128,6 +136,7 @@ def task_command(
         goal=goal,
         skill=skill_name,
         inputs=inputs,
+        checks=tuple(ExpressionCheck(expr=expr) for expr in expressions),
         budget=Budget(max_attempts=max_attempts, max_tokens=max_tokens, max_wall_time_s=max_time),
     )
     if model.scripted:
@@ -139,6 +148,7 @@ def task_command(
     with Live(view, console=console, refresh_per_second=8, transient=as_json):
         agent = SubAgent(task, model=model, skill=skill, on_event=view.on_event)
         result = anyio.run(agent.run)
+    console.print()
     if as_json:
         out.print_json(result.model_dump_json())
     else:
