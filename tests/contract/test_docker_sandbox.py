@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import tarfile
 import time
 from pathlib import Path
@@ -25,89 +24,13 @@ async def test_state_persists_across_exec_calls() -> None:
     assert second.stdout == "42\n"
 
 
-async def test_no_network_only_loopback_and_host_loopback_unreachable() -> None:
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    port = listener.getsockname()[1]
-    code = f"""
-import os, socket
-print(sorted(os.listdir('/sys/class/net')))
-s = socket.socket()
-s.settimeout(2)
-try:
-    s.connect(('127.0.0.1', {port}))
-    print('connected')
-except OSError as exc:
-    print('refused', type(exc).__name__)
-"""
-    try:
-        async with DockerSandbox() as sandbox:
-            result = await sandbox.exec(code)
-        listener.settimeout(0.2)
-        with pytest.raises(TimeoutError):
-            listener.accept()
-    finally:
-        listener.close()
-    assert result.stdout.splitlines()[0] == "['lo']"
-    assert result.stdout.splitlines()[1].startswith("refused")
-
-
-async def test_not_root_no_capabilities_no_new_privileges_seccomp() -> None:
+async def test_dockers_default_seccomp_profile_is_kept() -> None:
     async with DockerSandbox() as sandbox:
         result = await sandbox.exec(
-            "import os\n"
-            "print(os.getuid(), os.geteuid(), os.getgid())\n"
             "lines = open('/proc/self/status').read().splitlines()\n"
-            "status = dict(line.split(':', 1) for line in lines)\n"
-            "print(*(status[k].strip() for k in ('CapEff', 'NoNewPrivs', 'Seccomp')))"
+            "print(dict(line.split(':', 1) for line in lines)['Seccomp'].strip())"
         )
-    ids, security = result.stdout.splitlines()
-    assert ids == "1000 1000 1000"
-    assert security == "0000000000000000 1 2"  # no capabilities, no_new_privs, seccomp filter
-
-
-async def test_root_filesystem_is_read_only_workspace_and_tmp_writable() -> None:
-    async with DockerSandbox() as sandbox:
-        result = await sandbox.exec(
-            "import errno\n"
-            "for path in ('/etc/evil', '/usr/evil', '/opt/execloop/evil', '/evil'):\n"
-            "    try:\n        open(path, 'w')\n        print('wrote', path)\n"
-            "    except OSError as exc:\n        print(errno.errorcode[exc.errno])\n"
-            "open('/workspace/ok', 'w').write('x'); open('/tmp/ok', 'w').write('x'); print('ok')"
-        )
-    assert result.stdout.split() == ["EROFS", "EROFS", "EROFS", "EROFS", "ok"]
-
-
-async def test_host_files_and_environment_are_invisible(tmp_path: Path) -> None:
-    canary = tmp_path / "host-canary.txt"
-    canary.write_text("secret")
-    os.environ["EXECLOOP_HOST_CANARY"] = "secret"
-    try:
-        spec = SandboxSpec(env={"VISIBLE": "yes"})
-        async with DockerSandbox(spec) as sandbox:
-            result = await sandbox.exec(
-                "import os\n"
-                f"print(os.path.exists({str(canary)!r}), os.path.exists('/work'),"
-                " os.path.exists('/root/.bashrc'), os.path.exists('/var/run/docker.sock'))\n"
-                "print('EXECLOOP_HOST_CANARY' in os.environ, os.environ.get('VISIBLE'))"
-            )
-    finally:
-        del os.environ["EXECLOOP_HOST_CANARY"]
-    assert result.stdout.splitlines() == ["False False False False", "False yes"]
-
-
-async def test_fork_bomb_is_stopped_by_pids_limit_and_sandbox_answers() -> None:
-    async with DockerSandbox(SandboxSpec(pids=64, timeout_s=30)) as sandbox:
-        bomb = await sandbox.exec("import os\nwhile True:\n    os.fork()")
-        after = await sandbox.exec(
-            "import os\nprint('alive', len([p for p in os.listdir('/proc') if p.isdigit()]))"
-        )
-    assert bomb.exit_reason is ExitReason.ERROR
-    assert "BlockingIOError" in bomb.stderr or "Resource temporarily unavailable" in bomb.stderr
-    assert after.exit_reason is ExitReason.OK
-    # init (docker-init) and the helper are all that is left
-    assert after.stdout == "alive 2\n"
+    assert result.stdout == "2\n"  # a seccomp filter is in force (uid/caps: test_isolation.py)
 
 
 async def test_memory_bomb_ends_with_oom() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,34 +26,6 @@ def _session_processes(session_id: str) -> list[int]:
         for p in psutil.process_iter(["cmdline"])
         if session_id in " ".join(p.info["cmdline"] or [])
     ]
-
-
-async def test_no_network_only_loopback_and_host_loopback_unreachable() -> None:
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    port = listener.getsockname()[1]
-    code = f"""
-import socket
-print(sorted(name for _, name in socket.if_nameindex()))
-s = socket.socket()
-s.settimeout(2)
-try:
-    s.connect(('127.0.0.1', {port}))
-    print('connected')
-except OSError as exc:
-    print('refused', type(exc).__name__)
-"""
-    try:
-        async with LocalSandbox() as sandbox:
-            result = await sandbox.exec(code)
-        listener.settimeout(0.2)
-        with pytest.raises(TimeoutError):
-            listener.accept()
-    finally:
-        listener.close()
-    assert result.stdout.splitlines()[0] == "['lo']"
-    assert result.stdout.splitlines()[1].startswith("refused")
 
 
 async def test_not_root_no_capabilities_no_new_privileges_no_nested_namespaces() -> None:
@@ -131,18 +102,6 @@ async def test_pid_one_is_bwraps_init_and_the_helper_is_pid_two() -> None:
             "print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))"
         )
     assert result.stdout.splitlines() == ["2 bwrap", "[1, 2]"]
-
-
-async def test_fork_bomb_is_stopped_by_the_process_limit_and_sandbox_answers() -> None:
-    async with LocalSandbox(SandboxSpec(backend="local", pids=64, timeout_s=30)) as sandbox:
-        bomb = await sandbox.exec("import os\nwhile True:\n    os.fork()")
-        after = await sandbox.exec(
-            "import os\nprint('alive', len([p for p in os.listdir('/proc') if p.isdigit()]))"
-        )
-    assert bomb.exit_reason is ExitReason.ERROR
-    assert "BlockingIOError" in bomb.stderr or "Resource temporarily unavailable" in bomb.stderr
-    assert after.exit_reason is ExitReason.OK
-    assert after.stdout == "alive 2\n"  # bwrap's init and the helper
 
 
 async def test_memory_bomb_ends_with_oom_and_the_session_survives() -> None:
