@@ -19,7 +19,7 @@ from .backends import make_sandbox
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["docker", "local"])
+@pytest.fixture(params=["docker", "local", "jupyter-docker", "jupyter-bubblewrap"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

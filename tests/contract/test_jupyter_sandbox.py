@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -205,40 +204,15 @@ async def test_an_output_flood_is_stopped_and_the_session_survives(placement: st
     assert after.stdout == "still here\n"
 
 
-# -- isolation -----------------------------------------------------------------------------
-async def test_the_kernel_has_no_network_and_is_not_root(placement: str) -> None:
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    port = listener.getsockname()[1]
-    code = f"""
-import os, socket
-status = dict(line.split(':', 1) for line in open('/proc/self/status').read().splitlines())
-print(os.getuid(), os.geteuid(), status['CapEff'].strip(), status['NoNewPrivs'].strip())
-print(sorted(name for _, name in socket.if_nameindex()))
-s = socket.socket()
-s.settimeout(2)
-try:
-    s.connect(('127.0.0.1', {port}))
-    print('connected')
-except OSError as exc:
-    print('refused')
-"""
-    try:
-        async with jupyter(placement) as sandbox:
-            result = await sandbox.exec(code)
-            manager = sandbox.kernel_manager
-            assert manager is not None and manager.provisioner is not None
-            kernel = manager.provisioner.kernel_process()  # type: ignore[attr-defined]
-            host_uids = kernel.uids()
-    finally:
-        listener.close()
-    assert result.stdout.splitlines() == [
-        "1000 1000 0000000000000000 1",
-        "['lo']",
-        "refused",
-    ], result.stderr
-    assert host_uids.real == host_uids.effective == 1000  # not root on the host either
+# -- isolation (network, uid, read-only root, host files, fork bombs: test_isolation.py) ----
+async def test_the_kernel_is_not_root_on_the_host_either(placement: str) -> None:
+    async with jupyter(placement) as sandbox:
+        await sandbox.exec("x = 1")
+        manager = sandbox.kernel_manager
+        assert manager is not None and manager.provisioner is not None
+        kernel = manager.provisioner.kernel_process()  # type: ignore[attr-defined]
+        host_uids = kernel.uids()
+    assert host_uids.real == host_uids.effective == 1000
 
 
 async def test_each_kernel_gets_its_own_hmac_key(placement: str) -> None:
