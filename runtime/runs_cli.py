@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import uuid
 from pathlib import Path
 
 import anyio
@@ -13,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from execloop.runtime.task import Result, Task, TaskStatus
+from execloop.runtime.task import Result, TaskStatus
 
 __all__ = ["demo_command", "report_command", "runs_command"]
 
@@ -56,32 +55,17 @@ def _results_table(results: list[Result], title: str) -> Table:
 )
 @click.option("--concurrency", type=int, default=4, show_default=True)
 def demo_command(out_dir: Path, concurrency: int) -> None:
-    """Keyless demo: every built-in skill's example solved through the broker by a SCRIPTED
-    model (replies replayed from the example, not generated), checked in Docker sandboxes."""
+    """Keyless demo: every built-in skill's example, and a task calling host tools, solved
+    through the broker by SCRIPTED models (replies replayed, not generated), checked in Docker
+    sandboxes, with the token ledger's report."""
     from execloop.runtime.broker import Broker, summarize_run
-    from execloop.runtime.models import ScriptedModel
-    from execloop.runtime.models.base import Model
+    from execloop.runtime.demo import demo_registry, demo_tasks
     from execloop.runtime.report import write_report
-    from execloop.runtime.skills import list_skills
 
-    tasks: list[Task] = []
-    models: dict[str, Model] = {}
-    for skill in list_skills():
-        for example in skill.load_examples():
-            task = Task(
-                id=f"{skill.name}-{example.name}-{uuid.uuid4().hex[:6]}",
-                goal=example.goal,
-                skill=skill.name,
-                inputs=tuple(example.folder / name for name in example.files),
-                checks=example.checks,
-            )
-            tasks.append(task)
-            models[task.id] = ScriptedModel(
-                [example.solution_code()], name=f"{skill.name}/{example.name}"
-            )
+    tasks, models = demo_tasks()
     console.print(
         f"[yellow]SCRIPTED MODEL: {len(tasks)} tasks whose replies are replayed from the skills' "
-        "worked examples (no LLM is called).[/]"
+        "worked examples and a tools example (no LLM is called).[/]"
     )
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -93,7 +77,10 @@ def demo_command(out_dir: Path, concurrency: int) -> None:
             TimeElapsedColumn(),
         )
         async with Broker(
-            db=out_dir / "execloop.db", model=lambda t: models[t.id], max_concurrency=concurrency
+            db=out_dir / "execloop.db",
+            model=lambda t: models[t.id],
+            max_concurrency=concurrency,
+            registry=demo_registry(),
         ) as broker:
             ids = [await broker.submit(task) for task in tasks]
             with Progress(*columns, console=console) as progress:
