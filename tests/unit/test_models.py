@@ -11,6 +11,7 @@ from pathlib import Path
 
 import anthropic
 import anyio
+import anyio.lowlevel
 import openai
 import pytest
 
@@ -398,18 +399,18 @@ async def test_scripted_model_can_repeat_its_last_reply(tmp_path: Path) -> None:
 
 
 async def test_scripted_model_delays_let_callers_overlap() -> None:
-    model = ScriptedModel([{"script": "a", "delay_s": 0.3}, {"script": "b", "delay_s": 0.3}])
+    # the first caller gets the slow reply: if calls did not overlap, "a" would finish first
+    model = ScriptedModel([{"script": "a", "delay_s": 0.5}, {"script": "b", "delay_s": 0.01}])
     got: list[str] = []
 
     async def ask() -> None:
         got.append((await model.complete(REQUEST)).script or "")
 
-    began = time.monotonic()
     async with anyio.create_task_group() as group:
         group.start_soon(ask)
+        await anyio.lowlevel.checkpoint()  # let the first call take the first reply
         group.start_soon(ask)
-    assert time.monotonic() - began < 0.55  # concurrent, not 0.6 s in series
-    assert sorted(got) == ["a", "b"]
+    assert got == ["b", "a"]
 
 
 @pytest.mark.parametrize(
