@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command: install everything (Docker engine and images included), then run an
 # agent-written script in a hardened Docker sandbox, then the keyless demo: every built-in
-# skill's task solved through the broker by a SCRIPTED model (no LLM is called), checked,
+# skill's task and a task calling host tools, solved through the broker by SCRIPTED models
+# (no LLM is called), checked,
 # re-verified, and reported with the token ledger (execloop-demo/report.html).
 set -euo pipefail
 cd "$(dirname "$0")/.."
