@@ -2,8 +2,8 @@
 # One command: install everything (Docker engine and images included), then run an
 # agent-written script in a hardened Docker sandbox, then the keyless demo: every built-in
 # skill's task and a task calling host tools, solved through the broker by SCRIPTED models
-# (no LLM is called), checked,
-# re-verified, and reported with the token ledger (execloop-demo/report.html).
+# (no LLM is called), checked, re-verified, and reported with the token ledger
+# (execloop-demo/report.html).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
