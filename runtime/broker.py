@@ -30,6 +30,7 @@ from execloop.runtime.bridge import ToolRegistry
 from execloop.runtime.loop import LoopEvent, SubAgent
 from execloop.runtime.models.base import Model
 from execloop.runtime.report import RunSummary, StageSummary, TaskSummary
+from execloop.runtime.skills import Skill, find_skill
 from execloop.runtime.store import TaskStore
 from execloop.runtime.task import Result, Task, TaskStatus
 from execloop.sandboxes import Sandbox, SandboxSpec, create_sandbox
@@ -82,6 +83,8 @@ class Broker:
         self._done: dict[str, anyio.Event] = {}
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._cancelled: set[str] = set()
+        self._pending = 0  # launched tasks without a result yet (admission control)
+        self._skills: dict[str, Skill] = {}  # loaded once per broker, not once per task
         self._tasks: anyio.abc.TaskGroup | None = None
         self.started_at = time.monotonic()
 
@@ -124,12 +127,11 @@ class Broker:
     @staticmethod
     async def _reap_orphans() -> None:
         """Containers of a broker that died are nobody's children: remove them first."""
-        from execloop.sandboxes.docker_backend import default_client
-        from execloop.sandboxes.reaper import reap_orphans
+        from execloop.sandboxes.docker_backend import default_client, reap_orphans_once
 
         try:
             client = await anyio.to_thread.run_sync(default_client)
-            await anyio.to_thread.run_sync(reap_orphans, client)
+            await reap_orphans_once(client)
         except ExecloopError as exc:  # no Docker here: nothing of ours can be orphaned in it
             log.debug("no orphan reaping: %s", exc)
 
@@ -144,10 +146,9 @@ class Broker:
             self._done[task.id] = anyio.Event()
             self._done[task.id].set()
             return task.id
-        pending = sum(1 for event in self._done.values() if not event.is_set())
-        if pending >= self.max_pending:
+        if self._pending >= self.max_pending:
             raise BrokerBusyError(
-                f"{pending} tasks are already pending (max_pending={self.max_pending}); "
+                f"{self._pending} tasks are already pending (max_pending={self.max_pending}); "
                 "wait for results before submitting more"
             )
         self.store.add_task(task, self.run_id)
@@ -187,6 +188,7 @@ class Broker:
     def _launch(self, task: Task) -> None:
         assert self._tasks is not None
         self._done.setdefault(task.id, anyio.Event())
+        self._pending += 1
         self._tasks.start_soon(self._run, task, name=f"execloop task {task.id}")
 
     async def _run(self, task: Task) -> None:
@@ -211,14 +213,18 @@ class Broker:
             if result.error != "broker stopped":  # a stopped broker resumes it later
                 self.store.put_result(result)
             self._scopes.pop(task.id, None)
+            self._pending -= 1
             self._done[task.id].set()
 
-    async def _run_agent(self, task: Task) -> Result:
-        from execloop.runtime.skills import find_skill
+    def _skill(self, name: str) -> Skill:
+        if name not in self._skills:
+            self._skills[name] = find_skill(name)
+        return self._skills[name]
 
+    async def _run_agent(self, task: Task) -> Result:
         launch = self.store.mark_running(task.id)
         try:
-            skill = find_skill(task.skill) if task.skill else None
+            skill = self._skill(task.skill) if task.skill else None
         except ExecloopError as exc:
             return Result(task_id=task.id, status=TaskStatus.ERROR, error=str(exc))
 

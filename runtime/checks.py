@@ -7,6 +7,7 @@ reports ``passed``. A failed check is control flow (``passed=False``), never an 
 
 from __future__ import annotations
 
+import abc
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -22,14 +23,11 @@ __all__ = [
     "ExpressionCheck",
     "JsonSchemaCheck",
     "PytestCheck",
-    "REASON_LIMIT",
     "bounded_reason",
 ]
 
-REASON_LIMIT = REASON_CHARS
 
-
-def bounded_reason(text: str, limit: int = REASON_LIMIT) -> str:
+def bounded_reason(text: str, limit: int = REASON_CHARS) -> str:
     """A check's reason on one line, cut to ``limit`` characters."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -43,8 +41,9 @@ class _Check(BaseModel):
     def label(self) -> str:
         return self.name or self.default_name()
 
+    @abc.abstractmethod
     def default_name(self) -> str:
-        raise NotImplementedError
+        """The name shown when the check has none of its own."""
 
 
 class ExitStatusCheck(_Check):
@@ -147,4 +146,4 @@ class CheckOutcome(BaseModel):
     name: str
     kind: str
     passed: bool
-    reason: str = Field(default="", max_length=REASON_LIMIT)
+    reason: str = Field(default="", max_length=REASON_CHARS)

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from execloop.errors import ExecloopError
 from execloop.sandboxes import ExitReason, SandboxSpec
-from execloop.sandboxes.docker_backend import SANDBOX_UID
+from execloop.sandboxes.spec import SANDBOX_UID
 
 __all__ = ["main"]
 

@@ -113,7 +113,8 @@ class SubAgent:
         )
         # Older attempts are summarised in at most a fifth of the fixed prompt (and never more
         # than SUMMARY_TOKENS), so attempt 20's prompt stays within 1.25x of attempt 3's.
-        fixed = sum(map(count_tokens, self.system)) + count_tokens(self.task_text)
+        self._system_tokens = sum(map(count_tokens, self.system))  # counted once: it never changes
+        fixed = self._system_tokens + count_tokens(self.task_text)
         self.memory = AttemptMemory(summary_tokens=min(bounds.SUMMARY_TOKENS, fixed // 5))
         self._state = _State()
         self._outputs: dict[str, bytes] = {}  # the workspace of the last all-passing attempt
@@ -169,9 +170,7 @@ class SubAgent:
     async def _attempt(self, number: int) -> bool:
         state = self._state
         request = self.request(number)
-        prompt_tokens = sum(map(count_tokens, request.system)) + count_tokens(
-            request.messages[0].content
-        )
+        prompt_tokens = self._system_tokens + count_tokens(request.messages[0].content)
         began = time.monotonic()
         reply = await self.model.complete(request)
         state.model_s += time.monotonic() - began

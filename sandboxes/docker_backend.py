@@ -27,13 +27,12 @@ from execloop.errors import (
 )
 from execloop.sandboxes.base import ExitReason
 from execloop.sandboxes.reaper import LABEL_SESSION, reap_orphans, sandbox_labels
-from execloop.sandboxes.spec import SandboxSpec
+from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
 from execloop.sandboxes.stateful import SOCKET_NAME, HelperSandbox
 
-__all__ = ["DockerSandbox", "SANDBOX_UID", "container_request", "default_client"]
+__all__ = ["DockerSandbox", "container_request", "default_client", "reap_orphans_once"]
 
 T = TypeVar("T")
-SANDBOX_UID = 1000
 _OWN_HELPER = "/opt/execloop/helper.py"
 _OWN_PYTHON = "/opt/execloop/venv/bin/python"
 _MOUNTED_HELPER = "/opt/execloop-host/helper.py"
@@ -63,6 +62,13 @@ def default_client() -> Any:
                     f"(or set DOCKER_HOST), then run `execloop doctor`: {exc}"
                 ) from exc
         return _client
+
+
+async def reap_orphans_once(client: Any) -> None:
+    """Remove the containers of dead owners, once per process (before its first sandbox)."""
+    if not _reaped.is_set():
+        _reaped.set()
+        await _docker_call(reap_orphans, client)
 
 
 def default_image() -> str:
@@ -182,9 +188,7 @@ class DockerSandbox(HelperSandbox):
     async def _launch(self, socket_dir: Path) -> None:
         if self._client is None:
             self._client = await anyio.to_thread.run_sync(default_client)
-        if not _reaped.is_set():  # once per process: clean up after crashed owners
-            _reaped.set()
-            await _docker_call(reap_orphans, self._client)
+        await reap_orphans_once(self._client)
         own_image = self.spec.image is None
         image = default_image() if own_image else str(self.spec.image)
         user = (

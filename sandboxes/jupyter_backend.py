@@ -28,11 +28,10 @@ from jupyter_client.manager import AsyncKernelManager
 from execloop.errors import ConfigError, SandboxClosedError, TransferError
 from execloop.sandboxes import kernelspecs
 from execloop.sandboxes.base import Artifact, ExecResult, ExitReason, Sandbox
-from execloop.sandboxes.docker_backend import SANDBOX_UID
 from execloop.sandboxes.kernel_messages import OutputCollector
 from execloop.sandboxes.kernel_provisioners import check_placement, sandbox_owner
 from execloop.sandboxes.kernel_session import KernelSession, RunEnd
-from execloop.sandboxes.spec import SandboxSpec
+from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
 from execloop.sandboxes.stateful import MAX_DOWNLOAD_BYTES
 from execloop.sandboxes.workspace import Workspace
 

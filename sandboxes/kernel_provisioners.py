@@ -36,9 +36,8 @@ from traitlets import Dict, Unicode
 from execloop.errors import ConfigError
 from execloop.sandboxes import kernelspecs
 from execloop.sandboxes.base import ExitReason
-from execloop.sandboxes.docker_backend import SANDBOX_UID
 from execloop.sandboxes.process_backend import refuse
-from execloop.sandboxes.spec import Placement, SandboxSpec
+from execloop.sandboxes.spec import SANDBOX_UID, Placement, SandboxSpec
 
 __all__ = ["SandboxKernelProvisioner", "check_placement", "sandbox_owner"]
 

@@ -36,13 +36,12 @@ import anyio
 from execloop.errors import BackendUnavailableError, ConfigError
 from execloop.sandboxes import helper
 from execloop.sandboxes.process_backend import ProcessSandbox, refuse, rlimit_argv
-from execloop.sandboxes.spec import SandboxSpec
+from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
 from execloop.sandboxes.stateful import SOCKET_NAME
 
 __all__ = [
     "LocalSandbox",
     "PythonLayout",
-    "SANDBOX_UID",
     "Tools",
     "bwrap_argv",
     "check_spec",
@@ -55,7 +54,6 @@ __all__ = [
     "system_argv",
 ]
 
-SANDBOX_UID = 1000
 _PYTHON = "/opt/execloop/python"
 _VENV = "/opt/execloop/venv"
 _HELPER = "/opt/execloop/helper.py"

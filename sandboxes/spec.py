@@ -19,10 +19,13 @@ from pydantic import (
     model_validator,
 )
 
-__all__ = ["Backend", "ByteCount", "Placement", "SandboxSpec", "parse_bytes"]
+__all__ = ["Backend", "ByteCount", "Placement", "SANDBOX_UID", "SandboxSpec", "parse_bytes"]
 
 Backend = Literal["docker", "jupyter", "local", "restricted"]
 Placement = Literal["docker", "bubblewrap"]
+
+# Every backend runs the untrusted code as this uid (never root), inside and outside.
+SANDBOX_UID = 1000
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)

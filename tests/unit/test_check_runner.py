@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from execloop.errors import SandboxClosedError, SandboxStartError, TransferError
+from execloop.runtime.bounds import REASON_CHARS
 from execloop.runtime.check_dataset import DatasetSummary, dataset_verdict, infer_format
 from execloop.runtime.check_expression import evaluate, evaluate_bounded
 from execloop.runtime.check_pytest import _CONFTEST, _INI, pytest_in_sandbox, pytest_verdict
@@ -31,7 +32,6 @@ from execloop.runtime.check_runner import (
 )
 from execloop.runtime.check_sandbox import REPORT_MARKER, check_script, parse_report
 from execloop.runtime.checks import (
-    REASON_LIMIT,
     AssertionsCheck,
     CheckOutcome,
     CheckSpec,
@@ -546,7 +546,7 @@ async def test_reasons_are_bounded_to_300_characters() -> None:
     )
     assert [o.passed for o in outcomes] == [False] * 4
     for outcome in outcomes:
-        assert len(outcome.reason) <= REASON_LIMIT
+        assert len(outcome.reason) <= REASON_CHARS
         assert outcome.reason.endswith("…"), outcome.reason
 
 

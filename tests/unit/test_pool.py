@@ -67,13 +67,13 @@ class FakeSandbox(Sandbox):
     async def exec_file(
         self, path: str, *, args: Sequence[str] = (), timeout: float | None = None
     ) -> ExecResult:
-        raise NotImplementedError
+        raise AssertionError("a pool only starts, hands out and closes sandboxes")
 
     async def upload_tar(self, archive: bytes, dest: str = ".") -> None:
-        raise NotImplementedError
+        raise AssertionError("a pool only starts, hands out and closes sandboxes")
 
     async def download_tar(self, path: str) -> bytes:
-        raise NotImplementedError
+        raise AssertionError("a pool only starts, hands out and closes sandboxes")
 
     async def artifacts(self, path: str = ".") -> list[Artifact]:
         return []
