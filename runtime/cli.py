@@ -270,12 +270,19 @@ def kernels_install(prefix: Path | None) -> None:
 @cli.command()
 @click.option("--all", "everything", is_flag=True, help="Remove every execloop container.")
 def reap(everything: bool) -> None:
-    """Remove sandbox containers whose owning process is gone."""
+    """Remove the sandbox containers and temporary directories whose owning process is gone."""
     from execloop.sandboxes.docker_backend import default_client
     from execloop.sandboxes.reaper import reap_orphans
+    from execloop.sandboxes.tempdirs import orphaned_temp_dirs, remove_temp_dir
 
-    removed = reap_orphans(default_client(), everything=everything)
-    out.print(f"removed {len(removed)} container(s)")
+    directories = orphaned_temp_dirs()
+    for path in directories:
+        remove_temp_dir(path)
+    try:
+        containers = f"{len(reap_orphans(default_client(), everything=everything))} container(s)"
+    except ExecloopError as exc:  # no daemon here: no container of ours can be orphaned in it
+        containers = f"no containers ({exc})"
+    out.print(f"removed {containers} and {len(directories)} temporary directory(ies)")
 
 
 def _register_commands() -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from execloop.sandboxes.kernel_provisioners import check_placement, sandbox_owne
 from execloop.sandboxes.kernel_session import KernelSession, RunEnd
 from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
 from execloop.sandboxes.stateful import MAX_DOWNLOAD_BYTES
+from execloop.sandboxes.tempdirs import make_temp_dir
 from execloop.sandboxes.workspace import Workspace
 
 __all__ = ["JupyterSandbox", "OUTPUTS_DIR"]
@@ -119,9 +119,8 @@ class JupyterSandbox(Sandbox):
         if self.spec.workspace_dir is not None:
             self.workspace_dir = self.spec.workspace_dir
         else:
-            self.workspace_dir = Path(tempfile.mkdtemp(prefix=f"execloop-ws-{self.session_id}-"))
+            self.workspace_dir = make_temp_dir("workspace", mode=0o755)
             self._own_workspace = True
-            self.workspace_dir.chmod(0o755)
             if os.geteuid() == 0:  # the kernel never runs as root: it gets the workspace
                 os.chown(self.workspace_dir, SANDBOX_UID, SANDBOX_UID)
         self._files = Workspace(self.workspace_dir, owner=sandbox_owner(self.workspace_dir))

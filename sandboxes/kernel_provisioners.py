@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,6 +37,7 @@ from execloop.sandboxes import kernelspecs
 from execloop.sandboxes.base import ExitReason
 from execloop.sandboxes.process_backend import refuse
 from execloop.sandboxes.spec import SANDBOX_UID, Placement, SandboxSpec
+from execloop.sandboxes.tempdirs import make_temp_dir
 
 __all__ = ["SandboxKernelProvisioner", "check_placement", "sandbox_owner"]
 
@@ -175,8 +175,8 @@ class SandboxKernelProvisioner(KernelProvisionerBase):
 
     def _prepare_dirs(self) -> tuple[int, int]:
         if self._host_dir is None:
-            self._host_dir = Path(tempfile.mkdtemp(prefix="execloop-kernel-"))
-            self._host_dir.chmod(0o711)  # the sandbox user must reach control/ inside
+            # the sandbox user must reach control/ inside
+            self._host_dir = make_temp_dir("kernel", mode=0o711)
             self.control_dir.mkdir(mode=0o700)
             if not self.workspace:
                 self._own_workspace = self._host_dir / "workspace"

@@ -23,7 +23,6 @@ import resource
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from execloop.errors import ConfigError, SandboxStartError
 from execloop.sandboxes.base import ExitReason
 from execloop.sandboxes.spec import SandboxSpec
 from execloop.sandboxes.stateful import HelperSandbox
+from execloop.sandboxes.tempdirs import make_temp_dir
 
 __all__ = ["NOFILE", "ProcessSandbox", "cpu_seconds", "kill_tree", "refuse", "rlimit_argv"]
 
@@ -154,9 +154,7 @@ class ProcessSandbox(HelperSandbox):
 
     # -- HelperSandbox ----------------------------------------------------------------------
     async def _launch(self, socket_dir: Path) -> None:
-        self.state_dir = Path(
-            tempfile.mkdtemp(prefix=f"execloop-{self.backend_name}-{self.session_id}-")
-        )
+        self.state_dir = make_temp_dir("state")
         argv = await self._command(socket_dir, self.state_dir)
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         output = os.open(self.state_dir / _LOG_NAME, flags, 0o600)

@@ -12,6 +12,8 @@ import os
 import socket
 from typing import Any
 
+from execloop.sandboxes.tempdirs import process_start_ticks
+
 __all__ = [
     "LABEL_BACKEND",
     "LABEL_MANAGED",
@@ -31,17 +33,9 @@ LABEL_SESSION = "org.execloop.session"
 log = logging.getLogger("execloop.sandboxes.reaper")
 
 
-def _start_ticks(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def owner_id(pid: int | None = None) -> str:
     pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+    return f"{socket.gethostname()}:{pid}:{process_start_ticks(pid)}"
 
 
 def sandbox_labels(*, backend: str, session: str) -> dict[str, str]:
@@ -59,7 +53,7 @@ def is_orphan(owner: str) -> bool:
     pid_text, _, ticks = rest.partition(":")
     if host != socket.gethostname() or not pid_text.isdigit():
         return False  # another host's container: not ours to judge
-    return _start_ticks(int(pid_text)) != ticks
+    return process_start_ticks(int(pid_text)) != ticks
 
 
 def reap_orphans(client: Any, *, everything: bool = False) -> list[str]:

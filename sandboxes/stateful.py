@@ -13,8 +13,6 @@ import abc
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +27,7 @@ from execloop.errors import ProtocolError, SandboxClosedError, SandboxStartError
 from execloop.sandboxes import helper, transfer
 from execloop.sandboxes.base import Artifact, ExecResult, ExitReason, Sandbox
 from execloop.sandboxes.spec import SandboxSpec
+from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
 __all__ = ["HelperSandbox", "MAX_DOWNLOAD_BYTES", "SOCKET_NAME"]
 
@@ -91,9 +90,8 @@ class HelperSandbox(Sandbox):
             raise
 
     async def _start(self) -> None:
-        self.socket_dir = Path(tempfile.mkdtemp(prefix="execloop-"))
         # The sandbox user (uid 1000) must reach the socket; the directory name is random.
-        self.socket_dir.chmod(0o711)
+        self.socket_dir = make_temp_dir("control", mode=0o711)
         path = self.socket_dir / SOCKET_NAME
         listener = await anyio.create_unix_listener(path)
         try:
@@ -134,7 +132,7 @@ class HelperSandbox(Sandbox):
                 self._stream = None
             await self._remove()
             if self.socket_dir is not None:
-                shutil.rmtree(self.socket_dir, ignore_errors=True)
+                remove_temp_dir(self.socket_dir)
 
     def _ensure_open(self) -> None:
         if self._dead is not None:

@@ -4,7 +4,9 @@ test command starts Docker and builds the images first."""
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +37,25 @@ def _no_leaked_containers(request: pytest.FixtureRequest) -> Iterator[None]:
         if container.labels.get(LABEL_OWNER) == mine
     ]
     assert not leaked, f"sandbox containers leaked by the test session: {leaked}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leaked_temp_dirs() -> Iterator[None]:
+    """After the whole session, no execloop temp dir made during it may remain if its owner
+    is this process or is gone (a killed child's dirs must be reaped by the test that killed
+    it)."""
+    from execloop.sandboxes.tempdirs import PREFIX, orphaned_temp_dirs
+
+    root = Path(tempfile.gettempdir())
+    before = set(root.glob(f"{PREFIX}*"))
+    yield
+    mine = f"-{os.getpid()}."
+    leaked = sorted(
+        str(path)
+        for path in (set(root.glob(f"{PREFIX}*")) - before)
+        if mine in path.name or path in set(orphaned_temp_dirs(root))
+    )
+    assert not leaked, f"execloop temp dirs leaked by the test session: {leaked}"
 
 
 @pytest.fixture(scope="session")
