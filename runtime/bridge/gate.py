@@ -202,6 +202,12 @@ def _parse(line: bytes) -> dict[str, Any]:
         raise _Refusal("bad_request", f"the request is not valid JSON: {exc}") from exc
     if not isinstance(request, dict):
         raise _Refusal("bad_request", "the request must be a JSON object")
+    try:  # JSON may spell lone surrogates (\\ud800); no tool, record or log can hold them
+        json.dumps(request, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise _Refusal(
+            "bad_request", "the request holds invalid Unicode (a lone surrogate)"
+        ) from exc
     return request
 
 
