@@ -268,7 +268,9 @@ def test_empty_and_unparsable_expressions(tmp_path: Path) -> None:
     empty = _error(tmp_path, GOOD.replace('expr: result["n"] > 0', 'expr: ""'))
     assert "checks[1].expr: an expression check needs a non-empty expr" in empty
     broken = _error(tmp_path, GOOD.replace('expr: result["n"] > 0', 'expr: result["n"] >'))
-    assert "checks[1].expr: not a Python expression" in broken
+    assert "checks[1].expr: check expression 'result[\"n\"] >' does not compile" in broken
+    refused = _error(tmp_path, GOOD.replace('expr: result["n"] > 0', "expr: result._n > 0"))
+    assert '"_n" is an invalid attribute name' in refused  # RestrictedPython's policy, up front
 
 
 def test_pytest_check_file_must_exist(tmp_path: Path) -> None:
