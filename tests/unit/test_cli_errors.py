@@ -581,3 +581,21 @@ def test_summary_and_table_neutralise_control_characters(
     assert "\\x1b]0;pwned\\x07" in shown and "[bold]x[/bold]" in shown  # visible, not markup
     assert "answer " in shown and "line two" in shown
     assert list(table.rows) == [1]
+
+
+def test_the_broker_gets_the_same_preflight(tmp_path: Path) -> None:
+    from execloop.runtime.broker import Broker
+
+    model = _CountingModel()
+    task = Task(goal="clean it", skill="data-clean")
+
+    async def main() -> Any:
+        broker = Broker(
+            db=tmp_path / "runs.db", model=model, sandbox_factory=_no_sandbox, reap_orphans=False
+        )
+        async with broker:
+            return await broker.result(await broker.submit(task))
+
+    result = anyio.run(main)
+    assert (result.status, result.attempts, model.calls) == (TaskStatus.ERROR, 0, 0)
+    assert "skill 'data-clean' needs the input(s) data, schema" in (result.error or "")
