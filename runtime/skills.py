@@ -214,11 +214,13 @@ class Skill(BaseModel):
     def task_inputs(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``defaults`` overlaid with ``params``, validated against ``inputs`` (for task.json)."""
         merged = {**self.defaults, **(params or {})}
-        errors = jsonschema.validators.validator_for(self.inputs)(self.inputs).iter_errors(merged)
-        problems = [f"{field_path(tuple(e.path)) or '(root)'}: {e.message}" for e in errors]
-        if problems:
+        if problems := self._input_problems(merged):
             raise ConfigError(f"inputs for skill {self.name!r}: " + "; ".join(problems))
         return merged
+
+    def _input_problems(self, merged: Mapping[str, Any]) -> list[str]:
+        errors = jsonschema.validators.validator_for(self.inputs)(self.inputs).iter_errors(merged)
+        return [f"{field_path(tuple(e.path)) or '(root)'}: {e.message}" for e in errors]
 
     def check_task_json(self, path: Path | None) -> dict[str, Any]:
         """The inputs a task gives this skill: ``path`` is its task.json (None: it has none),
@@ -242,10 +244,12 @@ class Skill(BaseModel):
             raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
         if not isinstance(params, dict):
             raise ConfigError(f"{path}: must be a JSON object, got {type(params).__name__}")
-        try:
-            return self.task_inputs(params)
-        except ConfigError as exc:
-            raise ConfigError(f"{path} does not fit skill {self.name!r}: {exc}") from exc
+        merged = {**self.defaults, **params}
+        if problems := self._input_problems(merged):
+            raise ConfigError(
+                f"{path} breaks the inputs schema of skill {self.name!r}: " + "; ".join(problems)
+            )
+        return merged
 
     def sandbox_spec(self, base: SandboxSpec | None = None) -> SandboxSpec:
         """``base`` with this skill's requirements. A field ``base`` left at its default takes
