@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 import anyio
@@ -34,7 +35,13 @@ from RestrictedPython.Guards import (
     safer_getattr,
 )
 
-__all__ = ["EXPRESSION_MEMORY_BYTES", "EXPRESSION_TIMEOUT_S", "evaluate", "evaluate_bounded"]
+__all__ = [
+    "EXPRESSION_MEMORY_BYTES",
+    "EXPRESSION_TIMEOUT_S",
+    "compile_expression",
+    "evaluate",
+    "evaluate_bounded",
+]
 
 EXPRESSION_TIMEOUT_S = 5.0
 EXPRESSION_MEMORY_BYTES = 256 * 1024**2
@@ -68,19 +75,31 @@ def _globals(result: object) -> dict[str, Any]:
     }
 
 
+def compile_expression(expr: str) -> CodeType:
+    """``expr`` compiled under RestrictedPython's policy; ``ValueError`` says why it cannot be
+    (a syntax error, an ``_``-name, a statement). Tasks call it when they are built, so a check
+    that could never pass is refused before any attempt runs."""
+    try:
+        compiled = compile_restricted_eval(expr, "<check>")
+    except (SyntaxError, ValueError) as exc:  # raised by compile() past RestrictedPython's own
+        raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+    if compiled.errors or compiled.code is None:
+        raise ValueError("; ".join(compiled.errors) or "it does not compile")
+    code: CodeType = compiled.code
+    return code
+
+
 def evaluate(expr: str, result: object) -> tuple[bool, str]:
     """In-process, unbounded evaluation: ``(passed, reason)``; never raises for the expression.
 
     Only the child process calls this with untrusted ``result`` (see ``evaluate_bounded``).
     """
     try:
-        compiled = compile_restricted_eval(expr, "<check>")
-    except (SyntaxError, ValueError) as exc:
-        return False, f"refused: {type(exc).__name__}: {exc}"
-    if compiled.errors or compiled.code is None:
-        return False, "refused: " + "; ".join(compiled.errors)
+        code = compile_expression(expr)
+    except ValueError as exc:
+        return False, f"refused: {exc}"
     try:
-        passed = bool(eval(compiled.code, _globals(result)))
+        passed = bool(eval(code, _globals(result)))
     except MemoryError:
         return False, "MemoryError: the expression needed more memory than checks may use"
     except KeyError as exc:

@@ -12,7 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from execloop.errors import ConfigError
 from execloop.runtime.bounds import REASON_CHARS
+from execloop.runtime.check_expression import compile_expression
 
 __all__ = [
     "AssertionsCheck",
@@ -96,10 +98,16 @@ class ExpressionCheck(_Check):
 
     @field_validator("expr")
     @classmethod
-    def _one_line(cls, expr: str) -> str:
-        if not expr.strip():
-            raise ValueError("an expression check needs a non-empty expr")
-        return expr.strip()
+    def _compiles(cls, expr: str) -> str:
+        """Refused when built, so a check that can never pass costs no attempt."""
+        expr = expr.strip()
+        if not expr:
+            raise ConfigError("an expression check needs a non-empty expr")
+        try:
+            compile_expression(expr)
+        except ValueError as exc:
+            raise ConfigError(f"check expression {expr!r} does not compile: {exc}") from exc
+        return expr
 
     def default_name(self) -> str:
         return self.expr

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from execloop import __version__
 from execloop.errors import ExecloopError
+from execloop.runtime.cli_boundary import GuardedGroup, configure_logging, flags
+from execloop.runtime.terminal import one_line, printable
 from execloop.sandboxes import ExitReason, SandboxSpec
 from execloop.sandboxes.spec import SANDBOX_UID
 
@@ -34,22 +36,23 @@ _EXIT_STATUS = {
 }
 
 
-@click.group()
-@click.option("-v", "--verbose", is_flag=True, help="Log execloop's own steps to stderr.")
+@click.group(cls=GuardedGroup)
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Log execloop's own steps; tracebacks with errors."
+)
+@click.version_option(__version__, prog_name="execloop")
 def cli(verbose: bool) -> None:
     """execloop: run agent-written scripts in hardened sandboxes and verify them."""
-    if verbose:
-        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    configure_logging(verbose=verbose)
+
+
+_RUN_FLAGS = {"timeout_s": "--timeout", "workspace_dir": "--workspace"}
 
 
 def _spec(**fields: Any) -> SandboxSpec:
-    try:
+    names = {field: _RUN_FLAGS.get(field, f"--{field}") for field in fields}
+    with flags(names):
         return SandboxSpec(**{k: v for k, v in fields.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors()
-        )
-        raise click.BadParameter(problems) from exc
 
 
 @cli.command()
@@ -194,18 +197,23 @@ _skill_dirs = click.option(
 @_skill_dirs
 @click.option("--json", "as_json", is_flag=True, help="Print the skills as JSON.")
 def skills_list(dirs: tuple[Path, ...], as_json: bool) -> None:
-    """The available skills: name, version, description."""
-    from execloop.runtime.skills import builtin_skills_dir, list_skills
+    """The available skills: name, version, description. A broken skill is reported on
+    stderr (one line each, exit status 1) and the good ones are still listed."""
+    from execloop.runtime.skills import builtin_skills_dir, scan_skills
 
-    found = list_skills(builtin_skills_dir(), *dirs)
+    found, broken = scan_skills(builtin_skills_dir(), *dirs)
     if as_json:
         keys = {"name", "version", "description", "folder"}
         click.echo(json.dumps([s.model_dump(mode="json", include=keys) for s in found], indent=2))
-        return
-    table = Table("name", "version", "description")
-    for skill in found:
-        table.add_row(skill.name, skill.version, skill.description.split(". ")[0])
-    out.print(table)
+    else:
+        table = Table("name", "version", "description")
+        for skill in found:
+            cells = (skill.name, skill.version, skill.description.split(". ")[0])
+            table.add_row(*(Text(printable(cell)) for cell in cells))
+        out.print(table)
+    for error in broken:
+        click.echo(f"broken skill: {one_line(str(error))}", err=True)
+    sys.exit(1 if broken else 0)
 
 
 @skills.command("show")
@@ -219,14 +227,17 @@ def skills_show(name: str, dirs: tuple[Path, ...]) -> None:
     required = set(skill.inputs.get("required", ()))
     inputs = [f"{k}{'*' if k in required else ''}" for k in skill.inputs.get("properties", {})]
     sandbox = skill.sandbox.model_dump(mode="json", include=skill.sandbox.model_fields_set)
-    click.echo(f"{skill.name} {skill.version}\n{skill.description}\n")
-    click.echo(f"folder:   {skill.folder}\ninputs:   {', '.join(inputs)}  (* required)")
-    click.echo(f"defaults: {json.dumps(skill.defaults)}\nsandbox:  {json.dumps(sandbox)}")
-    click.echo(f"tools:    {', '.join(skill.tools) or 'none'}")
-    click.echo(f"examples: {', '.join(skill.examples) or 'none'}\nchecks:")
-    for check in skill.checks:
-        click.echo(f"  - [{check.kind}] {check.label()}")
-    click.echo(f"\n{skill.instructions}")
+    lines = [
+        f"{skill.name} {skill.version}\n{skill.description}\n",
+        f"folder:   {skill.folder}\ninputs:   {', '.join(inputs)}  (* required)",
+        f"defaults: {json.dumps(skill.defaults)}\nsandbox:  {json.dumps(sandbox)}",
+        f"tools:    {', '.join(skill.tools) or 'none'}",
+        f"examples: {', '.join(skill.examples) or 'none'}\nchecks:",
+        *(f"  - [{check.kind}] {check.label()}" for check in skill.checks),
+        f"\n{skill.instructions}",
+    ]
+    text = "\n".join(lines)
+    click.echo(printable(text) if out.is_terminal else text)
 
 
 @skills.command("validate")
@@ -244,7 +255,7 @@ def skills_validate(paths: tuple[Path, ...]) -> None:
                 click.echo(f"ok {load_skill(target).name}")
             except SkillError as exc:
                 failed += 1
-                click.echo(str(exc), err=True)
+                click.echo(printable(str(exc)), err=True)
     sys.exit(1 if failed else 0)
 
 
@@ -256,15 +267,17 @@ def kernels() -> None:
 @kernels.command("install")
 @click.option(
     "--prefix",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="Install under PREFIX/share/jupyter/kernels [default: this Python's environment].",
 )
 def kernels_install(prefix: Path | None) -> None:
     """Install the execloop-docker and execloop-bubblewrap kernelspecs (nbclient, Jupyter)."""
     from execloop.sandboxes.kernelspecs import install_kernelspecs
 
-    for folder in install_kernelspecs(prefix):
-        out.print(str(folder), markup=False, highlight=False)
+    with flags("--prefix"):
+        folders = install_kernelspecs(prefix)
+    for folder in folders:
+        click.echo(str(folder))
 
 
 @cli.command()
@@ -297,17 +310,8 @@ _register_commands()
 
 
 def main() -> None:
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        console.print("aborted")
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except ExecloopError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        sys.exit(2)
+    """The ``execloop`` entry point: every error is one line (see ``cli_boundary``)."""
+    cli.main(prog_name="execloop")
 
 
 if __name__ == "__main__":

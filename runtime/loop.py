@@ -37,7 +37,7 @@ from execloop.runtime.prompts import (
     extract_script,
     failure_report,
 )
-from execloop.runtime.skills import Skill
+from execloop.runtime.skills import TASK_JSON, Skill
 from execloop.runtime.task import AttemptRecord, Result, Task, TaskStatus, Timings
 from execloop.runtime.tokens import TOKENIZER_NAME, count_tokens
 from execloop.sandboxes import Artifact, ExecResult, Sandbox, SandboxSpec, create_sandbox
@@ -94,6 +94,11 @@ class SubAgent:
             raise ConfigError(
                 f"task {task.id} allows tools {list(task.tools)} but no ToolRegistry was given"
             )
+        if task.skill != (skill.name if skill else None):
+            raise ConfigError(
+                f"task {task.id} names skill {task.skill!r} but SubAgent was given "
+                f"{skill.name if skill else None!r}: pass skill=find_skill(task.skill)"
+            )
         self.task = task
         self.registry = registry
         self.tool_call_budget = tool_call_budget
@@ -134,17 +139,30 @@ class SubAgent:
         return tuple(blocks)
 
     # -- the loop ----------------------------------------------------------------------------
+    def preflight(self) -> None:
+        """Refuse, before attempt 1, a task that can never pass: a skill task whose task.json
+        is missing or lacks an input the skill requires, or breaks the skill's ``inputs``
+        schema. Raises ``ConfigError`` naming the input or schema path; ``run`` makes it the
+        task's ``error`` result without calling the model or starting a sandbox."""
+        if self.skill is None:
+            return
+        inputs = self.task.inputs  # a file input lands at the workspace root under its name
+        task_json = next((p for p in inputs if p.name == TASK_JSON and not p.is_dir()), None)
+        self.skill.check_task_json(task_json)
+
     async def run(self) -> Result:
         started = time.monotonic()
         try:
+            self.preflight()
             with anyio.move_on_after(self.task.budget.max_wall_time_s) as deadline:
                 status = await self._attempts()
             if deadline.cancelled_caught:
                 status, error = TaskStatus.BUDGET_EXHAUSTED, "wall-time budget exhausted"
             else:
                 error = None
-        except ExecloopError as exc:  # a provider or backend failure ends the task as data
-            log.warning("task %s failed on infrastructure: %s", self.task.id, exc)
+        except ExecloopError as exc:  # refused before attempt 1, or infrastructure failed: data
+            level = logging.INFO if isinstance(exc, ConfigError) else logging.WARNING
+            log.log(level, "task %s ended in error: %s", self.task.id, exc)
             status, error = TaskStatus.ERROR, f"{type(exc).__name__}: {exc}"
         if status is TaskStatus.BUDGET_EXHAUSTED and error is None:
             error = "token budget exhausted"

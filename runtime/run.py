@@ -31,7 +31,7 @@ class ScriptRun(BaseModel):
 
 
 async def run_script_async(
-    source: str,
+    source: str | bytes,
     *,
     spec: SandboxSpec | None = None,
     files: Mapping[str, bytes | str] | None = None,
@@ -46,18 +46,19 @@ async def run_script_async(
 
 
 def run_script(
-    source: str | Path,
+    source: str | bytes | Path,
     *,
     spec: SandboxSpec | None = None,
     files: Mapping[str, bytes | str] | None = None,
     args: tuple[str, ...] = (),
 ) -> ScriptRun:
-    """Synchronous ``run_script_async``; ``source`` may be code or a path to a script."""
+    """Synchronous ``run_script_async``; ``source`` may be code or a path to a script (sent
+    as its bytes, so Python in the sandbox decodes it as it would any file: PEP 263)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         pass
     else:
         raise ConfigError("run_script() was called inside an event loop; use run_script_async")
-    code = source.read_text() if isinstance(source, Path) else source
+    code = source.read_bytes() if isinstance(source, Path) else source
     return anyio.run(lambda: run_script_async(code, spec=spec, files=files, args=args))

@@ -11,15 +11,14 @@ and what is expected, so a skill author can fix it without reading this module.
 
 from __future__ import annotations
 
-import ast
 import importlib.resources
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, get_args
+from typing import Any
 
 import jsonschema
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -31,17 +30,27 @@ from pydantic import (
 )
 
 from execloop.errors import ConfigError, SkillError
-from execloop.runtime.checks import CheckSpec, ExpressionCheck, JsonSchemaCheck, PytestCheck
+from execloop.runtime.checks import CheckSpec, JsonSchemaCheck, PytestCheck
+from execloop.runtime.skill_files import (
+    decode_python,
+    field_path,
+    front_matter,
+    invalid,
+    read_text,
+    yaml_fields,
+)
 from execloop.sandboxes.spec import SandboxSpec
 
 __all__ = [
     "Example",
     "Skill",
+    "TASK_JSON",
     "builtin_skills_dir",
     "find_skill",
     "list_skills",
     "load_example",
     "load_skill",
+    "scan_skills",
 ]
 
 _NAME = re.compile(r"(?=.{1,64}$)[a-z0-9]+(-[a-z0-9]+)*")
@@ -49,9 +58,6 @@ _SEMVER = re.compile(
     r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?"
 )
 _TOOL = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
-_CHECK_MODELS: dict[str, type[BaseModel]] = {
-    cls.model_fields["kind"].default: cls for cls in get_args(get_args(CheckSpec)[0])
-}
 # What each text field of the front matter must be: (what is expected, test).
 _TEXT_RULES: dict[str, tuple[str, Callable[[str], object]]] = {
     "name": ("lowercase letters, digits and single hyphens (≤ 64)", _NAME.fullmatch),
@@ -61,6 +67,7 @@ _TEXT_RULES: dict[str, tuple[str, Callable[[str], object]]] = {
 }
 # Resource limits a skill states as minimums: merging keeps the larger of skill and base.
 _MINIMUMS = ("cpus", "memory", "pids", "timeout_s", "workspace_size", "tmp_size", "start_timeout_s")
+TASK_JSON = "task.json"  # the file a skill's scripts read their inputs from
 
 
 def _schema_problem(schema: dict[str, Any]) -> str | None:
@@ -82,18 +89,13 @@ def _relative_file(folder: Path, name: str) -> str | None:
 
 
 def _check_problems(checks: Sequence[Any], skill_folder: Path) -> list[str]:
-    """What pydantic cannot see in checks: files on disk, schema and expression validity."""
+    """What pydantic cannot see in checks: files on disk, schema validity."""
     problems = []
     for i, check in enumerate(checks):
         if isinstance(check, PytestCheck) and (why := _relative_file(skill_folder, check.file)):
             problems.append(f"checks[{i}].file: pytest {why}")
         if isinstance(check, JsonSchemaCheck) and (why := _schema_problem(check.json_schema)):
             problems.append(f"checks[{i}].schema: {why}")
-        if isinstance(check, ExpressionCheck):
-            try:
-                ast.parse(check.expr, mode="eval")
-            except SyntaxError as exc:
-                problems.append(f"checks[{i}].expr: not a Python expression ({exc.msg})")
     return problems
 
 
@@ -128,7 +130,8 @@ class Example(BaseModel):
         return {name: (self.folder / name).read_bytes() for name in self.files}
 
     def solution_code(self) -> str:
-        return (self.folder / self.solution).read_text(encoding="utf-8")
+        """The solution's source, decoded as Python decodes it (PEP 263)."""
+        return decode_python(self.folder / self.solution)
 
 
 class Skill(BaseModel):
@@ -200,7 +203,7 @@ class Skill(BaseModel):
         ]
         partial = {**self.inputs, "required": []}  # defaults need not cover required inputs
         errors = jsonschema.validators.validator_for(partial)(partial).iter_errors(self.defaults)
-        problems += [f"defaults.{_where(tuple(e.path))}: {e.message}" for e in errors if e.path]
+        problems += [f"defaults.{field_path(tuple(e.path))}: {e.message}" for e in errors if e.path]
         for i, example in enumerate(self.examples):
             if not (self.folder / example / "example.yaml").is_file():
                 problems.append(f"examples[{i}]: no {example}/example.yaml in {self.folder}")
@@ -211,10 +214,41 @@ class Skill(BaseModel):
     def task_inputs(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``defaults`` overlaid with ``params``, validated against ``inputs`` (for task.json)."""
         merged = {**self.defaults, **(params or {})}
+        if problems := self._input_problems(merged):
+            raise ConfigError(f"inputs for skill {self.name!r}: " + "; ".join(problems))
+        return merged
+
+    def _input_problems(self, merged: Mapping[str, Any]) -> list[str]:
         errors = jsonschema.validators.validator_for(self.inputs)(self.inputs).iter_errors(merged)
-        problems = [f"{'.'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors]
-        if problems:
-            raise ConfigError(f"inputs for skill {self.name!r}:\n  " + "\n  ".join(problems))
+        return [f"{field_path(tuple(e.path)) or '(root)'}: {e.message}" for e in errors]
+
+    def check_task_json(self, path: Path | None) -> dict[str, Any]:
+        """The inputs a task gives this skill: ``path`` is its task.json (None: it has none),
+        over ``defaults``. A ``ConfigError`` names each required input that is missing and each
+        schema path that is broken, so a task that can never pass is refused before it runs."""
+        if path is None:
+            missing = [
+                name for name in self.inputs.get("required", ()) if name not in self.defaults
+            ]
+            if missing:
+                raise ConfigError(
+                    f"skill {self.name!r} needs the input(s) {', '.join(missing)}: add a "
+                    f"{TASK_JSON} file giving them to the task's inputs (its inputs schema "
+                    "describes that file; `execloop skills show` lists the inputs)"
+                )
+            return self.task_inputs()
+        text = read_text(path, ConfigError)
+        try:
+            params = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
+        if not isinstance(params, dict):
+            raise ConfigError(f"{path}: must be a JSON object, got {type(params).__name__}")
+        merged = {**self.defaults, **params}
+        if problems := self._input_problems(merged):
+            raise ConfigError(
+                f"{path} breaks the inputs schema of skill {self.name!r}: " + "; ".join(problems)
+            )
         return merged
 
     def sandbox_spec(self, base: SandboxSpec | None = None) -> SandboxSpec:
@@ -247,89 +281,12 @@ class Skill(BaseModel):
         ]
 
 
-def _where(loc: tuple[int | str, ...]) -> str:
-    """``('checks', 2, 'expression', 'expr')`` -> ``checks[2].expr`` (drops union tags)."""
-    out = ""
-    for i, part in enumerate(loc):
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif not (i and isinstance(loc[i - 1], int) and part in _CHECK_MODELS):
-            out += f".{part}" if out else part
-    return out
-
-
-def _explain(error: Mapping[str, Any], model: type[BaseModel], hidden: set[str]) -> str:
-    """One pydantic error as ``what is expected``, in the skill author's terms."""
-    loc, kind, ctx = tuple(error["loc"]), error["type"], error.get("ctx") or {}
-    if kind == "extra_forbidden":
-        owner: type[BaseModel] = model
-        if loc[0] == "sandbox":
-            owner, hidden = SandboxSpec, {"workspace_dir"}
-        elif loc[0] == "checks" and len(loc) > 2:
-            owner, hidden = _CHECK_MODELS[str(loc[2])], set()
-        known = [f.alias or name for name, f in owner.model_fields.items() if name not in hidden]
-        return f"unknown field; expected one of: {', '.join(known)}"
-    if kind == "union_tag_invalid":
-        return f"unknown check kind {ctx['tag']!r}; expected one of: {', '.join(_CHECK_MODELS)}"
-    if kind == "union_tag_not_found":
-        return f"a check needs a 'kind', one of: {', '.join(_CHECK_MODELS)}"
-    if kind == "missing":
-        return "required field is missing"
-    message = str(ctx["error"]) if kind in ("value_error", "assertion_error") else error["msg"]
-    value = error.get("input")
-    if isinstance(value, str | int | float | bool) and kind != "value_error":
-        message += f" (got {value!r:.60})"
-    return message
-
-
-def _invalid(file: Path, exc: ValidationError, model: type[BaseModel], hidden: set[str]) -> str:
-    lines = []
-    for error in exc.errors():
-        where = _where(tuple(error["loc"]))
-        for line in _explain(error, model, hidden).splitlines():
-            # model-level problems already start with their own field path
-            lines.append(f"{where}: {line}" if where else line)
-    count = f"{len(lines)} problem{'' if len(lines) == 1 else 's'}"
-    return f"{file}: invalid ({count}):\n  " + "\n  ".join(lines)
-
-
-def _yaml(text: str, file: Path, first_line: int) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark, begun = exc.problem_mark or exc.context_mark, exc.context_mark
-        at = f":{mark.line + first_line}:{mark.column + 1}" if mark else ""
-        context = f"{exc.context} (line {begun.line + first_line})" if exc.context and begun else ""
-        what = ": ".join(filter(None, [context, exc.problem]))
-        raise SkillError(f"{file}{at}: YAML syntax error: {what}") from exc
-    except yaml.YAMLError as exc:
-        raise SkillError(f"{file}: YAML error: {exc}") from exc
-    if not isinstance(data, dict):
-        raise SkillError(f"{file}: expected YAML fields (a mapping), got {type(data).__name__}")
-    return data
-
-
-def _front_matter(text: str, file: Path) -> tuple[dict[str, Any], str]:
-    lines = text.removeprefix("\ufeff").splitlines(keepends=True)
-    if not lines or lines[0].rstrip() != "---":
-        raise SkillError(
-            f"{file}: no front matter: the file must start with a line '---', then the YAML "
-            "fields (name, description, version, inputs, checks, ...), then a line '---', "
-            "then the markdown instructions"
-        )
-    end = next((i for i, line in enumerate(lines[1:], 1) if line.rstrip() == "---"), None)
-    if end is None:
-        raise SkillError(f"{file}: the front matter is not closed: add a line '---' after it")
-    # YAML line 0 is file line 2: marks are 0-based and the opening '---' is line 1.
-    return _yaml("".join(lines[1:end]), file, first_line=2), "".join(lines[end + 1 :])
-
-
 def load_skill(path: Path) -> Skill:
     """Load and validate one skill from its folder or its SKILL.md."""
     file = path if path.name == "SKILL.md" else path / "SKILL.md"
     if not file.is_file():
         raise SkillError(f"{file}: not found; a skill is a folder with a SKILL.md")
-    front, body = _front_matter(file.read_text(encoding="utf-8"), file)
+    front, body = front_matter(read_text(file), file)
     hidden = {"folder", "instructions"}
     if clash := sorted(hidden & front.keys()):
         raise SkillError(f"{file}: {clash[0]}: reserved (it comes from the file, not the YAML)")
@@ -339,7 +296,7 @@ def load_skill(path: Path) -> Skill:
         folder = file.resolve().parent
         skill = Skill.model_validate({**front, "instructions": body, "folder": folder})
     except ValidationError as exc:
-        raise SkillError(_invalid(file, exc, Skill, hidden)) from exc
+        raise SkillError(invalid(file, exc, Skill, hidden)) from exc
     skill.load_examples()  # an example that no longer matches its skill is the skill's bug
     return skill
 
@@ -349,14 +306,14 @@ def load_example(folder: Path, *, skill_folder: Path) -> Example:
     file = folder / "example.yaml"
     if not file.is_file():
         raise SkillError(f"{file}: not found")
-    data = _yaml(file.read_text(encoding="utf-8"), file, first_line=1)
+    data = yaml_fields(read_text(file), file, first_line=1)
     hidden = {"name", "folder"}
     if clash := sorted(hidden & data.keys()):
         raise SkillError(f"{file}: {clash[0]}: reserved (it comes from the folder)")
     try:
         example = Example.model_validate({**data, "name": folder.name, "folder": folder})
     except ValidationError as exc:
-        raise SkillError(_invalid(file, exc, Example, hidden)) from exc
+        raise SkillError(invalid(file, exc, Example, hidden)) from exc
     if problems := _check_problems(example.checks, skill_folder):
         raise SkillError(f"{file}: invalid:\n  " + "\n  ".join(problems))
     return example
@@ -376,14 +333,28 @@ def _skill_folders(dirs: Sequence[Path]) -> list[Path]:
     return folders
 
 
-def list_skills(*dirs: Path) -> list[Skill]:
-    """Every skill in ``dirs`` (default: the built-in ones), sorted by name; a name found in
-    an earlier folder shadows the same name in a later one, like ``PATH``."""
+def scan_skills(*dirs: Path) -> tuple[list[Skill], list[SkillError]]:
+    """Every good skill in ``dirs`` (default: the built-in ones), sorted by name, and the error
+    of each broken one; a name found in an earlier folder shadows the same name in a later one,
+    like ``PATH``."""
     found: dict[str, Skill] = {}
+    broken: list[SkillError] = []
     for folder in _skill_folders(dirs):
-        skill = load_skill(folder)
+        try:
+            skill = load_skill(folder)
+        except SkillError as exc:
+            broken.append(exc)
+            continue
         found.setdefault(skill.name, skill)
-    return sorted(found.values(), key=lambda skill: skill.name)
+    return sorted(found.values(), key=lambda skill: skill.name), broken
+
+
+def list_skills(*dirs: Path) -> list[Skill]:
+    """``scan_skills``' good skills; the first broken one raises its ``SkillError``."""
+    found, broken = scan_skills(*dirs)
+    if broken:
+        raise broken[0]
+    return found
 
 
 def find_skill(name: str, *dirs: Path) -> Skill:

@@ -28,7 +28,7 @@ class Budget(BaseModel):
 
     max_attempts: int = Field(default=5, ge=1, le=200)
     max_tokens: int = Field(default=400_000, ge=1)
-    max_wall_time_s: float = Field(default=1800.0, gt=0)
+    max_wall_time_s: float = Field(default=1800.0, gt=0, allow_inf_nan=False)
 
 
 class Task(BaseModel):
@@ -38,13 +38,20 @@ class Task(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
-    goal: str = Field(min_length=1)
+    goal: str
     skill: str | None = None
     inputs: tuple[Path, ...] = ()
     checks: tuple[CheckSpec, ...] = ()
     sandbox: SandboxSpec = SandboxSpec()
     tools: tuple[str, ...] = ()
     budget: Budget = Budget()
+
+    @field_validator("goal")
+    @classmethod
+    def _goal_said(cls, goal: str) -> str:
+        if not goal.strip():
+            raise ValueError("must not be empty: say what the sub-agent should achieve")
+        return goal
 
     @field_validator("inputs")
     @classmethod

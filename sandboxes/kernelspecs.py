@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from execloop.errors import ConfigError
 from execloop.sandboxes.spec import Placement
 
 __all__ = [
@@ -83,14 +84,30 @@ def kernelspec_dict(
 
 def install_kernelspecs(prefix: Path | None = None) -> list[Path]:
     """Write both kernelspecs under ``prefix/share/jupyter/kernels`` (default: ``sys.prefix``,
-    the environment execloop is installed in, which Jupyter always searches)."""
-    root = Path(sys.prefix if prefix is None else prefix) / "share" / "jupyter" / "kernels"
+    the environment execloop is installed in, which Jupyter always searches). A ``prefix``
+    that is not an existing directory, or cannot be written, is a ``ConfigError`` naming it."""
+    base = Path(sys.prefix if prefix is None else prefix)
+    if not base.is_dir():
+        raise ConfigError(
+            f"{base} is not an existing directory: the prefix is the root of a Python "
+            f"environment (kernelspecs go under PREFIX/share/jupyter/kernels), e.g. {sys.prefix}"
+        )
+    root = base / "share" / "jupyter" / "kernels"
     written = []
-    for placement, name in KERNEL_NAMES.items():
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "kernel.json").write_text(json.dumps(kernelspec_dict(placement), indent=2) + "\n")
-        written.append(folder)
+    try:
+        for placement, name in KERNEL_NAMES.items():
+            folder = root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            text = json.dumps(kernelspec_dict(placement), indent=2) + "\n"
+            partial = folder / "kernel.json.partial"  # renamed into place: never half-written
+            partial.write_text(text, encoding="utf-8")
+            partial.replace(folder / "kernel.json")
+            written.append(folder)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the kernelspecs under {root}: {exc.strerror or exc}; choose a prefix "
+            "you can write to (a virtualenv of your own) or fix that directory's permissions"
+        ) from exc
     return written
 
 

@@ -37,6 +37,7 @@ from execloop.runtime.skills import (
     builtin_skills_dir,
     find_skill,
     list_skills,
+    load_example,
     load_skill,
 )
 from execloop.sandboxes.spec import SandboxSpec
@@ -268,7 +269,9 @@ def test_empty_and_unparsable_expressions(tmp_path: Path) -> None:
     empty = _error(tmp_path, GOOD.replace('expr: result["n"] > 0', 'expr: ""'))
     assert "checks[1].expr: an expression check needs a non-empty expr" in empty
     broken = _error(tmp_path, GOOD.replace('expr: result["n"] > 0', 'expr: result["n"] >'))
-    assert "checks[1].expr: not a Python expression" in broken
+    assert "checks[1].expr: check expression 'result[\"n\"] >' does not compile" in broken
+    refused = _error(tmp_path, GOOD.replace('expr: result["n"] > 0', "expr: result._n > 0"))
+    assert '"_n" is an invalid attribute name' in refused  # RestrictedPython's policy, up front
 
 
 def test_pytest_check_file_must_exist(tmp_path: Path) -> None:
@@ -416,3 +419,17 @@ def test_hparam_estimate_matches_a_hand_computation() -> None:
     # qlora 7B, batch 2, 1024 tokens, no checkpointing: 3.85 + 0.7168 + 9.2107 GB, x1.1, +1.
     expected = 1.1 * (7e9 * 0.55 / 1e9 + 7e9 * 16 * 4e-4 * 16 / 1e9 + 2 * 1024 * 1.7 * 7**0.5 / 1e3)
     assert math.isclose(expected + 1.0, 16.156, abs_tol=1e-3)
+
+
+def test_example_solution_is_decoded_as_python_decodes_it(tmp_path: Path) -> None:
+    skill = load_skill(_skill_file(tmp_path, GOOD))
+    folder = skill.folder / "examples" / "latin"
+    folder.mkdir(parents=True)
+    (folder / "solution.py").write_bytes(b'# -*- coding: latin-1 -*-\nprint("caf\xe9")\n')
+    (folder / "in.txt").write_text("x")
+    (folder / "example.yaml").write_text("goal: g\nfiles: [in.txt]\n")
+    example = load_example(folder, skill_folder=skill.folder)
+    assert 'print("café")' in example.solution_code()  # PEP 263: the cookie names latin-1
+    (folder / "solution.py").write_bytes(b'print("caf\xe9")\n')  # no cookie: UTF-8, and not
+    with pytest.raises(SkillError, match=r"solution\.py: cannot decode the script"):
+        example.solution_code()
