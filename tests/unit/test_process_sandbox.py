@@ -21,16 +21,12 @@ def test_rlimits_follow_the_spec() -> None:
     argv = rlimit_argv(spec, prlimit="/usr/bin/prlimit")
     nofile_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     nofile = NOFILE if nofile_hard == resource.RLIM_INFINITY else min(NOFILE, nofile_hard)
-    assert argv == [
-        "/usr/bin/prlimit",
-        f"--as={256 * 1024**2}",
-        "--nproc=64",
-        f"--fsize={8 * 1024**2}",
-        f"--nofile={nofile}",
-        "--cpu=12000",
-        "--core=0",
-        "--",
-    ]
+    common = [f"--fsize={8 * 1024**2}", f"--nofile={nofile}", "--cpu=12000", "--core=0", "--"]
+    # without a cgroup: private writable memory (not address space) and the per-uid budget
+    assert argv == ["/usr/bin/prlimit", f"--data={256 * 1024**2}", "--nproc=64", *common]
+    # in a cgroup, memory and processes are the cgroup's
+    in_cgroup = rlimit_argv(spec, prlimit="/usr/bin/prlimit", in_cgroup=True)
+    assert in_cgroup == ["/usr/bin/prlimit", *common]
 
 
 def test_cpu_backstop_is_generous_and_grows_with_the_timeout() -> None:
