@@ -155,6 +155,7 @@ def _check_local_limits() -> Finding:
     rlimits (per process and per uid)."""
     from execloop.errors import ConfigError
     from execloop.sandboxes.cgroups import ENV, detect_cgroups
+    from execloop.sandboxes.process_backend import nproc_per_sandbox
     from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
 
     name = "local sandbox limits"
@@ -175,12 +176,17 @@ def _check_local_limits() -> Finding:
             required=False,
         )
     uid = SANDBOX_UID if os.geteuid() == 0 else os.geteuid()
+    budget = (
+        "counted per sandbox (its own user namespace, Linux >= 5.14)"
+        if nproc_per_sandbox()
+        else f"shared by every sandbox and process of uid {uid} on this host (Linux < 5.14)"
+    )
     return Finding(
         name=name,
         ok=False,
         detail=f"none ({host.detail}): rlimits: memory is RLIMIT_DATA per process "
-        f"(default {memory}, not per sandbox); the process budget (RLIMIT_NPROC, default "
-        f"{spec.pids}) is shared by every sandbox and process of uid {uid} on this host; "
+        f"(default {memory}, not per sandbox; a child's OOM is an `error`, the peak one "
+        f"process's); the process budget (RLIMIT_NPROC, default {spec.pids}) is {budget}; "
         "no CPU rate limit (`cpus` is refused)",
         fix=f"run execloop as root, or in a cgroup v2 subtree delegated to your user with "
         f"memory and pids enabled (systemd: `systemd-run --user --scope execloop ...`); "

@@ -120,6 +120,11 @@ class BubblewrapKernelProvisioner(SandboxKernelProvisioner):
     _process: _Process | None = None
     _cgroup: Cgroup | None = None
 
+    @property
+    def cgroup(self) -> Cgroup | None:
+        """The running kernel's own cgroup; None without one (rlimits only)."""
+        return self._cgroup
+
     def _python(self) -> str:
         return host_python().interpreter
 

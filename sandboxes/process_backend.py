@@ -14,8 +14,9 @@ The other limits are rlimits set by util-linux's ``prlimit`` as a prefix of the 
 ``open_process`` has no ``preexec_fn``, and a C binary that sets its own limits and ``exec``s
 costs about a millisecond where a Python shim would cost a second interpreter start. rlimits
 are per process (``RLIMIT_DATA``, ``RLIMIT_FSIZE``, ``RLIMIT_CPU``) or per user
-(``RLIMIT_NPROC``), never per tree: without a cgroup, memory is bounded per process and the
-process budget is shared by every process of the uid on the host.
+(``RLIMIT_NPROC``), never per tree: without a cgroup, memory is bounded per process, and the
+process budget is per user namespace since Linux 5.14 (each bubblewrap sandbox has its own, so
+per sandbox) but shared by every process of the host uid before (``nproc_per_sandbox``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import contextlib
 import logging
 import math
 import os
+import platform
+import re
 import resource
 import shutil
 import signal
@@ -45,7 +48,15 @@ from execloop.sandboxes.spec import SandboxSpec
 from execloop.sandboxes.stateful import HelperSandbox
 from execloop.sandboxes.tempdirs import make_temp_dir
 
-__all__ = ["NOFILE", "ProcessSandbox", "cpu_seconds", "kill_tree", "refuse", "rlimit_argv"]
+__all__ = [
+    "NOFILE",
+    "ProcessSandbox",
+    "cpu_seconds",
+    "kill_tree",
+    "nproc_per_sandbox",
+    "refuse",
+    "rlimit_argv",
+]
 
 NOFILE = 4096
 # RLIMIT_CPU counts a process's CPU time over its whole life, and the helper lives as long as
@@ -64,6 +75,14 @@ log = logging.getLogger("execloop.sandboxes.process")
 def cpu_seconds(spec: SandboxSpec) -> int:
     """The session's CPU-time backstop: 100 full-length execs, at least an hour."""
     return max(_MIN_CPU_S, math.ceil(_CPU_EXECS * spec.timeout_s))
+
+
+def nproc_per_sandbox(release: str | None = None) -> bool:
+    """Whether ``RLIMIT_NPROC`` counts only a bubblewrap sandbox's own processes: Linux >= 5.14
+    counts it per user namespace (ucounts) and every sandbox has its own; older kernels count
+    every process of the host uid (containers running as that uid included)."""
+    found = re.match(r"(\d+)\.(\d+)", platform.release() if release is None else release)
+    return found is not None and (int(found[1]), int(found[2])) >= (5, 14)
 
 
 def rlimit_argv(
