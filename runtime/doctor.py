@@ -170,9 +170,8 @@ def _check_local_limits() -> Finding:
         return Finding(
             name=name,
             ok=True,
-            detail=f"{host.mode}: each local sandbox and bubblewrap kernel gets its own cgroup "
-            f"({host.detail}); defaults per sandbox: memory {memory} with no swap, "
-            f"pids {spec.pids}, {cpus}; rlimits only for file size, open files, core, CPU time",
+            detail=f"{host.detail}; a cgroup per local sandbox and bubblewrap kernel, by "
+            f"default memory {memory} (no swap), pids {spec.pids}, {cpus}",
             required=False,
         )
     uid = SANDBOX_UID if os.geteuid() == 0 else os.geteuid()

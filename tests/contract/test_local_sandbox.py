@@ -11,6 +11,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,10 +28,9 @@ from execloop.sandboxes.process_backend import nproc_per_sandbox
 pytestmark = pytest.mark.anyio
 
 BOMB = "chunks = []\nwhile True:\n    chunks.append(b'x' * 2**24)"
-# 64 threads alive at once (a barrier), then numpy's own thread pool on a matrix product
-THREADS = """\
+# 64 threads alive at once (a barrier); then numpy's own thread pool on a matrix product
+THREADS_ONLY = """\
 import threading
-import numpy as np
 barrier = threading.Barrier(64)
 done = []
 def work():
@@ -40,8 +41,13 @@ for thread in threads:
     thread.start()
 for thread in threads:
     thread.join()
+print(len(done), end=" ")
+"""
+THREADS = f"""\
+{THREADS_ONLY}
+import numpy as np
 matrix = np.random.default_rng(0).random((1500, 1500))
-print(len(done), float((matrix @ matrix).sum()) > 0)
+print(float((matrix @ matrix).sum()) > 0)
 """
 # numpy called from 64 threads at once: each calling thread gets OpenBLAS buffers (reserved,
 # mostly untouched), more than 1 GiB of address space or of RLIMIT_DATA; a cgroup counts use
@@ -159,6 +165,66 @@ async def test_threads_and_numpy_run_with_the_default_limits(limits: str) -> Non
         result = await sandbox.exec(THREADS)
     assert result.exit_reason is ExitReason.OK, result.stderr
     assert result.stdout == "64 True\n"
+
+
+def test_an_unprivileged_caller_gets_the_rlimit_fallback_and_threads_run() -> None:
+    """The fallback as a real non-root user meets it: no cgroup can be made (the hierarchies
+    are root's), `cpus` is refused, 64 threads run under RLIMIT_DATA, a memory bomb is a
+    MemoryError (`oom`). The caller is the system Python as uid 1000 with this venv's packages
+    (the venv's own interpreter lies under /root); it has no numpy, so threads only here."""
+    system_python = "/usr/bin/python3"
+    version = subprocess.run(
+        [system_python, "-c", "import sys; print(sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    assert version == str(sys.version_info[:2]), f"{system_python} must be Python {version}"
+    code = (
+        "import site, sys\n"
+        "site.addsitedir(sys.argv[1])\n"
+        "import anyio\n"
+        "from execloop import SandboxSpec\n"
+        "from execloop.errors import ConfigError\n"
+        "from execloop.sandboxes.local_backend import LocalSandbox\n"
+        "async def main():\n"
+        "    try:\n"
+        "        LocalSandbox(SandboxSpec(backend='local', cpus=2))\n"
+        "    except ConfigError as exc:\n"
+        "        print('refused', 'gives the sandbox no cgroup' in str(exc))\n"
+        "    async with LocalSandbox() as sandbox:\n"
+        "        threads = await sandbox.exec(sys.argv[2])\n"
+        "        bomb = await sandbox.exec(sys.argv[3])\n"
+        "    print('cgroup', sandbox.cgroup)\n"
+        "    print('threads', threads.exit_reason.value, threads.stdout.strip())\n"
+        "    print('bomb', bomb.exit_reason.value, 'MemoryError' in bomb.stderr)\n"
+        "anyio.run(main)\n"
+    )
+    as_user = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]
+    done = subprocess.run(
+        [
+            *(as_user if os.geteuid() == 0 else []),
+            system_python,
+            "-c",
+            code,
+            sysconfig.get_paths()["purelib"],
+            THREADS_ONLY,
+            BOMB,
+        ],
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": tempfile.gettempdir()},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [
+        "refused True",
+        "cgroup None",
+        "threads ok 64",
+        "bomb oom True",
+    ]
 
 
 async def test_numpy_from_64_threads_runs_in_a_cgroup() -> None:
