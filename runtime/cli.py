@@ -272,7 +272,7 @@ def kernels_install(prefix: Path | None) -> None:
 def reap(everything: bool) -> None:
     """Remove the sandbox containers, temporary directories and cgroups whose owning process
     is gone."""
-    from execloop.sandboxes.cgroups import remove_orphaned_cgroups
+    from execloop.sandboxes.cgroup_host import remove_orphaned_cgroups
     from execloop.sandboxes.docker_backend import default_client
     from execloop.sandboxes.reaper import reap_orphans
     from execloop.sandboxes.tempdirs import orphaned_temp_dirs, remove_temp_dir

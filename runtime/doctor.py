@@ -154,7 +154,7 @@ def _check_local_limits() -> Finding:
     """Which limits the local backend and bubblewrap kernels get here: a cgroup each, or
     rlimits (per process and per uid)."""
     from execloop.errors import ConfigError
-    from execloop.sandboxes.cgroups import ENV, detect_cgroups
+    from execloop.sandboxes.cgroup_host import ENV, detect_cgroups
     from execloop.sandboxes.process_backend import nproc_per_sandbox
     from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
 

@@ -29,7 +29,8 @@ import psutil
 
 from execloop.errors import SandboxStartError
 from execloop.sandboxes.base import ExitReason
-from execloop.sandboxes.cgroups import Cgroup, sandbox_cgroup
+from execloop.sandboxes.cgroup_host import sandbox_cgroup
+from execloop.sandboxes.cgroups import Cgroup
 from execloop.sandboxes.helper import _Bounded
 from execloop.sandboxes.kernel_provisioners import SandboxKernelProvisioner
 from execloop.sandboxes.local_backend import (

@@ -35,7 +35,7 @@ from traitlets import Dict, Unicode
 from execloop.errors import ConfigError
 from execloop.sandboxes import kernelspecs
 from execloop.sandboxes.base import ExitReason
-from execloop.sandboxes.cgroups import detect_cgroups
+from execloop.sandboxes.cgroup_host import detect_cgroups
 from execloop.sandboxes.process_backend import refuse
 from execloop.sandboxes.spec import SANDBOX_UID, Placement, SandboxSpec
 from execloop.sandboxes.tempdirs import make_temp_dir

@@ -6,7 +6,7 @@ copy of the helper, generated ``/etc/passwd``/``group``/``hosts``, private size-
 ``/tmp``, ``/dev/shm`` and ``/workspace`` (or ``spec.workspace_dir``), and the control socket's
 directory at ``/run/execloop``. Root is read-only; there is no network but ``lo``, no host
 process, no host environment variable. Limits: where the host allows it, the whole tree is in a
-cgroup of its own (``cgroups.py``: memory, pids, CPU quota), entered by a prefix before the
+cgroup of its own (``cgroups``: memory, pids, CPU quota), entered by a prefix before the
 first bwrap; the other limits (and, without a cgroup, memory and processes) are rlimits
 (``process_backend.rlimit_argv``).
 
@@ -38,7 +38,8 @@ import anyio
 
 from execloop.errors import BackendUnavailableError, ConfigError
 from execloop.sandboxes import helper
-from execloop.sandboxes.cgroups import Cgroup, detect_cgroups
+from execloop.sandboxes.cgroup_host import detect_cgroups
+from execloop.sandboxes.cgroups import Cgroup
 from execloop.sandboxes.process_backend import ProcessSandbox, refuse, rlimit_argv
 from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
 from execloop.sandboxes.stateful import SOCKET_NAME

@@ -6,9 +6,9 @@ the *whole* tree on a deadline or close, and the clean-up. A backend only says w
 runs (``_command``) and which spec fields it refuses.
 
 A backend that sets ``uses_cgroup`` gets a cgroup of its own where the host allows one
-(``cgroups.py``): memory, pids and CPU are then limited for the whole tree, and the host reads
-its OOM kills and memory high-water mark (an exec during which the OOM killer ended one of the
-sandbox's processes is ``oom``, even if the helper survived).
+(``cgroup_host``, ``cgroups``): memory, pids and CPU are then limited for the whole tree, and
+the host reads its OOM kills and memory high-water mark (an exec during which the OOM killer
+ended one of the sandbox's processes is ``oom``, even if the helper survived).
 
 The other limits are rlimits set by util-linux's ``prlimit`` as a prefix of the command: anyio's
 ``open_process`` has no ``preexec_fn``, and a C binary that sets its own limits and ``exec``s
@@ -43,7 +43,8 @@ import psutil
 
 from execloop.errors import ConfigError, SandboxStartError
 from execloop.sandboxes.base import ExecResult, ExitReason
-from execloop.sandboxes.cgroups import Cgroup, sandbox_cgroup
+from execloop.sandboxes.cgroup_host import sandbox_cgroup
+from execloop.sandboxes.cgroups import Cgroup
 from execloop.sandboxes.spec import SandboxSpec
 from execloop.sandboxes.stateful import HelperSandbox
 from execloop.sandboxes.tempdirs import make_temp_dir
@@ -94,9 +95,10 @@ def rlimit_argv(
     per-process memory limit, no per-user process limit. Without one, memory is ``RLIMIT_DATA``
     (private writable memory), not ``RLIMIT_AS``: glibc reserves address space for a malloc
     arena per thread, so only 20 of 64 threads start under an address-space limit of 1 GiB,
-    while all 64 and numpy's thread pool run under a data limit of 1 GiB. Each value is capped
-    at the caller's own hard limit: raising one would fail, and a lower limit than asked for
-    is still honoured.
+    while all 64 and numpy's thread pool run under a data limit of 1 GiB (numpy called from 24
+    threads at once does not: OpenBLAS reserves buffers per calling thread). Each value is
+    capped at the caller's own hard limit: raising one would fail, and a lower limit than asked
+    for is still honoured.
     """
     cgroup_instead: dict[str, tuple[int, int]] = {
         "data": (resource.RLIMIT_DATA, spec.memory),
@@ -230,8 +232,8 @@ class ProcessSandbox(HelperSandbox):
             return ""
 
     async def _death_reason(self) -> ExitReason:
-        # Without a cgroup no OOM kill is recorded anywhere: a MemoryError in the user's code is
-        # reported as `oom` by the helper itself; a helper that vanished was killed.
+        # A cgroup counts OOM kills. Without one none is recorded anywhere: a MemoryError in the
+        # user's code is reported as `oom` by the helper itself; a helper that vanished was killed.
         if self.cgroup is not None and _grew(self.cgroup.oom_kills(), self._oom_before):
             return ExitReason.OOM
         return ExitReason.KILLED

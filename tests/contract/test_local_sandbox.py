@@ -21,7 +21,8 @@ import psutil
 import pytest
 
 from execloop import ExitReason, SandboxClosedError, SandboxSpec
-from execloop.sandboxes.cgroups import ENV, is_orphan, remove_orphaned_cgroups
+from execloop.sandboxes.cgroup_host import ENV, remove_orphaned_cgroups
+from execloop.sandboxes.cgroups import is_orphan
 from execloop.sandboxes.local_backend import LocalSandbox
 from execloop.sandboxes.process_backend import nproc_per_sandbox
 

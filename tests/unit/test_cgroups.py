@@ -11,21 +11,18 @@ import pytest
 
 from execloop.errors import ConfigError, SandboxStartError
 from execloop.sandboxes import cgroups
-from execloop.sandboxes.cgroups import (
+from execloop.sandboxes.cgroup_host import (
     ENV,
-    Cgroup,
     CgroupHost,
     Mount,
-    cgroup_name,
     detect_cgroups,
-    is_orphan,
-    limit_files,
     locate,
     locate_v2,
     orphaned_cgroups,
     parse_membership,
     parse_mounts,
 )
+from execloop.sandboxes.cgroups import Cgroup, cgroup_name, is_orphan, limit_files
 from execloop.sandboxes.spec import SandboxSpec
 
 HYBRID_MOUNTINFO = """\

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from execloop.errors import BackendUnavailableError, ConfigError
-from execloop.sandboxes.cgroups import ENV, Cgroup
+from execloop.sandboxes.cgroup_host import ENV
+from execloop.sandboxes.cgroups import Cgroup
 from execloop.sandboxes.local_backend import (
     LocalSandbox,
     PythonLayout,
