@@ -180,7 +180,8 @@ def test_an_unprivileged_caller_gets_the_rlimit_fallback_and_threads_run() -> No
         text=True,
         check=False,
     ).stdout.strip()
-    assert version == str(sys.version_info[:2]), f"{system_python} must be Python {version}"
+    wanted = str(sys.version_info[:2])
+    assert version == wanted, f"{system_python} is Python {version}, the venv's is {wanted}"
     code = (
         "import site, sys\n"
         "site.addsitedir(sys.argv[1])\n"
@@ -194,9 +195,9 @@ def test_an_unprivileged_caller_gets_the_rlimit_fallback_and_threads_run() -> No
         "    except ConfigError as exc:\n"
         "        print('refused', 'gives the sandbox no cgroup' in str(exc))\n"
         "    async with LocalSandbox() as sandbox:\n"
+        "        print('cgroup', sandbox.cgroup)\n"
         "        threads = await sandbox.exec(sys.argv[2])\n"
         "        bomb = await sandbox.exec(sys.argv[3])\n"
-        "    print('cgroup', sandbox.cgroup)\n"
         "    print('threads', threads.exit_reason.value, threads.stdout.strip())\n"
         "    print('bomb', bomb.exit_reason.value, 'MemoryError' in bomb.stderr)\n"
         "anyio.run(main)\n"
