@@ -283,7 +283,9 @@ def kernels_install(prefix: Path | None) -> None:
 @cli.command()
 @click.option("--all", "everything", is_flag=True, help="Remove every execloop container.")
 def reap(everything: bool) -> None:
-    """Remove the sandbox containers and temporary directories whose owning process is gone."""
+    """Remove the sandbox containers, temporary directories and cgroups whose owning process
+    is gone."""
+    from execloop.sandboxes.cgroup_host import remove_orphaned_cgroups
     from execloop.sandboxes.docker_backend import default_client
     from execloop.sandboxes.reaper import reap_orphans
     from execloop.sandboxes.tempdirs import orphaned_temp_dirs, remove_temp_dir
@@ -291,11 +293,15 @@ def reap(everything: bool) -> None:
     directories = orphaned_temp_dirs()
     for path in directories:
         remove_temp_dir(path)
+    cgroups = remove_orphaned_cgroups()
     try:
         containers = f"{len(reap_orphans(default_client(), everything=everything))} container(s)"
     except ExecloopError as exc:  # no daemon here: no container of ours can be orphaned in it
         containers = f"no containers ({exc})"
-    out.print(f"removed {containers} and {len(directories)} temporary directory(ies)")
+    out.print(
+        f"removed {containers}, {len(directories)} temporary directory(ies) "
+        f"and {len(cgroups)} cgroup(s)"
+    )
 
 
 def _register_commands() -> None:

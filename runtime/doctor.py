@@ -150,6 +150,50 @@ def _check_bubblewrap() -> Finding:
     )
 
 
+def _check_local_limits() -> Finding:
+    """Which limits the local backend and bubblewrap kernels get here: a cgroup each, or
+    rlimits (per process and per uid)."""
+    from execloop.errors import ConfigError
+    from execloop.sandboxes.cgroup_host import ENV, detect_cgroups
+    from execloop.sandboxes.process_backend import nproc_per_sandbox
+    from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
+
+    name = "local sandbox limits"
+    try:
+        host = detect_cgroups()
+    except ConfigError as exc:
+        return Finding(name=name, ok=False, detail=str(exc), fix=f"unset {ENV}", required=False)
+    spec = SandboxSpec()
+    memory = f"{spec.memory / 1024**3:g} GiB"
+    if host.mode != "none":
+        cpus = f"cpus {spec.cpus:g}" if host.cpu else "no CPU quota (no cpu controller)"
+        return Finding(
+            name=name,
+            ok=True,
+            detail=f"{host.detail}; a cgroup per local sandbox and bubblewrap kernel, by "
+            f"default memory {memory} (no swap), pids {spec.pids}, {cpus}",
+            required=False,
+        )
+    uid = SANDBOX_UID if os.geteuid() == 0 else os.geteuid()
+    budget = (
+        "counted per sandbox (its own user namespace, Linux >= 5.14)"
+        if nproc_per_sandbox()
+        else f"shared by every sandbox and process of uid {uid} on this host (Linux < 5.14)"
+    )
+    return Finding(
+        name=name,
+        ok=False,
+        detail=f"none ({host.detail}): rlimits: memory is RLIMIT_DATA per process "
+        f"(default {memory}, not per sandbox; a child's OOM is an `error`, the peak one "
+        f"process's); the process budget (RLIMIT_NPROC, default {spec.pids}) is {budget}; "
+        "no CPU rate limit (`cpus` is refused)",
+        fix=f"run execloop as root, or in a cgroup v2 subtree delegated to your user with "
+        f"memory and pids enabled (systemd: `systemd-run --user --scope execloop ...`); "
+        f"unset {ENV}=off if it is set",
+        required=False,
+    )
+
+
 def run_doctor() -> list[Finding]:
     client, error = _docker_client()
     findings = [_check_daemon(client, error)]
@@ -161,5 +205,5 @@ def run_doctor() -> list[Finding]:
             _check_gvisor,
         ]
         findings += [probe(client) for probe in probes]
-    findings += [_check_userns(), _check_bubblewrap()]
+    findings += [_check_userns(), _check_bubblewrap(), _check_local_limits()]
     return findings

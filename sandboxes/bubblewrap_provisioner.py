@@ -2,14 +2,15 @@
 
 The sandbox is the ``local`` backend's (``local_backend.bwrap_argv``: the interpreter relocated
 read-only under ``/opt/execloop``, uid 1000 in a user namespace that cannot nest, no network, no
-host process or environment, read-only root, rlimits, and as root a first bwrap that stages what
-only root may read before dropping to the sandbox user), with the kernel in the helper's place
-and memory limited as ``RLIMIT_DATA`` (``kernel_argv``).
+host process or environment, read-only root, a cgroup of its own where the host allows one and
+rlimits, and as root a first bwrap that stages what only root may read before dropping to the
+sandbox user), with the kernel in the helper's place (``kernel_argv``).
 
 bwrap's init forwards no signal, so an interrupt goes to the kernel's host process itself; a
-kill takes the whole process tree (``process_backend.kill_tree``). There is no cgroup, so an
-OOM kill cannot be told apart from another death (a refused allocation is a ``MemoryError``,
-which the sandbox reports as ``oom``).
+kill takes the whole process tree (``process_backend.kill_tree``). With a cgroup, its OOM-kill
+counter tells an OOM kill from another death and its high-water mark is the peak memory; without
+one an OOM kill cannot be told apart (a refused allocation is a ``MemoryError``, which the
+sandbox reports as ``oom``) and the peak is the kernel process's own.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import psutil
 
 from execloop.errors import SandboxStartError
 from execloop.sandboxes.base import ExitReason
+from execloop.sandboxes.cgroup_host import sandbox_cgroup
+from execloop.sandboxes.cgroups import Cgroup
 from execloop.sandboxes.helper import _Bounded
 from execloop.sandboxes.kernel_provisioners import SandboxKernelProvisioner
 from execloop.sandboxes.local_backend import (
@@ -60,11 +63,10 @@ def kernel_argv(
     tools: Tools,
     system: Sequence[str],
     run_as: tuple[int, int] | None,
+    cgroup: Cgroup | None,
 ) -> list[str]:
-    """The local backend's command line with ``command`` in place of its helper. Memory becomes
-    ``RLIMIT_DATA``: an idle ipykernel reserves ~800 MB of address space (thread stacks, malloc
-    arenas) for ~60 MB resident, so an ``RLIMIT_AS`` of ``spec.memory`` would leave the cells
-    almost nothing, while private writable memory is what they actually use."""
+    """The local backend's command line (its cgroup, rlimits and all) with ``command`` in place
+    of its helper."""
     argv = bwrap_argv(
         spec,
         session_id=session_id,
@@ -74,11 +76,10 @@ def kernel_argv(
         tools=tools,
         system=system,
         run_as=run_as,
+        cgroup=cgroup,
     )
     start = len(argv) - 1 - argv[::-1].index(tools.prlimit)  # the rlimits, then the helper
-    end = argv.index("--", start) + 1
-    limits = [f"--data={spec.memory}" if a.startswith("--as=") else a for a in argv[start:end]]
-    return [*argv[:start], *limits, *command]
+    return [*argv[: argv.index("--", start) + 1], *command]
 
 
 class _Process:
@@ -118,6 +119,12 @@ class BubblewrapKernelProvisioner(SandboxKernelProvisioner):
 
     placement = "bubblewrap"
     _process: _Process | None = None
+    _cgroup: Cgroup | None = None
+
+    @property
+    def cgroup(self) -> Cgroup | None:
+        """The running kernel's own cgroup; None without one (rlimits only)."""
+        return self._cgroup
 
     def _python(self) -> str:
         return host_python().interpreter
@@ -134,6 +141,8 @@ class BubblewrapKernelProvisioner(SandboxKernelProvisioner):
         if not state_dir.exists():
             state_dir.mkdir()
             prepare_state_dir(state_dir, python, staged=run_as is not None)
+        tools = find_tools()
+        self._cgroup = sandbox_cgroup(spec, tag=self.sandbox_id)  # each launch: a fresh one
         argv = kernel_argv(
             spec,
             command,
@@ -141,11 +150,16 @@ class BubblewrapKernelProvisioner(SandboxKernelProvisioner):
             control_dir=self.control_dir,
             state_dir=state_dir,
             python=python,
-            tools=find_tools(),
+            tools=tools,
             system=system_argv(),
             run_as=run_as,
+            cgroup=self._cgroup,
         )
-        self._process = _Process(argv)
+        try:
+            self._process = _Process(argv)
+        except SandboxStartError:
+            await self._remove()
+            raise
 
     def _root_process(self) -> psutil.Process | None:
         if self._process is not None:
@@ -184,11 +198,19 @@ class BubblewrapKernelProvisioner(SandboxKernelProvisioner):
             await anyio.to_thread.run_sync(kill_tree, process.popen.pid)
             with anyio.move_on_after(_REAP_TIMEOUT_S):  # a process stuck in D state: move on
                 await anyio.to_thread.run_sync(process.popen.wait, abandon_on_cancel=True)
+        cgroup, self._cgroup = self._cgroup, None
+        if cgroup is not None:
+            await anyio.to_thread.run_sync(cgroup.remove)
 
     async def death_reason(self) -> ExitReason:
+        # a cgroup lives as long as one kernel: any OOM kill in it is this kernel's
+        if self._cgroup is not None and (self._cgroup.oom_kills() or 0) > 0:
+            return ExitReason.OOM
         return ExitReason.KILLED
 
     async def memory(self) -> tuple[int | None, int | None]:
+        if self._cgroup is not None:
+            return self._cgroup.peak_memory(), self._cgroup.oom_kills()
         kernel = self.kernel_process()
         return (None if kernel is None else _resident_peak(kernel.pid)), None
 

@@ -35,6 +35,7 @@ from traitlets import Dict, Unicode
 from execloop.errors import ConfigError
 from execloop.sandboxes import kernelspecs
 from execloop.sandboxes.base import ExitReason
+from execloop.sandboxes.cgroup_host import detect_cgroups
 from execloop.sandboxes.process_backend import refuse
 from execloop.sandboxes.spec import SANDBOX_UID, Placement, SandboxSpec
 from execloop.sandboxes.tempdirs import make_temp_dir
@@ -52,12 +53,10 @@ def check_placement(spec: SandboxSpec) -> None:
         },
     )
     if spec.placement == "bubblewrap":
-        advice = "bubblewrap runs the host's Python under rlimits; use placement 'docker'"
-        refuse(
-            spec,
-            backend="jupyter (bubblewrap)",
-            unsupported={name: advice for name in ("image", "gpus", "runtime", "cpus")},
-        )
+        advice = "bubblewrap runs the host's Python; use placement 'docker'"
+        unsupported = {name: advice for name in ("image", "gpus", "runtime")}
+        unsupported |= detect_cgroups().refusals(instead="use placement 'docker' to limit CPUs")
+        refuse(spec, backend="jupyter (bubblewrap)", unsupported=unsupported)
 
 
 def sandbox_owner(workspace: Path) -> tuple[int, int]:

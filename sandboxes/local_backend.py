@@ -5,7 +5,10 @@ The sandbox sees a read-only ``/usr``, the host interpreter (and its venv) read-
 copy of the helper, generated ``/etc/passwd``/``group``/``hosts``, private size-capped tmpfs
 ``/tmp``, ``/dev/shm`` and ``/workspace`` (or ``spec.workspace_dir``), and the control socket's
 directory at ``/run/execloop``. Root is read-only; there is no network but ``lo``, no host
-process, no host environment variable. Limits are rlimits (``process_backend``).
+process, no host environment variable. Limits: where the host allows it, the whole tree is in a
+cgroup of its own (``cgroups``: memory, pids, CPU quota), entered by a prefix before the
+first bwrap; the other limits (and, without a cgroup, memory and processes) are rlimits
+(``process_backend.rlimit_argv``).
 
 Who the code runs as: uid 1000 inside, in a user namespace of its own that cannot create
 further ones (``--disable-userns``). When execloop is not root, bwrap maps that user to the
@@ -35,6 +38,8 @@ import anyio
 
 from execloop.errors import BackendUnavailableError, ConfigError
 from execloop.sandboxes import helper
+from execloop.sandboxes.cgroup_host import detect_cgroups
+from execloop.sandboxes.cgroups import Cgroup
 from execloop.sandboxes.process_backend import ProcessSandbox, refuse, rlimit_argv
 from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
 from execloop.sandboxes.stateful import SOCKET_NAME
@@ -78,14 +83,14 @@ _UNSUPPORTED = {
     "image": "it runs the host's own Python, not an image; use backend='docker' for images",
     "runtime": "OCI runtimes such as runsc belong to backend='docker'",
     "placement": "placement only applies to backend='jupyter'",
-    "cpus": "without cgroups there is no CPU rate limit (only a CPU-time backstop); "
-    "use backend='docker' to limit CPUs",
 }
 
 
 def check_spec(spec: SandboxSpec) -> None:
-    """Refuse the spec fields this backend cannot honour (``ConfigError`` names the fix)."""
-    refuse(spec, backend="local", unsupported=_UNSUPPORTED)
+    """Refuse the spec fields this backend cannot honour here (``ConfigError`` names the fix):
+    ``cpus`` needs a cpu cgroup."""
+    refusals = detect_cgroups().refusals(instead="use backend='docker' to limit CPUs")
+    refuse(spec, backend="local", unsupported={**_UNSUPPORTED, **refusals})
 
 
 @dataclass(frozen=True)
@@ -255,9 +260,11 @@ def bwrap_argv(
     tools: Tools,
     system: Sequence[str],
     run_as: tuple[int, int] | None,
+    cgroup: Cgroup | None,
 ) -> list[str]:
     """The whole command line (pure). ``run_as`` is the host uid/gid when execloop is root:
-    then a first bwrap stages the host paths into ``state_dir`` and drops to that user."""
+    then a first bwrap stages the host paths into ``state_dir`` and drops to that user. With a
+    ``cgroup``, the command enters it first and memory and processes are left to it."""
     sources: dict[str, Path | None] = {
         "python": python.base_prefix,
         "venv": python.venv_lib,
@@ -298,9 +305,11 @@ def bwrap_argv(
     else:
         argv += ["--size", str(spec.workspace_size), "--tmpfs", _WORKSPACE]
     argv += ["--bind", str(socket_dir), _CONTROL_DIR, "--remount-ro", "/", "--chdir", _WORKSPACE]
-    argv += ["--", *rlimit_argv(spec, prlimit=tools.prlimit), python.interpreter, _HELPER]
+    limits = rlimit_argv(spec, prlimit=tools.prlimit, in_cgroup=cgroup is not None)
+    argv += ["--", *limits, python.interpreter, _HELPER]
     argv += [f"{_CONTROL_DIR}/{SOCKET_NAME}", "--workspace", _WORKSPACE, "--reap-all"]
-    return [*outer, *argv, "--session", session_id]
+    enter = [] if cgroup is None else cgroup.enter_argv()
+    return [*enter, *outer, *argv, "--session", session_id]
 
 
 _checked: Tools | None = None
@@ -324,6 +333,7 @@ class LocalSandbox(ProcessSandbox):
     """A stateful Python session in a bubblewrap sandbox (see the module docstring)."""
 
     backend_name = "local"
+    uses_cgroup = True
 
     def __init__(self, spec: SandboxSpec | None = None) -> None:
         spec = spec or SandboxSpec(backend="local")
@@ -344,4 +354,5 @@ class LocalSandbox(ProcessSandbox):
             tools=tools,
             system=system_argv(),
             run_as=self._run_as,
+            cgroup=self.cgroup,
         )

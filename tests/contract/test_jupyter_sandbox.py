@@ -187,12 +187,37 @@ async def test_a_dead_kernel_is_reported_as_killed(placement: str) -> None:
     assert "the kernel died (killed, exit status 1)" in dead.stderr
 
 
-async def test_a_memory_bomb_in_the_container_is_oom() -> None:
-    async with jupyter("docker", memory="128m") as sandbox:
+async def test_a_memory_bomb_is_oom(placement: str) -> None:
+    """The container's cgroup, or the bubblewrap kernel's own (this host allows one)."""
+    async with jupyter(placement, memory="128m") as sandbox:
         bomb = await sandbox.exec("chunks = []\nwhile True:\n    chunks.append(b'x' * 2**24)")
         with pytest.raises(SandboxClosedError, match="oom"):
             await sandbox.exec("print(1)")
     assert bomb.exit_reason is ExitReason.OOM
+    assert "the kernel died (oom" in bomb.stderr
+
+
+async def test_the_bubblewrap_kernel_has_its_own_cgroup_gone_at_close() -> None:
+    sandbox = jupyter("bubblewrap", cpus=0.5)  # a CPU quota: honoured, not refused
+    async with sandbox:
+        small = await sandbox.exec("x = 1")
+        big = await sandbox.exec("block = bytearray(300 * 2**20)\ndel block")
+        manager = sandbox.kernel_manager
+        assert manager is not None
+        cgroup = manager.provisioner.cgroup  # type: ignore[union-attr]
+        assert cgroup is not None
+        kernel = manager.provisioner.kernel_process()  # type: ignore[union-attr]
+        inside = {int(pid) for pid in (cgroup.folders[0] / "cgroup.procs").read_text().split()}
+        quota = (cgroup.dirs["cpu"] / "cpu.cfs_quota_us").read_text().split()
+        await sandbox.restart()  # a fresh kernel, a fresh cgroup
+        assert sandbox.kernel_manager is not None
+        restarted = sandbox.kernel_manager.provisioner.cgroup  # type: ignore[union-attr]
+        assert restarted is not None and restarted != cgroup
+        assert not any(folder.exists() for folder in cgroup.folders)
+    assert kernel.pid in inside and quota == ["50000"]
+    assert small.peak_memory_bytes is not None and big.peak_memory_bytes is not None
+    assert big.peak_memory_bytes >= small.peak_memory_bytes + 290 * 2**20  # the cgroup's peak
+    assert not any(folder.exists() for folder in restarted.folders)
 
 
 async def test_an_output_flood_is_stopped_and_the_session_survives(placement: str) -> None:

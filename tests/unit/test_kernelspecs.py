@@ -99,9 +99,11 @@ def test_installed_kernelspecs_are_found_and_their_provisioners_registered(tmp_p
         assert factory.is_provisioner_available(spec)  # the entry point resolves
 
 
-def test_a_placement_refuses_what_it_cannot_enforce() -> None:
+def test_a_placement_refuses_what_it_cannot_enforce(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXECLOOP_CGROUPS", "off")  # no cgroup: no CPU quota for bubblewrap
     with pytest.raises(ConfigError, match="cpus"):
         check_placement(SandboxSpec(backend="jupyter", placement="bubblewrap", cpus=2))
+    monkeypatch.delenv("EXECLOOP_CGROUPS")
     with pytest.raises(ConfigError, match="image"):
         JupyterSandbox(SandboxSpec(backend="jupyter", placement="bubblewrap", image="x:1"))
     with pytest.raises(ConfigError, match="workspace_size"):

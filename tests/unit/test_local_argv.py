@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from execloop.errors import BackendUnavailableError, ConfigError
+from execloop.sandboxes.cgroup_host import ENV
+from execloop.sandboxes.cgroups import Cgroup
 from execloop.sandboxes.local_backend import (
     LocalSandbox,
     PythonLayout,
@@ -27,7 +29,12 @@ PYENV = Path("/root/.pyenv/versions/3.11.7")
 STATE = Path("/tmp/state")
 
 
-def _argv(spec: SandboxSpec, python: PythonLayout, run_as: tuple[int, int] | None) -> list[str]:
+def _argv(
+    spec: SandboxSpec,
+    python: PythonLayout,
+    run_as: tuple[int, int] | None,
+    cgroup: Cgroup | None = None,
+) -> list[str]:
     return bwrap_argv(
         spec,
         session_id="abc123",
@@ -37,6 +44,7 @@ def _argv(spec: SandboxSpec, python: PythonLayout, run_as: tuple[int, int] | Non
         tools=TOOLS,
         system=["--symlink", "usr/lib", "/lib"],
         run_as=run_as,
+        cgroup=cgroup,
     )
 
 
@@ -174,13 +182,42 @@ def test_probe_uses_the_same_namespaces_and_user_as_the_sandbox() -> None:
         ({"image": "python:3.11"}, "cannot honour image='python:3.11': it runs the host's own"),
         ({"runtime": "runsc"}, "cannot honour runtime='runsc': OCI runtimes"),
         ({"placement": "bubblewrap"}, "placement only applies to backend='jupyter'"),
-        ({"cpus": 2.0}, "cannot honour cpus=2.0: without cgroups there is no CPU rate limit"),
     ],
 )
 def test_fields_it_cannot_honour_are_refused(fields: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match="the local backend") as raised:
         LocalSandbox(SandboxSpec(backend="local", **fields))  # type: ignore[arg-type]
     assert message in str(raised.value)
+
+
+def test_cpus_need_a_cpu_cgroup(monkeypatch: pytest.MonkeyPatch) -> None:
+    LocalSandbox(SandboxSpec(backend="local", cpus=2.0))  # this host gives one (root, v1)
+    monkeypatch.setenv(ENV, "off")
+    with pytest.raises(
+        ConfigError, match=r"cannot honour cpus=2\.0: this host gives the sandbox no"
+    ):
+        LocalSandbox(SandboxSpec(backend="local", cpus=2.0))
+    LocalSandbox(SandboxSpec(backend="local"))  # the default is no request
+
+
+@pytest.mark.parametrize("run_as", [None, (1000, 1000)])
+def test_in_a_cgroup_the_tree_enters_it_first_and_keeps_only_the_other_rlimits(
+    run_as: tuple[int, int] | None,
+) -> None:
+    group = Cgroup(version=1, dirs={"memory": Path("/cg/memory/s"), "pids": Path("/cg/pids/s")})
+    spec = SandboxSpec(backend="local")
+    python = PythonLayout(PYENV, "/opt/execloop/python/bin/python3.11")
+    argv = _argv(spec, python, run_as, group)
+    assert argv[:7] == [
+        "/bin/sh", "-c", argv[2], "execloop-cgroup",
+        "/cg/memory/s/cgroup.procs", "/cg/pids/s/cgroup.procs", "--",
+    ]  # fmt: skip
+    without = _argv(spec, python, run_as)
+    limits = rlimit_argv(spec, prlimit="/usr/bin/prlimit", in_cgroup=True)
+    start = without.index("/usr/bin/prlimit")
+    end = without.index("--", start) + 1
+    assert argv[7:] == [*without[:start], *limits, *without[end:]]
+    assert not [a for a in argv if a.startswith(("--data=", "--as=", "--nproc="))]
 
 
 def test_the_host_user_is_the_workspace_owner_and_never_root(tmp_path: Path) -> None:

@@ -11,7 +11,14 @@ import psutil
 import pytest
 
 from execloop.errors import ConfigError
-from execloop.sandboxes.process_backend import NOFILE, cpu_seconds, kill_tree, refuse, rlimit_argv
+from execloop.sandboxes.process_backend import (
+    NOFILE,
+    cpu_seconds,
+    kill_tree,
+    nproc_per_sandbox,
+    refuse,
+    rlimit_argv,
+)
 from execloop.sandboxes.restricted_backend import RestrictedSandbox, restricted_argv
 from execloop.sandboxes.spec import SandboxSpec
 
@@ -21,16 +28,18 @@ def test_rlimits_follow_the_spec() -> None:
     argv = rlimit_argv(spec, prlimit="/usr/bin/prlimit")
     nofile_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     nofile = NOFILE if nofile_hard == resource.RLIM_INFINITY else min(NOFILE, nofile_hard)
-    assert argv == [
-        "/usr/bin/prlimit",
-        f"--as={256 * 1024**2}",
-        "--nproc=64",
-        f"--fsize={8 * 1024**2}",
-        f"--nofile={nofile}",
-        "--cpu=12000",
-        "--core=0",
-        "--",
-    ]
+    common = [f"--fsize={8 * 1024**2}", f"--nofile={nofile}", "--cpu=12000", "--core=0", "--"]
+    # without a cgroup: private writable memory (not address space) and the per-uid budget
+    assert argv == ["/usr/bin/prlimit", f"--data={256 * 1024**2}", "--nproc=64", *common]
+    # in a cgroup, memory and processes are the cgroup's
+    in_cgroup = rlimit_argv(spec, prlimit="/usr/bin/prlimit", in_cgroup=True)
+    assert in_cgroup == ["/usr/bin/prlimit", *common]
+
+
+def test_nproc_is_per_sandbox_from_linux_5_14() -> None:
+    assert nproc_per_sandbox("6.18.44-fc-v1045") and nproc_per_sandbox("5.14.0-rc1")
+    assert not nproc_per_sandbox("5.13.19") and not nproc_per_sandbox("4.19.0-26-amd64")
+    assert not nproc_per_sandbox("weird")
 
 
 def test_cpu_backstop_is_generous_and_grows_with_the_timeout() -> None:
