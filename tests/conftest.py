@@ -32,7 +32,7 @@ def _no_leaked_containers(request: pytest.FixtureRequest) -> Iterator[None]:
     leaked = [
         container.name
         for container in default_client().containers.list(
-            all=True, filters={"label": LABEL_MANAGED}
+            all=True, filters={"label": LABEL_MANAGED}, ignore_removed=True
         )
         if container.labels.get(LABEL_OWNER) == mine
     ]
