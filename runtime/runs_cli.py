@@ -86,8 +86,9 @@ def demo_command(out_dir: Path, concurrency: int) -> None:
     from execloop.runtime.broker import Broker, summarize_run
     from execloop.runtime.demo import demo_model, demo_registry, demo_tasks
     from execloop.runtime.report import RunSummary, write_report
+    from execloop.runtime.store import TaskStore
 
-    _writable_dir(out_dir, "--out")
+    store = TaskStore(_writable_dir(out_dir, "--out") / "execloop.db")  # refused before work
     tasks = demo_tasks()
     console.print(
         f"[yellow]SCRIPTED MODEL: {len(tasks)} tasks whose replies are replayed from the skills' "
@@ -102,7 +103,7 @@ def demo_command(out_dir: Path, concurrency: int) -> None:
             TimeElapsedColumn(),
         )
         async with Broker(
-            db=out_dir / "execloop.db",
+            db=store,
             model=demo_model,
             max_concurrency=concurrency,
             registry=demo_registry(),
@@ -142,6 +143,8 @@ def demo_command(out_dir: Path, concurrency: int) -> None:
         if error is None:
             raise
         raise error from group
+    finally:
+        store.close()
     out.print(_results_table(results, f"run {run_id} (scripted model)"))
     if resumed:
         out.print(_results_table(resumed, "resumed from an earlier run (scripted model)"))

@@ -159,6 +159,16 @@ class TaskStore:
                 path=self.path,
                 reason="unusable",
             ) from exc
+        # Refused before SQLite leaves -wal/-shm files behind that its owner could not write.
+        file_locked = self.path.exists() and not os.access(self.path, os.R_OK | os.W_OK)
+        if file_locked or not os.access(self.path.parent, os.W_OK | os.X_OK):
+            raise StoreError(
+                f"{self.path} is read-only here (a broker writes the file and, for its "
+                f"write-ahead log, its directory {self.path.parent}); list or report it with "
+                "`execloop runs --db`, or use another database",
+                path=self.path,
+                reason="read_only",
+            )
         with self._mapped():
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             db.row_factory = sqlite3.Row
@@ -185,6 +195,9 @@ class TaskStore:
                 f"cannot read {self.path}: permission denied", path=self.path, reason="unusable"
             )
         quoted = urllib.parse.quote(str(self.path.absolute()))
+        wal = self.path.with_name(self.path.name + "-wal")
+        if not wal.exists():  # no writer has it open and nothing is unmerged: read the file
+            return self._connect_checked(f"file:{quoted}?immutable=1")  # creating nothing
         try:
             return self._connect_checked(f"file:{quoted}?mode=ro")
         except StoreError as exc:
@@ -192,8 +205,7 @@ class TaskStore:
                 raise
         # A WAL database whose directory cannot be written: SQLite cannot make its -shm file
         # even to read. As immutable it reads the main file only, which misses a -wal's data.
-        wal = self.path.with_name(self.path.name + "-wal")
-        if wal.exists() and wal.stat().st_size > 0:
+        if wal.stat().st_size > 0:
             raise StoreError(
                 f"{self.path} has unmerged changes in {wal.name} and its directory is not "
                 f"writable, so they cannot be read: copy {self.path.name} and {wal.name} to a "
