@@ -128,9 +128,13 @@ class Broker:
         except BaseException:
             self.owner.release()
             raise
-        for row in self.store.unfinished():  # finish the work of brokers that are gone
-            if owner_is_gone(row.owner, row.lease_until):
-                self._resume(row)
+        try:
+            for row in self.store.unfinished():  # finish the work of brokers that are gone
+                if owner_is_gone(row.owner, row.lease_until):
+                    self._resume(row)
+        except BaseException as exc:  # e.g. the database failed: stop what was resumed
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
         self.started_at = time.monotonic()
         return self
 
@@ -150,7 +154,10 @@ class Broker:
                 if self._pools is not None:
                     await self._pools.__aexit__(None, None, None)
             finally:
-                self.owner.release()  # after every task ended: its leases stay fresh till then
+                # every task has ended: those without a result were stopped, and are given up
+                # so that any broker resumes them (this process may live on)
+                self.store.release(owner=self.owner.id)
+                self.owner.release()
                 self.store.finish_run(self.run_id)
                 if self._own_store:
                     self.store.close()
@@ -333,11 +340,8 @@ class Broker:
             log.exception("task %s crashed", task.id)
             error = f"internal: {type(exc).__name__}: {exc}"
             result = Result(task_id=task.id, status=TaskStatus.ERROR, error=error)
-        finally:  # no await here: nothing can be interrupted by a cancellation
+        finally:  # a stopping broker gives the task up in __aexit__
             self._scopes.pop(task.id, None)
-            if result is None and task.id not in self._cancelled:
-                # the broker is stopping: give the task up so that a later broker resumes it
-                self.store.release(task.id, owner=self.owner.id)
         if result is None:  # cancelled by the orchestrator
             result = Result(task_id=task.id, status=TaskStatus.ERROR, error="cancelled")
         if self.store.put_result(result, owner=self.owner.id):

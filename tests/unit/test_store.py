@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from execloop.errors import ConfigError, StoreError
-from execloop.runtime.store import SCHEMA_VERSION, TaskStore
+from execloop.runtime.store import TaskStore
+from execloop.runtime.store_db import SCHEMA_VERSION
 from execloop.runtime.task import Result, Task, TaskStatus
 
 DEAD = "elsewhere:1:1:dead"  # an owner judged gone by the caller; the store does not judge
@@ -56,9 +57,12 @@ def test_claim_is_a_compare_and_swap_on_owner_and_lease(tmp_path: Path) -> None:
 def test_released_and_finished_tasks(tmp_path: Path) -> None:
     store = TaskStore(tmp_path / "runs.db")
     store.add_task(TASK, "run-a", owner=LIVE, lease_s=30)
-    store.release("t-1", owner="not-the-owner")
+    store.add_task(Task(id="t-2", goal="g"), "run-a", owner=LIVE, lease_s=30)
+    store.put_result(_passed("t-2"), owner=LIVE)
+    assert store.release(owner="not-the-owner") == 0
     assert store.task("t-1").owner == LIVE  # type: ignore[union-attr]
-    store.release("t-1", owner=LIVE)
+    assert store.release(owner=LIVE) == 1  # only the unfinished one
+    assert store.task("t-2").owner == LIVE  # type: ignore[union-attr]
     row = store.task("t-1")
     assert row is not None and (row.owner, row.lease_until) == (None, None)
     assert store.claim(
