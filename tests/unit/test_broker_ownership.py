@@ -145,7 +145,7 @@ async def test_a_followed_task_is_taken_over_when_its_owners_lease_expires(
 ) -> None:
     db = tmp_path / "runs.db"
     remote = f"{socket.gethostname()}-other:4242:12345:cafe0123"  # a broker on another host
-    TaskStore(db).add_task(_task("remote"), "remote-run", owner=remote, lease_s=1.5)
+    TaskStore(db).add_task(_task("remote"), "remote-run", owner=remote, lease_s=4)
     async with _broker(db, _ok()) as broker:
         assert broker.resumed == ()  # its lease is still valid
         await broker.submit(_task("remote"))
