@@ -1,10 +1,14 @@
 """The broker: accepts tasks, runs sub-agents side by side, returns exactly one Result per task.
 
 Sub-agents talk only to the broker. Every task, attempt, tool call and result is written to
-SQLite as it happens; a broker started on the same database resumes the tasks that have no
-result yet, and a task id that already has a result is answered from the store (idempotent
-submission). Concurrency is bounded (``max_concurrency`` sub-agents at once) and admission is
-controlled (at most ``max_pending`` tasks waiting or running; beyond that ``submit`` refuses).
+SQLite as it happens, and every unfinished task names the broker that owns it. A broker
+started on a database resumes the unfinished tasks whose owner is gone (a crashed or stopped
+broker; see ``execloop.runtime.ownership``) and leaves the tasks of live brokers alone. A task
+id that already has a result is answered from the store (idempotent submission); one that a
+live broker elsewhere is running is answered when that broker stores its result (or taken
+over if it dies first). Concurrency is bounded (``max_concurrency`` sub-agents at once) and
+admission is controlled (at most ``max_pending`` tasks waiting or running; beyond that
+``submit`` refuses).
 
     async with Broker(db="runs.db", model=model, max_concurrency=8) as broker:
         results = await broker.map(tasks)
@@ -29,9 +33,10 @@ from execloop.errors import BrokerBusyError, ConfigError, ExecloopError
 from execloop.runtime.bridge import ToolRegistry
 from execloop.runtime.loop import LoopEvent, SubAgent
 from execloop.runtime.models.base import Model
+from execloop.runtime.ownership import BrokerOwner, owner_is_gone
 from execloop.runtime.report import RunSummary, StageSummary, TaskSummary
 from execloop.runtime.skills import Skill, find_skill
-from execloop.runtime.store import TaskStore
+from execloop.runtime.store import TaskRow, TaskStore
 from execloop.runtime.task import Result, Task, TaskStatus
 from execloop.sandboxes import Sandbox, SandboxSpec, create_sandbox
 from execloop.sandboxes.pool import PooledSandbox, PoolSet
@@ -39,6 +44,14 @@ from execloop.sandboxes.pool import PooledSandbox, PoolSet
 __all__ = ["Broker", "run_tasks", "summarize_run"]
 
 log = logging.getLogger("execloop.runtime.broker")
+
+# How often a task another broker runs is looked up in the store: from quick to at most 1 s.
+_POLL_FIRST_S = 0.05
+_POLL_MAX_S = 1.0
+
+
+class _NotOwner(Exception):
+    """The task was taken over by another broker (our lease had expired) before it started."""
 
 
 class Broker:
@@ -56,17 +69,23 @@ class Broker:
         reap_orphans: bool = True,
         registry: ToolRegistry | None = None,
         warm_sandboxes: int = 0,
+        lease_s: float = 30.0,
     ) -> None:
         if max_concurrency < 1 or max_pending < 1:
             raise ConfigError("max_concurrency and max_pending must be at least 1")
+        if not lease_s > 0:
+            raise ConfigError(f"lease_s must be a positive number of seconds, not {lease_s}")
+        self._own_store = not isinstance(db, TaskStore)
         self.store = db if isinstance(db, TaskStore) else TaskStore(db)
-        # one model for every task, or one per task (e.g. a scripted model per task)
+        # one model for every task, or one per task (e.g. a scripted model per task); a
+        # factory may also be asked for the model of a task resumed from a dead broker
         self._model_for: Callable[[Task], Model] = (
             model if not isinstance(model, Model) else (lambda task: model)
         )
         self.model_name = model.name if isinstance(model, Model) else "per-task models"
         self.max_pending = max_pending
         self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.owner = BrokerOwner(lease_s=lease_s)
         self._factory = sandbox_factory
         self.registry = registry
         # Warm pools (one per spec) hand out started sandboxes; starts stay capped at two at a
@@ -83,23 +102,39 @@ class Broker:
         self._done: dict[str, anyio.Event] = {}
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._cancelled: set[str] = set()
+        self._followed: set[str] = set()  # tasks another live broker is running for us
+        self._resumed: list[str] = []
         self._pending = 0  # launched tasks without a result yet (admission control)
         self._skills: dict[str, Skill] = {}  # loaded once per broker, not once per task
         self._tasks: anyio.abc.TaskGroup | None = None
         self.started_at = time.monotonic()
+
+    @property
+    def resumed(self) -> tuple[str, ...]:
+        """Ids of the tasks of gone brokers that this one took over when it started."""
+        return tuple(self._resumed)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
         self.store.start_run(self.run_id, {"model": self.model_name})
         if self._reap:
             await self._reap_orphans()
-        if self._pools is not None:
-            await self._pools.__aenter__()
-        self._tasks = anyio.create_task_group()
-        await self._tasks.__aenter__()
-        for row in self.store.unfinished():  # a previous broker died: finish its work
-            log.info("resuming task %s (launched %d time(s) before)", row.id, row.launches)
-            self._launch(row.task)
+        self.owner.hold(lambda: self.store.renew(owner=self.owner.id, lease_s=self.owner.lease_s))
+        try:
+            if self._pools is not None:
+                await self._pools.__aenter__()
+            self._tasks = anyio.create_task_group()
+            await self._tasks.__aenter__()
+        except BaseException:
+            self.owner.release()
+            raise
+        try:
+            for row in self.store.unfinished():  # finish the work of brokers that are gone
+                if owner_is_gone(row.owner, row.lease_until):
+                    self._resume(row)
+        except BaseException as exc:  # e.g. the database failed: stop what was resumed
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
         self.started_at = time.monotonic()
         return self
 
@@ -115,9 +150,17 @@ class Broker:
         try:
             await self._tasks.__aexit__(exc_type, exc, tb)
         finally:
-            if self._pools is not None:
-                await self._pools.__aexit__(None, None, None)
-            self.store.finish_run(self.run_id)
+            try:
+                if self._pools is not None:
+                    await self._pools.__aexit__(None, None, None)
+            finally:
+                # every task has ended: those without a result were stopped, and are given up
+                # so that any broker resumes them (this process may live on)
+                self.store.release(owner=self.owner.id)
+                self.owner.release()
+                self.store.finish_run(self.run_id)
+                if self._own_store:
+                    self.store.close()
 
     async def warm_up(self, spec: SandboxSpec | None = None) -> None:
         """Wait until the warm pool for ``spec`` holds its idle sandboxes (no-op without one)."""
@@ -137,7 +180,10 @@ class Broker:
 
     # -- the orchestrator's API ---------------------------------------------------------
     async def submit(self, task: Task) -> str:
-        """Accept a task (idempotent by ``task.id``); returns its id at once."""
+        """Accept a task (idempotent by ``task.id``); returns its id at once.
+
+        A task another live broker owns is not run here: its result is awaited from the store.
+        """
         if self._tasks is None:
             raise ConfigError("the broker is not running; use `async with Broker(...)`")
         if task.id in self._done:
@@ -151,8 +197,18 @@ class Broker:
                 f"{self._pending} tasks are already pending (max_pending={self.max_pending}); "
                 "wait for results before submitting more"
             )
-        self.store.add_task(task, self.run_id)
-        self._launch(task)
+        model = self._build_model(task)
+        row = self.store.task(task.id)
+        if row is None:
+            if self.store.add_task(
+                task, self.run_id, owner=self.owner.id, lease_s=self.owner.lease_s
+            ):
+                self._launch(task, model, owned=True)
+                return task.id
+            row = self.store.task(task.id)  # another broker added it a moment ago
+            assert row is not None
+        # not owned: another live broker runs it, and this one follows it to its result
+        self._launch(task, model, owned=self._claim_if_gone(row))
         return task.id
 
     async def result(self, task_id: str) -> Result:
@@ -164,7 +220,11 @@ class Broker:
             return stored
         await self._done[task_id].wait()
         stored = self.store.result(task_id)
-        assert stored is not None
+        if stored is None:
+            raise ExecloopError(
+                f"task {task_id} has no result: the broker stopped before it finished "
+                "(a broker started on the same database resumes it)"
+            )
         return stored
 
     async def gather(self, task_ids: Sequence[str]) -> list[Result]:
@@ -175,8 +235,11 @@ class Broker:
         return await self.gather([await self.submit(task) for task in tasks])
 
     async def cancel(self, task_id: str) -> bool:
-        """Stop a task; it ends with an ``error`` result saying it was cancelled."""
+        """Stop a task this broker runs; it ends with an ``error`` result saying it was
+        cancelled. False for a task that has its result, or that another broker runs."""
         if task_id not in self._done or self._done[task_id].is_set():
+            return False
+        if task_id in self._followed:
             return False
         self._cancelled.add(task_id)
         scope = self._scopes.get(task_id)
@@ -184,14 +247,85 @@ class Broker:
             scope.cancel()
         return True
 
+    # -- owning tasks -------------------------------------------------------------------
+    def _build_model(self, task: Task) -> Model:
+        try:
+            return self._model_for(task)
+        except Exception as exc:
+            raise ConfigError(
+                f"the model factory failed for task {task.id!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _claim_if_gone(self, row: TaskRow) -> bool:
+        """Claim the task if its owner is gone; True if this broker owns it now."""
+        return owner_is_gone(row.owner, row.lease_until) and self.store.claim(
+            row.id,
+            owner=self.owner.id,
+            seen_owner=row.owner,
+            seen_lease_until=row.lease_until,
+            lease_s=self.owner.lease_s,
+        )
+
+    def _resume(self, row: TaskRow) -> None:
+        """Take over a gone broker's task, unless this broker cannot run it: then it is left
+        unclaimed (with a warning) for a broker that can."""
+        try:
+            task = row.task
+            model = self._model_for(task)
+        except Exception as exc:  # a spec that no longer validates, a factory that failed
+            log.warning(
+                "not resuming task %s: %s: %s; it is left for a broker that can run it",
+                row.id,
+                type(exc).__name__,
+                exc,
+            )
+            return
+        if self._claim_if_gone(row):
+            log.info("resuming task %s (launched %d time(s) before)", row.id, row.launches)
+            self._resumed.append(row.id)
+            self._launch(task, model, owned=True)
+
     # -- running one task ---------------------------------------------------------------
-    def _launch(self, task: Task) -> None:
+    def _launch(self, task: Task, model: Model, *, owned: bool) -> None:
+        """Run an owned task, or follow the live broker that owns it."""
         assert self._tasks is not None
         self._done.setdefault(task.id, anyio.Event())
         self._pending += 1
-        self._tasks.start_soon(self._run, task, name=f"execloop task {task.id}")
+        if not owned:
+            self._followed.add(task.id)
+        self._tasks.start_soon(self._see_through, task, model, owned, name=f"task {task.id}")
 
-    async def _run(self, task: Task) -> None:
+    async def _see_through(self, task: Task, model: Model, owned: bool) -> None:
+        try:
+            while True:
+                if owned and await self._run(task, model):
+                    return
+                owned = await self._follow(task)  # False: another broker stored the result
+                if not owned:
+                    return
+        finally:
+            self._pending -= 1
+            self._followed.discard(task.id)
+            self._done[task.id].set()
+
+    async def _follow(self, task: Task) -> bool:
+        """Poll the store until another broker stores the task's result (False), or until its
+        owner is gone and this broker claimed it (True)."""
+        self._followed.add(task.id)
+        delay = _POLL_FIRST_S
+        while self.store.result(task.id) is None:
+            row = self.store.task(task.id)
+            if row is not None and self._claim_if_gone(row):
+                log.info("taking over task %s: the broker that ran it is gone", task.id)
+                self._followed.discard(task.id)
+                return True
+            await anyio.sleep(delay)
+            delay = min(2 * delay, _POLL_MAX_S)
+        return False
+
+    async def _run(self, task: Task, model: Model) -> bool:
+        """Run an owned task to its result; True if it was stored (False: another broker
+        took the task over, and holds or will store its one result)."""
         result: Result | None = None
         try:
             with anyio.CancelScope() as scope:
@@ -199,57 +333,61 @@ class Broker:
                 if task.id in self._cancelled:
                     scope.cancel()
                 async with self._slots:
-                    result = await self._run_agent(task)
-        except Exception as exc:  # a bug must not leave a task without its one result
+                    result = await self._run_agent(task, model)
+        except _NotOwner:
+            return False
+        except Exception as exc:  # a bug must not leave an owned task without its one result
             log.exception("task %s crashed", task.id)
-            result = Result(task_id=task.id, status=TaskStatus.ERROR, error=f"internal: {exc}")
-        finally:  # no await below: nothing here can be interrupted by a cancellation
-            if result is None:  # cancelled by the orchestrator or by shutdown
-                result = Result(
-                    task_id=task.id,
-                    status=TaskStatus.ERROR,
-                    error="cancelled" if task.id in self._cancelled else "broker stopped",
-                )
-            if result.error != "broker stopped":  # a stopped broker resumes it later
-                self.store.put_result(result)
+            error = f"internal: {type(exc).__name__}: {exc}"
+            result = Result(task_id=task.id, status=TaskStatus.ERROR, error=error)
+        finally:  # a stopping broker gives the task up in __aexit__
             self._scopes.pop(task.id, None)
-            self._pending -= 1
-            self._done[task.id].set()
+        if result is None:  # cancelled by the orchestrator
+            result = Result(task_id=task.id, status=TaskStatus.ERROR, error="cancelled")
+        if self.store.put_result(result, owner=self.owner.id):
+            return True
+        log.warning("task %s: another broker took it over; its result is the one kept", task.id)
+        return False
 
     def _skill(self, name: str) -> Skill:
         if name not in self._skills:
             self._skills[name] = find_skill(name)
         return self._skills[name]
 
-    async def _run_agent(self, task: Task) -> Result:
-        launch = self.store.mark_running(task.id)
+    async def _run_agent(self, task: Task, model: Model) -> Result:
+        launch = self.store.mark_running(task.id, owner=self.owner.id)
+        if launch is None:
+            raise _NotOwner(task.id)
         try:
             skill = self._skill(task.skill) if task.skill else None
+            agent = SubAgent(
+                task,
+                model=model,
+                skill=skill,
+                sandbox_factory=self._factory,
+                on_event=lambda event: self._persist(task.id, launch, event),
+                registry=self.registry,
+            )
         except ExecloopError as exc:
             return Result(task_id=task.id, status=TaskStatus.ERROR, error=str(exc))
-
-        def persist(event: LoopEvent) -> None:
-            if event.kind == "recorded":
-                self.store.add_attempt(task.id, launch, event.data["record"])
-            elif event.kind == "tool_calls":
-                records = [r.model_dump(mode="json") for r in event.data["records"]]
-                self.store.add_tool_calls(task.id, records)
-
-        agent = SubAgent(
-            task,
-            model=self._model_for(task),
-            skill=skill,
-            sandbox_factory=self._factory,
-            on_event=persist,
-            registry=self.registry,
-        )
         return await agent.run()
 
+    def _persist(self, task_id: str, launch: int, event: LoopEvent) -> None:
+        if event.kind == "recorded":
+            self.store.add_attempt(task_id, launch, event.data["record"])
+        elif event.kind == "tool_calls":
+            records = [r.model_dump(mode="json") for r in event.data["records"]]
+            self.store.add_tool_calls(task_id, records)
 
-def summarize_run(store: TaskStore, run_id: str) -> RunSummary:
-    """The report's view of a run, built from the store."""
+
+def summarize_run(store: TaskStore, run_id: str, *, include: Sequence[str] = ()) -> RunSummary:
+    """The report's view of a run, built from the store; ``include`` adds tasks of earlier
+    runs that this run finished (``Broker.resumed``)."""
+    rows = store.tasks(run_id)
+    seen = {row.id for row in rows}
+    rows += [row for row in map(store.task, include) if row is not None and row.id not in seen]
     tasks = []
-    for row in store.tasks(run_id):
+    for row in rows:
         result = store.result(row.id)
         if result is None or row.started_at is None or row.finished_at is None:
             continue

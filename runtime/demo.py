@@ -1,19 +1,28 @@
 """The keyless demo's tasks: every built-in skill's worked example, plus one task that uses
 host tools through the bridge so the ledger has calls to price. Every model here is a
-``ScriptedModel``: its replies are replayed, not generated."""
+``ScriptedModel``: its replies are replayed, not generated.
+
+A demo task's id is ``<key>-<random>``: the key names its example, so ``demo_model`` rebuilds
+the scripted model of any demo task from the task alone, and a demo re-run on the same
+database resumes the tasks of a demo that was killed.
+"""
 
 from __future__ import annotations
 
+import functools
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
+from execloop.errors import ConfigError
 from execloop.runtime.bridge import ToolRegistry
-from execloop.runtime.checks import ExpressionCheck
+from execloop.runtime.checks import CheckSpec, ExpressionCheck
 from execloop.runtime.models import ScriptedModel
 from execloop.runtime.models.base import Model
 from execloop.runtime.skills import list_skills
 from execloop.runtime.task import Task
 
-__all__ = ["TOOLS_SCRIPT", "demo_registry", "demo_tasks"]
+__all__ = ["TOOLS_SCRIPT", "demo_model", "demo_registry", "demo_tasks"]
 
 _STOCK = [(n * 7) % 23 for n in range(40)]
 _CATALOGUE: dict[str, dict[str, object]] = {
@@ -54,29 +63,63 @@ def _inventory_value() -> float:
     return round(sum(units * (1.5 + n * 0.25) for n, units in enumerate(_STOCK)), 2)
 
 
-def demo_tasks() -> tuple[list[Task], dict[str, Model]]:
-    """The tasks and, per task id, the scripted model that answers it."""
-    tasks: list[Task] = []
-    models: dict[str, Model] = {}
-    for skill in list_skills():
-        for example in skill.load_examples():
-            task = Task(
-                id=f"{skill.name}-{example.name}-{uuid.uuid4().hex[:6]}",
-                goal=example.goal,
-                skill=skill.name,
-                inputs=tuple(example.folder / name for name in example.files),
-                checks=example.checks,
-            )
-            tasks.append(task)
-            models[task.id] = ScriptedModel(
-                [example.solution_code()], name=f"{skill.name}/{example.name}"
-            )
-    tools_task = Task(
-        id=f"inventory-tools-{uuid.uuid4().hex[:6]}",
-        goal="Compute the inventory value (stock times price of sku-000..sku-039) with tools.",
-        tools=("stock", "price"),
-        checks=(ExpressionCheck(expr=f'result["inventory_value"] == {_inventory_value()}'),),
+@dataclass(frozen=True)
+class _Example:
+    """What a demo task is made of; its key is the stable part of the task's id."""
+
+    key: str
+    goal: str
+    script: str
+    skill: str | None = None
+    inputs: tuple[Path, ...] = ()
+    checks: tuple[CheckSpec, ...] = ()
+    tools: tuple[str, ...] = ()
+
+
+@functools.cache
+def _examples() -> dict[str, _Example]:
+    found = [
+        _Example(
+            key=f"{skill.name}.{example.name}",
+            goal=example.goal,
+            script=example.solution_code(),
+            skill=skill.name,
+            inputs=tuple(example.folder / name for name in example.files),
+            checks=example.checks,
+        )
+        for skill in list_skills()
+        for example in skill.load_examples()
+    ]
+    found.append(
+        _Example(
+            key="inventory-tools",
+            goal="Compute the inventory value (stock times price of sku-000..sku-039) with tools.",
+            script=TOOLS_SCRIPT,
+            checks=(ExpressionCheck(expr=f'result["inventory_value"] == {_inventory_value()}'),),
+            tools=("stock", "price"),
+        )
     )
-    tasks.append(tools_task)
-    models[tools_task.id] = ScriptedModel([TOOLS_SCRIPT], name="inventory-tools")
-    return tasks, models
+    return {example.key: example for example in found}
+
+
+def demo_tasks() -> list[Task]:
+    """One fresh task per example (ids ``<key>-<random>``, new for every demo run)."""
+    return [
+        Task(
+            id=f"{example.key}-{uuid.uuid4().hex[:6]}",
+            goal=example.goal,
+            skill=example.skill,
+            inputs=example.inputs,
+            checks=example.checks,
+            tools=example.tools,
+        )
+        for example in _examples().values()
+    ]
+
+
+def demo_model(task: Task) -> Model:
+    """The scripted model that answers a demo task, rebuilt from the task's id and goal."""
+    example = _examples().get(task.id.rpartition("-")[0])
+    if example is None or example.goal != task.goal:
+        raise ConfigError(f"task {task.id!r} is not one of the demo's tasks")
+    return ScriptedModel([example.script], name=example.key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,13 +13,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from execloop.errors import ConfigError, ExecloopError
 from execloop.runtime.task import Result, TaskStatus
 
 __all__ = ["demo_command", "report_command", "runs_command"]
 
 console = Console(stderr=True)
 out = Console()
-DB_HELP = "SQLite database of the broker's runs."
 
 
 def _results_table(results: list[Result], title: str) -> Table:
@@ -45,6 +46,28 @@ def _results_table(results: list[Result], title: str) -> Table:
     return table
 
 
+def _writable_dir(path: Path, flag: str) -> Path:
+    """``path`` as a directory this process can write into, created if missing; otherwise a
+    one-line error naming it and why, before any work is done."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"{flag} {path}: cannot create the directory ({exc.strerror}); choose another {flag}"
+        ) from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: the directory is not writable; choose another {flag}")
+    return path
+
+
+def _first_execloop_error(error: BaseException) -> ExecloopError | None:
+    """An execloop error raised inside task groups, to be shown as one line."""
+    if isinstance(error, BaseExceptionGroup):
+        found = (_first_execloop_error(inner) for inner in error.exceptions)
+        return next((e for e in found if e is not None), None)
+    return error if isinstance(error, ExecloopError) else None
+
+
 @click.command("demo")
 @click.option(
     "--out",
@@ -52,24 +75,27 @@ def _results_table(results: list[Result], title: str) -> Table:
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("execloop-demo"),
     show_default=True,
+    help="Directory for the database (execloop.db) and the report; a re-run resumes here.",
 )
-@click.option("--concurrency", type=int, default=4, show_default=True)
+@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True)
 def demo_command(out_dir: Path, concurrency: int) -> None:
     """Keyless demo: every built-in skill's example, and a task calling host tools, solved
     through the broker by SCRIPTED models (replies replayed, not generated), checked in Docker
-    sandboxes, with the token ledger's report."""
+    sandboxes, with the token ledger's report. Re-run on the same --out after a crash, it
+    resumes the crashed run's unfinished tasks."""
     from execloop.runtime.broker import Broker, summarize_run
-    from execloop.runtime.demo import demo_registry, demo_tasks
-    from execloop.runtime.report import write_report
+    from execloop.runtime.demo import demo_model, demo_registry, demo_tasks
+    from execloop.runtime.report import RunSummary, write_report
+    from execloop.runtime.store import TaskStore
 
-    tasks, models = demo_tasks()
+    store = TaskStore(_writable_dir(out_dir, "--out") / "execloop.db")  # refused before work
+    tasks = demo_tasks()
     console.print(
         f"[yellow]SCRIPTED MODEL: {len(tasks)} tasks whose replies are replayed from the skills' "
         "worked examples and a tools example (no LLM is called).[/]"
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
 
-    async def main() -> tuple[str, list[Result]]:
+    async def main() -> tuple[str, list[Result], list[Result], RunSummary]:
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
@@ -77,14 +103,22 @@ def demo_command(out_dir: Path, concurrency: int) -> None:
             TimeElapsedColumn(),
         )
         async with Broker(
-            db=out_dir / "execloop.db",
-            model=lambda t: models[t.id],
+            db=store,
+            model=demo_model,
             max_concurrency=concurrency,
             registry=demo_registry(),
         ) as broker:
+            resumed = list(broker.resumed)
+            if resumed:
+                console.print(
+                    f"resuming {len(resumed)} unfinished task(s) of an earlier run on this "
+                    f"database: {', '.join(resumed)}",
+                    markup=False,
+                    highlight=False,
+                )
             ids = [await broker.submit(task) for task in tasks]
             with Progress(*columns, console=console) as progress:
-                bar = progress.add_task("tasks checked and verified", total=len(ids))
+                bar = progress.add_task("tasks checked and verified", total=len(ids + resumed))
                 results: dict[str, Result] = {}
 
                 async def wait(task_id: str) -> None:
@@ -92,29 +126,49 @@ def demo_command(out_dir: Path, concurrency: int) -> None:
                     progress.advance(bar)
 
                 async with anyio.create_task_group() as group:
-                    for task_id in ids:
+                    for task_id in ids + resumed:
                         group.start_soon(wait, task_id)
-            return broker.run_id, [results[i] for i in ids]
+            summary = summarize_run(broker.store, broker.run_id, include=resumed)
+            return (
+                broker.run_id,
+                [results[i] for i in ids],
+                [results[i] for i in resumed],
+                summary,
+            )
 
-    run_id, results = anyio.run(main)
-    from execloop.runtime.store import TaskStore
-
-    store = TaskStore(out_dir / "execloop.db")
-    paths = write_report(summarize_run(store, run_id), out_dir)
+    try:
+        run_id, results, resumed, summary = anyio.run(main)
+    except BaseExceptionGroup as group:
+        error = _first_execloop_error(group)
+        if error is None:
+            raise
+        raise error from group
+    finally:
+        store.close()
     out.print(_results_table(results, f"run {run_id} (scripted model)"))
-    for path in paths:
+    if resumed:
+        out.print(_results_table(resumed, "resumed from an earlier run (scripted model)"))
+    for path in write_report(summary, out_dir):
         out.print(f"report: {path}")
-    sys.exit(0 if all(r.status is TaskStatus.PASSED for r in results) else 1)
+    sys.exit(0 if all(r.status is TaskStatus.PASSED for r in results + resumed) else 1)
+
+
+_db_option = click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="SQLite database of the broker's runs (opened read-only).",
+)
 
 
 @click.command("runs")
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), required=True, help=DB_HELP)
+@_db_option
 @click.option("--json", "as_json", is_flag=True)
 def runs_command(db: Path, as_json: bool) -> None:
     """List the broker runs recorded in DB."""
     from execloop.runtime.store import TaskStore
 
-    store = TaskStore(db)
+    store = TaskStore(db, read_only=True)
     rows = []
     for run in store.runs():
         results = [store.result(t.id) for t in store.tasks(run["id"])]
@@ -127,6 +181,7 @@ def runs_command(db: Path, as_json: bool) -> None:
                 "passed": sum(r.status is TaskStatus.PASSED for r in done),
             }
         )
+    store.close()
     if as_json:
         out.print_json(json.dumps(rows))
         return
@@ -138,12 +193,7 @@ def runs_command(db: Path, as_json: bool) -> None:
 
 @click.command("report")
 @click.argument("run_id")
-@click.option(
-    "--db",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help=DB_HELP,
-)
+@_db_option
 @click.option(
     "--out",
     "out_dir",
@@ -153,13 +203,15 @@ def runs_command(db: Path, as_json: bool) -> None:
 )
 def report_command(run_id: str, db: Path, out_dir: Path) -> None:
     """Write report.md and report.html (with plots) for RUN_ID."""
-    from execloop.errors import ConfigError
     from execloop.runtime.broker import summarize_run
     from execloop.runtime.report import write_report
     from execloop.runtime.store import TaskStore
 
-    store = TaskStore(db)
+    store = TaskStore(db, read_only=True)
     if run_id not in {run["id"] for run in store.runs()}:
         raise ConfigError(f"no run {run_id!r} in {db}; `execloop runs --db {db}` lists them")
-    for path in write_report(summarize_run(store, run_id), out_dir):
+    _writable_dir(out_dir, "--out")
+    summary = summarize_run(store, run_id)
+    store.close()
+    for path in write_report(summary, out_dir):
         out.print(str(path))

@@ -1,8 +1,11 @@
 """Everything a broker does, persisted in SQLite (WAL) as it happens, so a crash loses nothing.
 
 One row per task, per attempt, per tool call and per result. ``results.task_id`` is the
-primary key and results are only ever inserted with ``INSERT OR IGNORE``: a task can never
-end with two results, whatever restarts or races happen.
+primary key and a result is only inserted by the task's current owner: a task can never end
+with two results, whatever restarts or races happen. Each unfinished task names its owner
+(a broker, see ``execloop.runtime.ownership``) and the time its lease expires; ``claim`` takes
+an orphaned task over with a compare-and-swap on both. How the file is opened (schema,
+migration, read-only access, errors) is ``store_db``'s job.
 """
 
 from __future__ import annotations
@@ -13,65 +16,54 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from execloop.runtime.store_db import ADDED_COLUMNS, mapped_errors, open_database
 from execloop.runtime.task import AttemptRecord, Result, Task
 
 __all__ = ["TaskRow", "TaskStore"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL, meta TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tasks (
-    id TEXT PRIMARY KEY, run_id TEXT NOT NULL, spec TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done')),
-    submitted_at REAL NOT NULL, started_at REAL, finished_at REAL, launches INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS attempts (
-    task_id TEXT NOT NULL, launch INTEGER NOT NULL, number INTEGER NOT NULL, record TEXT NOT NULL,
-    PRIMARY KEY (task_id, launch, number)
-);
-CREATE TABLE IF NOT EXISTS tool_calls (
-    task_id TEXT NOT NULL, seq INTEGER NOT NULL, record TEXT NOT NULL,
-    PRIMARY KEY (task_id, seq)
-);
-CREATE TABLE IF NOT EXISTS results (
-    task_id TEXT PRIMARY KEY, result TEXT NOT NULL, created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tasks_by_run ON tasks (run_id, state);
-"""
 
-
+@dataclass(frozen=True)
 class TaskRow:
-    """A task as stored: its spec, where it is, and when it ran."""
+    """A task as stored: its spec, where it is, who owns it, and when it ran."""
 
-    def __init__(self, row: sqlite3.Row) -> None:
-        self.id: str = row["id"]
-        self.run_id: str = row["run_id"]
-        self.task = Task.model_validate_json(row["spec"])
-        self.state: str = row["state"]
-        self.submitted_at: float = row["submitted_at"]
-        self.started_at: float | None = row["started_at"]
-        self.finished_at: float | None = row["finished_at"]
-        self.launches: int = row["launches"]
+    id: str
+    run_id: str
+    spec: str
+    state: str
+    submitted_at: float
+    started_at: float | None
+    finished_at: float | None
+    launches: int
+    owner: str | None
+    lease_until: float | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> TaskRow:
+        keys = set(row.keys())  # a read-only schema-1 database has no owner columns
+        fields: dict[str, Any] = {name: None for name, _ in ADDED_COLUMNS}
+        fields.update((name, row[name]) for name in keys if name in cls.__dataclass_fields__)
+        return cls(**fields)
+
+    @property
+    def task(self) -> Task:
+        """The task parsed from its spec (raises pydantic's ValidationError if it no longer
+        validates, e.g. an input file was deleted since)."""
+        return Task.model_validate_json(self.spec)
 
 
 class TaskStore:
-    """A thread-safe handle on one SQLite database (short transactions, WAL)."""
+    """A thread-safe handle on one SQLite database (short transactions, WAL). ``read_only``
+    (for listing and reports) never creates, migrates or writes anything."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
+        self.read_only = read_only
         self._lock = threading.Lock()
-        with self._lock:  # pragmas cannot run inside a transaction
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a kill -9
-            self._db.execute("PRAGMA busy_timeout=10000")
-            self._db.executescript(_SCHEMA)
+        self._db = open_database(self.path, read_only=read_only)
 
     def close(self) -> None:
         with self._lock:
@@ -79,7 +71,7 @@ class TaskStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, mapped_errors(self.path):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -89,7 +81,7 @@ class TaskStore:
             self._db.execute("COMMIT")
 
     def _query(self, sql: str, *args: Any) -> list[sqlite3.Row]:
-        with self._lock:
+        with self._lock, mapped_errors(self.path):
             return list(self._db.execute(sql, args))
 
     # -- runs -------------------------------------------------------------------------------
@@ -107,45 +99,95 @@ class TaskStore:
     def runs(self) -> list[dict[str, Any]]:
         return [dict(row) for row in self._query("SELECT * FROM runs ORDER BY started_at")]
 
-    # -- tasks -------------------------------------------------------------------------------
-    def add_task(self, task: Task, run_id: str) -> bool:
-        """Record a submitted task; False if a task with this id already exists."""
+    # -- tasks and who owns them -------------------------------------------------------------
+    def add_task(self, task: Task, run_id: str, *, owner: str, lease_s: float) -> bool:
+        """Record a submitted task, owned by ``owner``; False if the id already exists."""
         with self._tx() as db:
+            now = time.time()
             cursor = db.execute(
-                "INSERT OR IGNORE INTO tasks (id, run_id, spec, state, submitted_at, launches) "
-                "VALUES (?, ?, ?, 'queued', ?, 0)",
-                (task.id, run_id, task.model_dump_json(), time.time()),
+                "INSERT OR IGNORE INTO tasks (id, run_id, spec, state, submitted_at, launches, "
+                "owner, lease_until) VALUES (?, ?, ?, 'queued', ?, 0, ?, ?)",
+                (task.id, run_id, task.model_dump_json(), now, owner, now + lease_s),
             )
             return cursor.rowcount == 1
 
-    def mark_running(self, task_id: str) -> int:
-        """Mark a launch of the task; returns its launch number (1 unless resumed)."""
+    def claim(
+        self,
+        task_id: str,
+        *,
+        owner: str,
+        seen_owner: str | None,
+        seen_lease_until: float | None,
+        lease_s: float,
+    ) -> bool:
+        """Take an unfinished task over from ``seen_owner`` (judged gone by the caller).
+
+        A compare-and-swap: it succeeds only if owner and lease are still exactly as seen, so
+        of several brokers claiming the same orphan one wins, and an owner that renewed its
+        lease in the meantime keeps its task.
+        """
         with self._tx() as db:
-            db.execute(
-                "UPDATE tasks SET state = 'running', started_at = ?, launches = launches + 1 "
-                "WHERE id = ?",
-                (time.time(), task_id),
+            cursor = db.execute(
+                "UPDATE tasks SET owner = ?, lease_until = ?, state = 'queued' "
+                "WHERE id = ? AND state != 'done' AND owner IS ? AND lease_until IS ? "
+                "AND NOT EXISTS (SELECT 1 FROM results WHERE task_id = ?)",
+                (owner, time.time() + lease_s, task_id, seen_owner, seen_lease_until, task_id),
             )
+            return cursor.rowcount == 1
+
+    def release(self, *, owner: str) -> int:
+        """Give up the owner's unfinished tasks (a broker stopping), so that any broker may
+        resume them at once; returns how many there were."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE tasks SET owner = NULL, lease_until = NULL, state = 'queued' "
+                "WHERE owner = ? AND state != 'done'",
+                (owner,),
+            )
+            return cursor.rowcount
+
+    def renew(self, *, owner: str, lease_s: float) -> int:
+        """Extend the leases of the owner's unfinished tasks; returns how many it holds."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE tasks SET lease_until = ? WHERE owner = ? AND state != 'done'",
+                (time.time() + lease_s, owner),
+            )
+            return cursor.rowcount
+
+    def mark_running(self, task_id: str, *, owner: str) -> int | None:
+        """Mark a launch of the task; its launch number (1 unless resumed), or None if
+        ``owner`` no longer owns it."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE tasks SET state = 'running', started_at = ?, launches = launches + 1 "
+                "WHERE id = ? AND owner = ? AND state != 'done'",
+                (time.time(), task_id, owner),
+            )
+            if cursor.rowcount != 1:
+                return None
             row = db.execute("SELECT launches FROM tasks WHERE id = ?", (task_id,)).fetchone()
             return int(row["launches"])
 
     def task(self, task_id: str) -> TaskRow | None:
         rows = self._query("SELECT * FROM tasks WHERE id = ?", task_id)
-        return TaskRow(rows[0]) if rows else None
+        return TaskRow.from_row(rows[0]) if rows else None
 
     def tasks(self, run_id: str | None = None) -> list[TaskRow]:
         if run_id is None:
-            return [TaskRow(r) for r in self._query("SELECT * FROM tasks ORDER BY submitted_at")]
-        rows = self._query("SELECT * FROM tasks WHERE run_id = ? ORDER BY submitted_at", run_id)
-        return [TaskRow(r) for r in rows]
+            rows = self._query("SELECT * FROM tasks ORDER BY submitted_at")
+        else:
+            rows = self._query("SELECT * FROM tasks WHERE run_id = ? ORDER BY submitted_at", run_id)
+        return [TaskRow.from_row(r) for r in rows]
 
     def unfinished(self) -> list[TaskRow]:
-        """Tasks submitted but without a result: what a restarted broker must resume."""
+        """Tasks submitted but without a result: what a broker may resume if their owner is
+        gone."""
         rows = self._query(
             "SELECT * FROM tasks WHERE state != 'done' "
             "AND id NOT IN (SELECT task_id FROM results) ORDER BY submitted_at"
         )
-        return [TaskRow(r) for r in rows]
+        return [TaskRow.from_row(r) for r in rows]
 
     # -- what happens while a task runs ------------------------------------------------------
     def add_attempt(self, task_id: str, launch: int, record: AttemptRecord) -> None:
@@ -177,19 +219,23 @@ class TaskStore:
         return [json.loads(r["record"]) for r in rows]
 
     # -- results ---------------------------------------------------------------------------
-    def put_result(self, result: Result) -> bool:
-        """Store the task's one result; False (and nothing written) if it already has one."""
+    def put_result(self, result: Result, *, owner: str) -> bool:
+        """Store the task's one result if ``owner`` owns the task; False (and nothing
+        written) if it already has a result or belongs to another broker now."""
         with self._tx() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO results (task_id, result, created_at) VALUES (?, ?, ?)",
-                (result.task_id, result.model_dump_json(), time.time()),
+                "INSERT OR IGNORE INTO results (task_id, result, created_at) SELECT ?, ?, ? "
+                "WHERE EXISTS (SELECT 1 FROM tasks WHERE id = ? AND owner = ?)",
+                (result.task_id, result.model_dump_json(), time.time(), result.task_id, owner),
             )
+            if cursor.rowcount != 1:
+                return False
             db.execute(
-                "UPDATE tasks SET state = 'done', finished_at = COALESCE(finished_at, ?) "
-                "WHERE id = ?",
+                "UPDATE tasks SET state = 'done', lease_until = NULL, "
+                "finished_at = COALESCE(finished_at, ?) WHERE id = ?",
                 (time.time(), result.task_id),
             )
-            return cursor.rowcount == 1
+            return True
 
     def result(self, task_id: str) -> Result | None:
         rows = self._query("SELECT result FROM results WHERE task_id = ?", task_id)

@@ -8,7 +8,8 @@ control flow; neither is an exception.
 
     ExecloopError                   everything execloop raises derives from this
     ├── ConfigError                 bad spec, argument or input; the message says how to fix it
-    │   └── SkillError              a SKILL.md is invalid (file, field and what is expected)
+    │   ├── SkillError              a SKILL.md is invalid (file, field and what is expected)
+    │   └── StoreError              the runs database is missing, corrupt, read-only or busy
     ├── BackendUnavailableError     the backend cannot run here (no daemon, no bwrap, no image)
     ├── BrokerBusyError             admission control refused a task (too many pending)
     ├── ImageError                  an image could not be built or found
@@ -24,6 +25,8 @@ Third-party errors are mapped in one place per backend with ``raise ... from exc
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = [
     "BackendUnavailableError",
     "BrokerBusyError",
@@ -36,6 +39,7 @@ __all__ = [
     "SandboxError",
     "SandboxStartError",
     "SkillError",
+    "StoreError",
     "TransferError",
 ]
 
@@ -50,6 +54,17 @@ class ConfigError(ExecloopError, ValueError):
 
 class SkillError(ConfigError):
     """A skill's SKILL.md is invalid; the message names the file, the field and the fix."""
+
+
+class StoreError(ConfigError):
+    """The runs database cannot be used as asked. ``path`` is the database file and ``reason``
+    one of ``missing``, ``not_a_file``, ``corrupt``, ``foreign``, ``newer``, ``read_only``,
+    ``busy``, ``unusable``, so callers branch on data."""
+
+    def __init__(self, message: str, *, path: Path, reason: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
 
 
 class ModelError(ExecloopError):

@@ -1,5 +1,6 @@
 """The broker on real Docker: tools through the bridge, fan-out, idempotence, admission,
-cancellation, and a SIGKILL in the middle of a run."""
+cancellation, a SIGKILL in the middle of a run, and two brokers in two processes on one
+database."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +25,13 @@ from execloop.runtime.report import critical_steps
 from execloop.runtime.store import TaskStore
 from execloop.runtime.task import Task, TaskStatus
 from execloop.sandboxes.reaper import LABEL_MANAGED, LABEL_OWNER
+from execloop.sandboxes.tempdirs import orphaned_temp_dirs, remove_temp_dir
 from tests.fakes import FakeAnthropicServer
 
 pytestmark = pytest.mark.anyio
 
+ROOT = Path(__file__).resolve().parents[2]
+CHILD = [sys.executable, "-m", "tests.contract.broker_child"]
 OK_SCRIPT = "import json\njson.dump({'ok': True}, open('result.json', 'w'))\n"
 OK_CHECK = ExpressionCheck(expr='result["ok"] == True')
 
@@ -151,9 +156,8 @@ def test_sigkill_mid_run_then_restart_finishes_every_task_once(
     tmp_path: Path, docker_client: Any
 ) -> None:
     db = tmp_path / "runs.db"
-    command = [sys.executable, "-m", "tests.contract.broker_child", str(db)]
-    root = Path(__file__).resolve().parents[2]
-    first = subprocess.Popen(command, cwd=root)
+    command = [*CHILD, str(db)]
+    first = subprocess.Popen(command, cwd=ROOT)
     store = TaskStore(db) if db.exists() else None
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -167,8 +171,11 @@ def test_sigkill_mid_run_then_restart_finishes_every_task_once(
     assert done_before < 20, "the broker finished before it could be killed"
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
-    second = subprocess.Popen(command, cwd=root)
-    assert second.wait(timeout=300) == 0
+    reap_temp_dirs_of(first.pid)
+    second = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    printed = second.communicate(timeout=300)[0]
+    assert second.returncode == 0
+    assert printed.split() == [f"task-{n:02d}=passed" for n in range(20)]
     counts = store.result_counts()
     assert sorted(counts) == [f"task-{n:02d}" for n in range(20)]
     assert set(counts.values()) == {1}
@@ -181,3 +188,40 @@ def test_sigkill_mid_run_then_restart_finishes_every_task_once(
         if c.labels.get(LABEL_OWNER, "").split(":")[1] in owners
     ]
     assert leftover == []
+
+
+def reap_temp_dirs_of(pid: int) -> None:
+    """Remove the host temp dirs a killed process left (its sockets' directories)."""
+    for path in orphaned_temp_dirs():
+        if f"-{pid}." in path.name:
+            remove_temp_dir(path)
+
+
+def test_two_brokers_in_two_processes_run_each_task_once(tmp_path: Path) -> None:
+    db, calls, go = tmp_path / "runs.db", tmp_path / "calls.log", tmp_path / "go"
+    children = [  # one submits first to last, the other last to first: they meet midway
+        subprocess.Popen(
+            [*CHILD, str(db), "--calls-log", str(calls), "--barrier", str(go), *order],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for order in ([], ["--reverse"])
+    ]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("go.*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()  # both brokers are running: they submit the same 20 tasks at once
+    printed = [child.communicate(timeout=300)[0].split() for child in children]
+    assert [child.returncode for child in children] == [0, 0]
+    every_task_passed = [f"task-{n:02d}=passed" for n in range(20)]
+    assert printed == [every_task_passed, every_task_passed]  # each got all 20 results
+    pairs = [line.split() for line in calls.read_text().splitlines()]
+    assert Counter(task for _, task in pairs) == {f"task-{n:02d}": 1 for n in range(20)}
+    # how the tasks split depends on timing (often both run some, sometimes one runs all)
+    print("tasks run per broker process:", Counter(pid for pid, _ in pairs))
+    store = TaskStore(db)
+    assert {row.id: row.launches for row in store.tasks()} == {
+        f"task-{n:02d}": 1 for n in range(20)
+    }
+    assert set(store.result_counts().values()) == {1}
