@@ -27,6 +27,7 @@ import anyio.to_thread
 import psutil
 
 from execloop.errors import SandboxStartError
+from execloop.sandboxes import janitor
 from execloop.sandboxes.base import ExitReason
 from execloop.sandboxes.helper import _Bounded
 from execloop.sandboxes.kernel_provisioners import SandboxKernelProvisioner
@@ -118,6 +119,7 @@ class BubblewrapKernelProvisioner(SandboxKernelProvisioner):
 
     placement = "bubblewrap"
     _process: _Process | None = None
+    _watched: janitor.Resource | None = None
 
     def _python(self) -> str:
         return host_python().interpreter
@@ -146,6 +148,7 @@ class BubblewrapKernelProvisioner(SandboxKernelProvisioner):
             run_as=run_as,
         )
         self._process = _Process(argv)
+        self._watched = janitor.watch(janitor.process_tree(self._process.popen.pid))
 
     def _root_process(self) -> psutil.Process | None:
         if self._process is not None:
@@ -184,6 +187,8 @@ class BubblewrapKernelProvisioner(SandboxKernelProvisioner):
             await anyio.to_thread.run_sync(kill_tree, process.popen.pid)
             with anyio.move_on_after(_REAP_TIMEOUT_S):  # a process stuck in D state: move on
                 await anyio.to_thread.run_sync(process.popen.wait, abandon_on_cancel=True)
+            if process.popen.returncode is not None and self._watched is not None:
+                janitor.forget(self._watched)  # a stuck one stays the janitor's
 
     async def death_reason(self) -> ExitReason:
         return ExitReason.KILLED

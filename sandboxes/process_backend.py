@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import time
@@ -32,10 +31,11 @@ import anyio.to_thread
 import psutil
 
 from execloop.errors import ConfigError, SandboxStartError
+from execloop.sandboxes import janitor
 from execloop.sandboxes.base import ExitReason
 from execloop.sandboxes.spec import SandboxSpec
 from execloop.sandboxes.stateful import HelperSandbox
-from execloop.sandboxes.tempdirs import make_temp_dir
+from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
 __all__ = ["NOFILE", "ProcessSandbox", "cpu_seconds", "kill_tree", "refuse", "rlimit_argv"]
 
@@ -141,6 +141,7 @@ class ProcessSandbox(HelperSandbox):
         super().__init__(spec)
         self.process: anyio.abc.Process | None = None
         self.state_dir: Path | None = None
+        self._watched: janitor.Resource | None = None
 
     # -- what a backend provides ----------------------------------------------------------
     @abc.abstractmethod
@@ -171,6 +172,7 @@ class ProcessSandbox(HelperSandbox):
             raise SandboxStartError(f"could not run {argv[0]}: {exc}") from exc
         finally:
             os.close(output)  # the child has its own copy
+        self._watched = janitor.watch(janitor.process_tree(self.process.pid))
         log.debug("%s sandbox %s is pid %d", self.backend_name, self.session_id, self.process.pid)
 
     async def _is_running(self) -> bool:
@@ -203,6 +205,8 @@ class ProcessSandbox(HelperSandbox):
                 log.warning("pid %d survived SIGKILL for %g s", process.pid, _REAP_TIMEOUT_S)
             else:
                 await process.aclose()
+                if self._watched is not None:  # a stuck one stays the janitor's
+                    janitor.forget(self._watched)
         state_dir, self.state_dir = self.state_dir, None
         if state_dir is not None:
-            shutil.rmtree(state_dir, ignore_errors=True)
+            remove_temp_dir(state_dir)
