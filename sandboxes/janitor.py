@@ -6,18 +6,21 @@ everything. ``close()`` removes them, but a process killed with SIGKILL (or SIGT
 Jupyter client that only asks its kernel to shut down) never gets there.
 
 So the first resource an owner registers spawns a *janitor*: a tiny Python process in its own
-session (a terminal's Ctrl-C to the owner's process group does not reach it) whose stdin is the
-read end of a pipe. The write end lives only in the owner (``O_CLOEXEC``, and closed in a
-forked child), so the janitor reads EOF exactly when the owner is gone, however it died. The
-owner writes one line per ``watch``/``forget``; on EOF the janitor kills the process trees still
-registered, removes the containers, then the files and directories, and exits. One janitor per
-owner process, never one per sandbox; if it was killed, the next registration starts a new one
-and replays what is held. When even that fails, ``execloop reap`` is the backstop (labels and
-temp dir names name their owner).
+session (a terminal's Ctrl-C or a CI's kill of the owner's process group does not reach it)
+whose stdin is one end of a socket pair. The other end lives only in the owner (close-on-exec,
+and closed in a forked child), so the janitor reads EOF exactly when the owner is gone, however
+it died. The owner sends one message per ``watch``/``forget`` (``SOCK_SEQPACKET``: never torn;
+``MSG_NOSIGNAL``: a dead janitor never raises SIGPIPE in the owner; non-blocking: a stopped
+janitor never blocks it). On EOF the janitor kills the process trees still registered, removes
+the containers, then the files and directories, and exits. One janitor per owner process, never
+one per sandbox; if it was killed, the next message starts a new one and replays what is held.
+When even that fails, ``execloop reap`` is the backstop (labels and temp dir names name their
+owner).
 
-The janitor runs this file as a script: only the standard library is imported at its start
-(about 20 ms of a core, off the owner's path: the owner only forks), ``psutil`` and the docker
-SDK only when there is something to clean.
+The janitor runs this file as a script: only the standard library is imported at its start,
+``psutil`` and the docker SDK only when there is something to clean. The owner pays one
+``posix_spawn`` (a few ms, ``bench/janitor.py``) and never waits for the janitor to start:
+messages queue in the socket until it reads them.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterable, Mapping
@@ -47,7 +51,6 @@ __all__ = [
 ]
 
 Kind = Literal["path", "tree", "containers"]
-_PIPE_BUF = 4096  # a write of at most this many bytes to a pipe is atomic: no torn lines
 _KILL_ROUNDS = 50
 
 log = logging.getLogger("execloop.sandboxes.janitor")
@@ -90,12 +93,12 @@ def containers(labels: Mapping[str, str]) -> Resource:
 
 # -- the owner's side ------------------------------------------------------------------------
 class _Link:
-    """The owner's end of the pipe, and what it has registered (replayed to a new janitor)."""
+    """The owner's end of the link, and what it has registered (replayed to a new janitor)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.owner = os.getpid()
-        self.fd: int | None = None
+        self.end: socket.socket | None = None
         self.janitor: int | None = None
         self.held: dict[Resource, None] = {}  # ordered: replayed as registered
 
@@ -103,16 +106,17 @@ class _Link:
         with self.lock:
             self._adopt()
             self.held[resource] = None
-            if self.fd is None or not self._send("+", resource):
+            if self.end is None or not self._send("+", resource):
                 self._spawn()  # the first one, or the last one died: it learns everything
 
     def forget(self, resource: Resource) -> None:
         with self.lock:
             self._adopt()
-            if resource in self.held:
-                del self.held[resource]
-                if self.fd is not None:  # none yet, or dead: the next one gets only what is held
-                    self._send("-", resource)
+            if resource not in self.held:
+                return
+            del self.held[resource]
+            if self.end is not None and not self._send("-", resource) and self.held:
+                self._spawn()  # it was killed: what is still held needs a new one
 
     def _adopt(self) -> None:
         """After a fork that skipped ``os.register_at_fork`` (a C extension's): start afresh."""
@@ -122,65 +126,57 @@ class _Link:
     def after_fork(self) -> None:
         """In a forked child, which owns none of its parent's resources and must not keep the
         parent's janitor from reading EOF. A fresh lock too: the parent's may have been held."""
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
+        if self.end is not None:
+            self.end.close()
         self.lock = threading.Lock()
         self.owner = os.getpid()
-        self.fd = self.janitor = None
-        self.held = {}
+        self.end, self.janitor, self.held = None, None, {}
 
     def _send(self, op: str, resource: Resource) -> bool:
-        """Write one line; False when the janitor is gone."""
-        assert self.fd is not None
-        line = (json.dumps([op, resource.kind, resource.key]) + "\n").encode()
-        if len(line) > _PIPE_BUF:
-            log.warning("not watched (name too long for the janitor): %s", resource.key[:200])
-            return True
+        """One message; False when the janitor is gone. Never blocks, never raises SIGPIPE."""
+        assert self.end is not None
+        message = (json.dumps([op, resource.kind, resource.key]) + "\n").encode()
         try:
-            os.write(self.fd, line)
+            self.end.send(message, socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
         except BlockingIOError:  # it stopped reading (SIGSTOP?): never block the owner on it
-            log.warning("the janitor (pid %s) is not reading; %s not watched", self.janitor, line)
+            log.warning("the janitor (pid %s) is not reading: %s", self.janitor, message[:200])
         except OSError:
             self._drop_janitor()
             return False
         return True
 
     def _drop_janitor(self) -> None:
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
+        if self.end is not None:
+            self.end.close()
         if self.janitor is not None:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.janitor, os.WNOHANG)  # collect it if it died
-        self.fd = self.janitor = None
+        self.end = self.janitor = None
 
     def _spawn(self) -> None:
         self._drop_janitor()
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        # SEQPACKET: one message per send (no torn lines), EOF when the owner's end closes
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         actions = [
-            (os.POSIX_SPAWN_DUP2, read_end, 0),  # dup2 clears O_CLOEXEC on the janitor's stdin
+            (os.POSIX_SPAWN_DUP2, theirs.fileno(), 0),  # dup2 clears O_CLOEXEC: its stdin
             (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),  # never holds the owner's
             (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),  # output pipes open
         ]
         try:
-            if read_end == 0:  # stdin was closed and the pipe took its number
-                os.set_inheritable(read_end, True)
+            if theirs.fileno() == 0:  # stdin was closed and the socket took its number
+                theirs.set_inheritable(True)
                 actions = actions[1:]
             self.janitor = os.posix_spawn(
                 sys.executable, [sys.executable, __file__], os.environ, file_actions=actions,
                 setsid=True,
             )  # fmt: skip
         except OSError as exc:
-            os.close(write_end)
-            log.warning(
-                "no janitor (%s): a killed owner leaves sandboxes until `execloop reap`", exc
-            )
+            ours.close()
+            log.warning("no janitor (%s): a killed owner leaves its sandboxes to `reap`", exc)
             return
         finally:
-            os.close(read_end)
-        os.set_blocking(write_end, False)
-        self.fd = write_end
+            theirs.close()
+        self.end = ours
         log.debug("janitor pid %d watches pid %d", self.janitor, self.owner)
         for resource in list(self.held):
             if not self._send("+", resource):
@@ -209,9 +205,16 @@ def janitor_pid() -> int | None:
 
 # -- the janitor's side ----------------------------------------------------------------------
 def _read_until_eof(fd: int) -> dict[tuple[str, str], None]:
+    """What is still held when the owner's end closes (or breaks: the same for us)."""
     held: dict[tuple[str, str], None] = {}
     pending = b""
-    while chunk := os.read(fd, 65536):
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
         *lines, pending = (pending + chunk).split(b"\n")
         for line in lines:
             with contextlib.suppress(ValueError):

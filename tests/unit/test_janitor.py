@@ -26,8 +26,10 @@ _DEADLINE_S = 30.0  # a loaded CI machine; the janitor normally needs well under
 
 # An owner: runs the steps it is given, reports, then waits to be killed.
 OWNER = """
-import json, os, subprocess, sys, time
+import json, os, signal, subprocess, sys, time
 from execloop.sandboxes import janitor
+# as some CLIs do; writing to a dead janitor must not kill the owner then
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 report = {}
 def say(report):  # one write: the fork and its parent share the pipe
     os.write(1, (json.dumps(report) + "\\n").encode())
@@ -156,10 +158,12 @@ def test_survivors_of_a_dead_group_leader_are_killed(tmp_path: Path, owners: lis
 def test_a_killed_janitor_is_replaced_and_learns_what_is_held(
     tmp_path: Path, owners: list[Owner]
 ) -> None:
-    first, second = tmp_path / "first", tmp_path / "second"
-    first.mkdir()
-    second.mkdir()
-    owner = Owner([["dir", str(first)], ["kill-janitor", None], ["dir", str(second)]])
+    first, second, released = tmp_path / "first", tmp_path / "second", tmp_path / "released"
+    for folder in (first, second, released):
+        folder.mkdir()
+    steps = [["dir", str(first)], ["dir", str(released)], ["kill-janitor", None]]
+    steps += [["forget-dir", str(released)], ["dir", str(second)]]  # the forget finds it dead
+    owner = Owner(steps)
     owners.append(owner)
     killed, replacement = owner.report["janitors"]
     assert killed != replacement and _alive(replacement)
@@ -167,6 +171,7 @@ def test_a_killed_janitor_is_replaced_and_learns_what_is_held(
     owner.kill_group()
 
     assert _eventually(lambda: not first.exists() and not second.exists())
+    assert released.exists()
 
 
 def test_a_forked_child_neither_inherits_the_janitor_nor_delays_it(
