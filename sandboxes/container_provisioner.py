@@ -133,7 +133,8 @@ class ContainerKernelProvisioner(SandboxKernelProvisioner):
         state: dict[str, Any] = self._container.attrs.get("State", {})
         if state.get("Status") in _ENDED:  # the kernel exited: keep what is asked, remove it
             self._final, self._final_logs = state, await self.logs()
-            await self._remove()
+            with contextlib.suppress(SandboxError):  # a poll answers; the janitor retries
+                await self._remove()
         return state
 
     async def poll(self) -> int | None:
@@ -149,13 +150,13 @@ class ContainerKernelProvisioner(SandboxKernelProvisioner):
 
     async def _remove(self) -> None:
         container, self._container, self._init, self._cgroup = self._container, None, None, None
+        watched, self._watched = self._watched, None
         if container is not None:
             try:
                 await _docker_call(container.remove, force=True)
-            except SandboxError as exc:
+            except SandboxError as exc:  # still watched: the janitor removes it at our exit
                 if "No such container" not in str(exc) and "in progress" not in str(exc):
                     raise
-        watched, self._watched = self._watched, None
         if watched is not None:
             janitor.forget(watched)
 

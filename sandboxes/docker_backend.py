@@ -257,12 +257,12 @@ class DockerSandbox(HelperSandbox):
 
     async def _remove(self) -> None:
         container, self.container = self.container, None
+        watched, self._watched = self._watched, None
         if container is not None:
             try:
                 await _docker_call(container.remove, force=True)
-            except SandboxError as exc:
+            except SandboxError as exc:  # still watched: the janitor removes it at our exit
                 if "No such container" not in str(exc) and "already in progress" not in str(exc):
                     raise
-        watched, self._watched = self._watched, None
         if watched is not None:
             janitor.forget(watched)

@@ -101,11 +101,14 @@ class _Link:
         self.end: socket.socket | None = None
         self.janitor: int | None = None
         self.held: dict[Resource, None] = {}  # ordered: replayed as registered
+        self.unavailable = False  # it could not be started: said once, not retried
 
     def watch(self, resource: Resource) -> None:
         with self.lock:
             self._adopt()
             self.held[resource] = None
+            if self.unavailable:
+                return
             if self.end is None or not self._send("+", resource):
                 self._spawn()  # the first one, or the last one died: it learns everything
 
@@ -130,7 +133,7 @@ class _Link:
             self.end.close()
         self.lock = threading.Lock()
         self.owner = os.getpid()
-        self.end, self.janitor, self.held = None, None, {}
+        self.end, self.janitor, self.held, self.unavailable = None, None, {}, False
 
     def _send(self, op: str, resource: Resource) -> bool:
         """One message; False when the janitor is gone. Never blocks, never raises SIGPIPE."""
@@ -172,6 +175,7 @@ class _Link:
             )  # fmt: skip
         except OSError as exc:
             ours.close()
+            self.unavailable = True
             log.warning("no janitor (%s): a killed owner leaves its sandboxes to `reap`", exc)
             return
         finally:

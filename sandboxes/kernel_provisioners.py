@@ -260,6 +260,7 @@ class SandboxKernelProvisioner(KernelProvisionerBase):
             await anyio.to_thread.run_sync(remove_temp_dir, host_dir)
         if not restart and self._connection_file is not None:
             janitor.forget(self._connection_file)  # the manager removes the file itself
+            self._connection_file = None
 
     async def get_provisioner_info(self) -> dict[str, Any]:
         info = await super().get_provisioner_info()
