@@ -80,6 +80,28 @@ def _check_images(client: Any) -> Finding:
     )
 
 
+def _check_image_packages(client: Any) -> Finding:
+    """What the python image has, from the record its build wrote (no container is started)."""
+    from execloop.errors import ImageError
+    from execloop.images import load_inputs, python_image_tag
+    from execloop.images.packages import image_packages, requirement_names
+
+    tag, fix = python_image_tag(), "run `execloop images build` (`--force` to rebuild)"
+    try:
+        packages = image_packages(client, tag)
+    except ImageError as exc:
+        return Finding(name="image packages", ok=False, detail=str(exc), fix=fix, required=False)
+    if packages is None:
+        detail = f"{tag} was built before images recorded their packages"
+        return Finding(name="image packages", ok=False, detail=detail, fix=fix, required=False)
+    wanted = requirement_names(load_inputs().requirements)
+    missing = [name for name in wanted if name not in packages]
+    listed = ", ".join(f"{name} {packages[name]}" for name in wanted if name in packages)
+    others = len(packages) - len(wanted) + len(missing)
+    detail = f"{listed} (+{others} dependencies)" + (f"; missing: {missing}" if missing else "")
+    return Finding(name="image packages", ok=not missing, detail=detail, fix=fix, required=False)
+
+
 def _check_gpu(client: Any) -> Finding:
     runtimes = client.info().get("Runtimes", {})
     has_nvidia = "nvidia" in runtimes or shutil.which("nvidia-container-runtime") is not None
@@ -201,6 +223,7 @@ def run_doctor() -> list[Finding]:
         probes: list[Callable[[Any], Finding]] = [
             _check_seccomp,
             _check_images,
+            _check_image_packages,
             _check_gpu,
             _check_gvisor,
         ]

@@ -28,6 +28,7 @@ import anyio.to_thread
 import psutil
 
 from execloop.errors import SandboxStartError
+from execloop.sandboxes import janitor
 from execloop.sandboxes.base import ExitReason
 from execloop.sandboxes.cgroup_host import sandbox_cgroup
 from execloop.sandboxes.cgroups import Cgroup
@@ -120,6 +121,7 @@ class BubblewrapKernelProvisioner(SandboxKernelProvisioner):
     placement = "bubblewrap"
     _process: _Process | None = None
     _cgroup: Cgroup | None = None
+    _watched: janitor.Resource | None = None
 
     @property
     def cgroup(self) -> Cgroup | None:
@@ -160,6 +162,7 @@ class BubblewrapKernelProvisioner(SandboxKernelProvisioner):
         except SandboxStartError:
             await self._remove()
             raise
+        self._watched = janitor.watch(janitor.process_tree(self._process.popen.pid))
 
     def _root_process(self) -> psutil.Process | None:
         if self._process is not None:
@@ -198,6 +201,8 @@ class BubblewrapKernelProvisioner(SandboxKernelProvisioner):
             await anyio.to_thread.run_sync(kill_tree, process.popen.pid)
             with anyio.move_on_after(_REAP_TIMEOUT_S):  # a process stuck in D state: move on
                 await anyio.to_thread.run_sync(process.popen.wait, abandon_on_cancel=True)
+            if process.popen.returncode is not None and self._watched is not None:
+                janitor.forget(self._watched)  # a stuck one stays the janitor's
         cgroup, self._cgroup = self._cgroup, None
         if cgroup is not None:
             await anyio.to_thread.run_sync(cgroup.remove)

@@ -4,6 +4,11 @@ Only the command differs from a ``DockerSandbox``'s container: network none, uid
 capabilities, read-only root, tmpfs ``/tmp``, limits, labels and docker-init are the same. The
 init matters here: it passes the SIGINT of an interrupt on to the kernel. Docker SDK errors are
 mapped by ``docker_backend._docker_call``, the backend's one place for that.
+
+A container whose kernel exited is removed as soon as a poll sees it, its final state and logs
+kept for the questions that follow (exit status, OOM, logs): a client that only sends a
+shutdown request (``jupyter console``) leaves no ``Exited`` container behind, and one that dies
+leaves nothing either (its janitor removes the container).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import anyio.to_thread
 import psutil
 
 from execloop.errors import SandboxError, SandboxStartError
+from execloop.sandboxes import janitor
 from execloop.sandboxes.base import ExitReason
 from execloop.sandboxes.docker_backend import (
     _docker_call,
@@ -32,6 +38,7 @@ from execloop.sandboxes.reaper import reap_orphans, sandbox_labels
 __all__ = ["ContainerKernelProvisioner", "cgroup_dir"]
 
 _OWN_PYTHON = "/opt/execloop/venv/bin/python"
+_ENDED = ("exited", "dead")
 _reaped = threading.Event()
 
 
@@ -72,6 +79,9 @@ class ContainerKernelProvisioner(SandboxKernelProvisioner):
     _container: Any = None
     _init: psutil.Process | None = None
     _cgroup: Path | None = None
+    _watched: janitor.Resource | None = None
+    _final: dict[str, Any] | None = None  # the State of a container that ended, once removed
+    _final_logs = ""
 
     def _python(self) -> str:
         return _OWN_PYTHON if self.sandbox_spec.image is None else "python3"
@@ -85,15 +95,19 @@ class ContainerKernelProvisioner(SandboxKernelProvisioner):
             with contextlib.suppress(SandboxError):
                 await _docker_call(reap_orphans, client)
         uid, gid = sandbox_owner(self.workspace_dir)
+        labels = sandbox_labels(backend="jupyter", session=self.sandbox_id)
         request = container_request(
             spec.model_copy(update={"workspace_dir": self.workspace_dir}),
             image=default_image() if spec.image is None else spec.image,
             own_image=True,  # decides the helper's command only, and that is replaced
             control_dir=self.control_dir,
-            labels=sandbox_labels(backend="jupyter", session=self.sandbox_id),
+            labels=labels,
             user=f"{uid}:{gid}",
         )
         request.update(command=command, environment=self._env)
+        self._final, self._final_logs = None, ""
+        # before the create: if this process dies at any point from here, the container goes
+        self._watched = janitor.watch(janitor.containers(labels))
         self._container = await _docker_call(client.containers.create, **request)
         try:
             await _docker_call(self._container.start)
@@ -105,7 +119,9 @@ class ContainerKernelProvisioner(SandboxKernelProvisioner):
             self._init = psutil.Process(int(self._container.attrs["State"]["Pid"]))
 
     async def _state(self) -> dict[str, Any] | None:
-        """The container's State, or None once it is gone."""
+        """The container's State (its last one once it ended), or None if it is gone."""
+        if self._final is not None:
+            return self._final
         if self._container is None:
             return None
         try:
@@ -115,6 +131,10 @@ class ContainerKernelProvisioner(SandboxKernelProvisioner):
                 return None
             raise
         state: dict[str, Any] = self._container.attrs.get("State", {})
+        if state.get("Status") in _ENDED:  # the kernel exited: keep what is asked, remove it
+            self._final, self._final_logs = state, await self.logs()
+            with contextlib.suppress(SandboxError):  # a poll answers; the janitor retries
+                await self._remove()
         return state
 
     async def poll(self) -> int | None:
@@ -130,12 +150,15 @@ class ContainerKernelProvisioner(SandboxKernelProvisioner):
 
     async def _remove(self) -> None:
         container, self._container, self._init, self._cgroup = self._container, None, None, None
+        watched, self._watched = self._watched, None
         if container is not None:
             try:
                 await _docker_call(container.remove, force=True)
-            except SandboxError as exc:
+            except SandboxError as exc:  # still watched: the janitor removes it at our exit
                 if "No such container" not in str(exc) and "in progress" not in str(exc):
                     raise
+        if watched is not None:
+            janitor.forget(watched)
 
     def _root_process(self) -> psutil.Process | None:
         return self._init
@@ -169,7 +192,7 @@ class ContainerKernelProvisioner(SandboxKernelProvisioner):
 
     async def logs(self) -> str:
         if self._container is None:
-            return ""
+            return self._final_logs
         with contextlib.suppress(SandboxError):
             logs: bytes = await _docker_call(self._container.logs, tail=50)
             return logs.decode("utf-8", "replace")

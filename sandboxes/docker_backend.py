@@ -25,6 +25,7 @@ from execloop.errors import (
     SandboxError,
     SandboxStartError,
 )
+from execloop.sandboxes import janitor
 from execloop.sandboxes.base import ExitReason
 from execloop.sandboxes.reaper import LABEL_SESSION, reap_orphans, sandbox_labels
 from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
@@ -184,6 +185,7 @@ class DockerSandbox(HelperSandbox):
         super().__init__(spec or SandboxSpec())
         self._client = client
         self.container: Any = None
+        self._watched: janitor.Resource | None = None
 
     async def _launch(self, socket_dir: Path) -> None:
         if self._client is None:
@@ -196,14 +198,17 @@ class DockerSandbox(HelperSandbox):
             if self.spec.workspace_dir is not None
             else f"{SANDBOX_UID}:{SANDBOX_UID}"
         )
+        labels = sandbox_labels(backend="docker", session=self.session_id)
         request = container_request(
             self.spec,
             image=image,
             own_image=own_image,
             control_dir=socket_dir,
-            labels=sandbox_labels(backend="docker", session=self.session_id),
+            labels=labels,
             user=user,
         )
+        # before the create: if this process dies at any point from here, the container goes
+        self._watched = janitor.watch(janitor.containers(labels))
         self.container = await _docker_call(self._client.containers.create, **request)
         log.debug("created container %s for session %s", self.container.short_id, self.session_id)
         try:
@@ -252,10 +257,12 @@ class DockerSandbox(HelperSandbox):
 
     async def _remove(self) -> None:
         container, self.container = self.container, None
-        if container is None:
-            return
-        try:
-            await _docker_call(container.remove, force=True)
-        except SandboxError as exc:
-            if "No such container" not in str(exc) and "already in progress" not in str(exc):
-                raise
+        watched, self._watched = self._watched, None
+        if container is not None:
+            try:
+                await _docker_call(container.remove, force=True)
+            except SandboxError as exc:  # still watched: the janitor removes it at our exit
+                if "No such container" not in str(exc) and "already in progress" not in str(exc):
+                    raise
+        if watched is not None:
+            janitor.forget(watched)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +31,7 @@ from execloop.sandboxes.kernel_provisioners import check_placement, sandbox_owne
 from execloop.sandboxes.kernel_session import KernelSession, RunEnd
 from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
 from execloop.sandboxes.stateful import MAX_DOWNLOAD_BYTES
-from execloop.sandboxes.tempdirs import make_temp_dir
+from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 from execloop.sandboxes.workspace import Workspace
 
 __all__ = ["JupyterSandbox", "OUTPUTS_DIR"]
@@ -157,7 +156,7 @@ class JupyterSandbox(Sandbox):
         with anyio.CancelScope(shield=True):
             await self._stop_kernel()
             if self._own_workspace and self.workspace_dir is not None:
-                await anyio.to_thread.run_sync(shutil.rmtree, self.workspace_dir, True)
+                await anyio.to_thread.run_sync(remove_temp_dir, self.workspace_dir)
 
     async def _stop_kernel(self) -> None:
         kernel, self._kernel = self._kernel, None

@@ -18,7 +18,6 @@ import abc
 import contextlib
 import json
 import os
-import shutil
 import signal
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,12 +32,12 @@ from pydantic import ValidationError
 from traitlets import Dict, Unicode
 
 from execloop.errors import ConfigError
-from execloop.sandboxes import kernelspecs
+from execloop.sandboxes import janitor, kernelspecs
 from execloop.sandboxes.base import ExitReason
 from execloop.sandboxes.cgroup_host import detect_cgroups
 from execloop.sandboxes.process_backend import refuse
 from execloop.sandboxes.spec import SANDBOX_UID, Placement, SandboxSpec
-from execloop.sandboxes.tempdirs import make_temp_dir
+from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
 __all__ = ["SandboxKernelProvisioner", "check_placement", "sandbox_owner"]
 
@@ -103,6 +102,7 @@ class SandboxKernelProvisioner(KernelProvisionerBase):
 
     _host_dir: Path | None = None
     _own_workspace: Path | None = None
+    _connection_file: janitor.Resource | None = None
     _kernel: psutil.Process | None = None
     _launched = False
     _env: dict[str, str]
@@ -213,6 +213,9 @@ class SandboxKernelProvisioner(KernelProvisionerBase):
         if not manager.connection_file:
             manager.connection_file = str(self.control_dir.parent / "connection.json")
         manager.write_connection_file()  # picks the ipc "ports"; on a restart, keeps them
+        if not Path(manager.connection_file).is_relative_to(self.control_dir.parent):
+            # a client's own (jupyter console/run: the runtime dir) holds the key: it goes too
+            self._connection_file = janitor.watch(janitor.path(manager.connection_file))
         self.connection_info = manager.get_connection_info()
         self._write_sandbox_connection_file(owner)
         command = kernelspecs.sandbox_command(
@@ -253,7 +256,10 @@ class SandboxKernelProvisioner(KernelProvisionerBase):
         self._kernel = None
         if not restart and self._host_dir is not None:
             host_dir, self._host_dir, self._own_workspace = self._host_dir, None, None
-            await anyio.to_thread.run_sync(shutil.rmtree, host_dir, True)
+            await anyio.to_thread.run_sync(remove_temp_dir, host_dir)
+        if not restart and self._connection_file is not None:
+            janitor.forget(self._connection_file)  # the manager removes the file itself
+            self._connection_file = None
 
     async def get_provisioner_info(self) -> dict[str, Any]:
         info = await super().get_provisioner_info()

@@ -29,7 +29,6 @@ import os
 import platform
 import re
 import resource
-import shutil
 import signal
 import subprocess
 import time
@@ -42,12 +41,13 @@ import anyio.to_thread
 import psutil
 
 from execloop.errors import ConfigError, SandboxStartError
+from execloop.sandboxes import janitor
 from execloop.sandboxes.base import ExecResult, ExitReason
 from execloop.sandboxes.cgroup_host import sandbox_cgroup
 from execloop.sandboxes.cgroups import Cgroup
 from execloop.sandboxes.spec import SandboxSpec
 from execloop.sandboxes.stateful import HelperSandbox
-from execloop.sandboxes.tempdirs import make_temp_dir
+from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
 __all__ = [
     "NOFILE",
@@ -185,6 +185,7 @@ class ProcessSandbox(HelperSandbox):
         self.cgroup: Cgroup | None = None  # set before ``_command`` runs, where there is one
         self._oom_before: int | None = None
         self._last_usage: tuple[int | None, int | None] = (None, None)  # of a removed cgroup
+        self._watched: janitor.Resource | None = None
 
     # -- what a backend provides ----------------------------------------------------------
     @abc.abstractmethod
@@ -218,6 +219,7 @@ class ProcessSandbox(HelperSandbox):
             raise SandboxStartError(f"could not run {argv[0]}: {exc}") from exc
         finally:
             os.close(output)  # the child has its own copy
+        self._watched = janitor.watch(janitor.process_tree(self.process.pid))
         log.debug("%s sandbox %s is pid %d", self.backend_name, self.session_id, self.process.pid)
 
     async def _is_running(self) -> bool:
@@ -270,13 +272,15 @@ class ProcessSandbox(HelperSandbox):
                 log.warning("pid %d survived SIGKILL for %g s", process.pid, _REAP_TIMEOUT_S)
             else:
                 await process.aclose()
+                if self._watched is not None:  # a stuck one stays the janitor's
+                    janitor.forget(self._watched)
         cgroup, self.cgroup = self.cgroup, None
         if cgroup is not None:  # after the tree is dead: nothing can move out or in any more
             self._last_usage = self._usage(cgroup)
             await anyio.to_thread.run_sync(cgroup.remove)
         state_dir, self.state_dir = self.state_dir, None
         if state_dir is not None:
-            shutil.rmtree(state_dir, ignore_errors=True)
+            remove_temp_dir(state_dir)
 
 
 def _grew(now: int | None, before: int | None) -> bool:

@@ -12,7 +12,7 @@ import os
 import socket
 from typing import Any
 
-from execloop.sandboxes.tempdirs import process_start_ticks
+from execloop.sandboxes.janitor import process_start_ticks
 
 __all__ = [
     "LABEL_BACKEND",

@@ -5,7 +5,8 @@ a kernel's connection files and workspace) is ``$TMPDIR/execloop-<kind>-<pid>.<t
 the pid and start time (clock ticks since boot) of the process that made it. When that process
 is gone (killed with SIGKILL, say), nothing else would ever remove the directory; ``reap``
 finds it by name and removes it. A recycled pid is not mistaken for the owner: its start time
-differs.
+differs. Before that backstop, the owner's janitor (``janitor.py``) removes the directories it
+still holds the moment it dies.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+
+from execloop.sandboxes import janitor
+from execloop.sandboxes.janitor import process_start_ticks
 
 __all__ = [
     "PREFIX",
@@ -32,21 +36,13 @@ _NAME = re.compile(rf"{PREFIX}(?P<kind>[a-z]+)-(?P<pid>\d+)\.(?P<ticks>\d+)-[a-z
 log = logging.getLogger("execloop.sandboxes.tempdirs")
 
 
-def process_start_ticks(pid: int) -> str | None:
-    """When ``pid`` started (clock ticks since boot, from /proc), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def make_temp_dir(kind: str, *, mode: int = 0o700) -> Path:
     """A new private directory owned (by name) by this process; ``kind`` says what it holds."""
     if not _KIND.fullmatch(kind):
         raise ValueError(f"temp dir kind {kind!r} must be lowercase letters")
     pid = os.getpid()
     path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{kind}-{pid}.{process_start_ticks(pid)}-"))
+    janitor.watch(janitor.path(path))
     path.chmod(mode)
     return path
 
@@ -73,3 +69,5 @@ def remove_temp_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     if path.exists():
         log.warning("could not remove %s entirely", path)
+    else:
+        janitor.forget(janitor.path(path))

@@ -28,7 +28,7 @@ def leftovers(session_id: str, docker_client: Any) -> list[str]:
     found = [
         f"container {c.short_id}"
         for c in docker_client.containers.list(
-            all=True, filters={"label": f"{LABEL_SESSION}={session_id}"}
+            all=True, filters={"label": f"{LABEL_SESSION}={session_id}"}, ignore_removed=True
         )
     ]
     for process in psutil.process_iter(["pid", "cmdline"]):

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from execloop.images import build_images, images_status, python_image_tag
+from execloop.sandboxes.reaper import LABEL_BACKEND, LABEL_OWNER, owner_id
 
 pytestmark = pytest.mark.docker
 
@@ -37,7 +38,10 @@ def test_image_runs_as_uid_1000(docker_client: Any, built: str) -> None:
 
 
 def test_image_has_the_data_packages_and_the_helper(docker_client: Any, built: str) -> None:
-    code = "import numpy, pandas, pyarrow, jsonschema, pytest; print('ok')"
+    code = (
+        "import numpy, pandas, pyarrow, scipy, sklearn, matplotlib, PIL, jsonschema, pytest;"
+        "print('ok')"
+    )
     out = docker_client.containers.run(
         built,
         ["/opt/execloop/venv/bin/python", "-c", code],
@@ -57,3 +61,44 @@ def test_image_labels(docker_client: Any, built: str) -> None:
     labels = docker_client.images.get(built).labels
     assert labels["org.execloop.image"] == "python"
     assert "org.execloop.stage" not in labels
+
+
+def test_matplotlib_plots_on_a_read_only_root_without_a_display(
+    docker_client: Any, built: str
+) -> None:
+    code = (
+        "import warnings; warnings.simplefilter('error')\n"  # no "created a temporary cache"
+        "import matplotlib, matplotlib.pyplot as plt\n"
+        "plt.plot([1, 2], [2, 1]); plt.savefig('/tmp/plot.png')\n"
+        "with open('/tmp/plot.png', 'rb') as png:\n"
+        "    print(matplotlib.get_backend().lower(), png.read(4))"
+    )
+    out = docker_client.containers.run(
+        built,
+        ["python", "-c", code],
+        remove=True,
+        network_mode="none",
+        read_only=True,
+        user="1000:1000",
+        environment={"HOME": "/tmp"},
+        tmpfs={"/tmp": "", "/workspace": ""},
+        stderr=True,
+    )
+    assert out.decode().strip() == "agg b'\\x89PNG'"
+
+
+def test_the_image_records_its_packages_and_doctor_lists_them(
+    docker_client: Any, built: str
+) -> None:
+    from execloop.images.packages import image_packages
+    from execloop.runtime.doctor import run_doctor
+
+    packages = image_packages(docker_client, built)
+    assert packages is not None
+    for name in ["numpy", "pandas", "matplotlib", "scipy", "scikit-learn", "pillow", "pyarrow"]:
+        assert packages[name][0].isdigit(), name
+    mine = {"label": [f"{LABEL_OWNER}={owner_id()}", f"{LABEL_BACKEND}=inspect"]}
+    assert docker_client.containers.list(all=True, filters=mine) == []  # it read, it removed
+    (finding,) = [f for f in run_doctor() if f.name == "image packages"]
+    assert finding.ok, finding
+    assert f"matplotlib {packages['matplotlib']}" in finding.detail

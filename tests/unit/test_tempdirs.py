@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from execloop.sandboxes.tempdirs import make_temp_dir, orphaned_temp_dirs, remove_temp_dir
@@ -22,10 +23,11 @@ def test_a_live_owners_dir_is_not_an_orphan() -> None:
 
 
 def test_a_dead_owners_dir_is_an_orphan(tmp_path: Path) -> None:
-    code = (
+    code = (  # its janitor is killed first, or it would remove the dir as its owner exits
         "import os, tempfile; tempfile.tempdir = os.environ['ROOT'];"
+        "from execloop.sandboxes import janitor;"
         "from execloop.sandboxes.tempdirs import make_temp_dir;"
-        "print(make_temp_dir('state'))"
+        "print(make_temp_dir('state')); os.kill(janitor.janitor_pid(), 9)"
     )
     made = subprocess.run(
         [sys.executable, "-c", code],
@@ -41,3 +43,23 @@ def test_a_dead_owners_dir_is_an_orphan(tmp_path: Path) -> None:
     assert orphan in found
     assert tmp_path / f"execloop-state-{os.getpid()}.1-abc" in found
     assert tmp_path / "execloop-unrelated" not in found
+
+
+def test_an_owner_that_exits_without_removing_its_dir_leaves_none(tmp_path: Path) -> None:
+    code = (
+        "import os, tempfile; tempfile.tempdir = os.environ['ROOT'];"
+        "from execloop.sandboxes.tempdirs import make_temp_dir;"
+        "print(make_temp_dir('state'))"
+    )
+    made = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "ROOT": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    left = Path(made.stdout.strip())
+    deadline = time.monotonic() + 30  # its janitor removes it as soon as it sees the owner gone
+    while left.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left.exists()
