@@ -97,7 +97,7 @@ def _summary(result: Result) -> None:
     "inputs",
     multiple=True,
     type=click.Path(exists=True, path_type=Path),
-    help="Input file (repeatable).",
+    help="Input file (lands as its name) or directory (lands as DIR/...) (repeatable).",
 )
 @click.option(
     "--model",
@@ -127,9 +127,11 @@ def task_command(
     as_json: bool,
 ) -> None:
     """Have a sub-agent solve GOAL with a script, checked until it passes."""
+    from execloop.runtime.inputs import Inputs
     from execloop.runtime.models import parse_model
     from execloop.runtime.skills import find_skill
 
+    Inputs.collect(inputs)  # a refused input is one clear error here, before anything starts
     model = parse_model(model_spec)
     skill = find_skill(skill_name) if skill_name else None
     task = Task(
