@@ -94,7 +94,7 @@ def run(
     as_json: bool,
 ) -> None:
     """Run SCRIPT in a fresh hardened sandbox and print a compact result."""
-    from execloop.runtime.inputs import read_script
+    from execloop.runtime.host_files import read_script
     from execloop.runtime.run import run_script
 
     code = read_script(script)  # a fifo or a device is refused here, never read
@@ -148,7 +148,7 @@ def _shown(text: str, console: Console) -> str:
 
 
 def _print_result(script: Path, outcome: ScriptRun) -> None:
-    from execloop.runtime.inputs import human_bytes
+    from execloop.runtime.host_files import human_bytes
 
     result = outcome.result
     colour = "green" if result.ok else "red"

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from execloop.errors import ConfigError
+from execloop.runtime.host_files import DIR_FLAGS, READ_FLAGS
 from execloop.runtime.inputs import Inputs
 
 __all__ = ["HostWorkspace", "check_workspace_dir"]
@@ -32,8 +33,6 @@ _SYSTEM_TREES = (
     *("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run"),
     *("/sbin", "/sys", "/usr", "/var/cache", "/var/lib", "/var/log", "/var/mail", "/var/spool"),
 )
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CHUNK = 1 << 20
 
 
@@ -87,7 +86,7 @@ class HostWorkspace:
         """Lock ``path`` for this run; on leaving, remove the files it ``reserve``d."""
         check_workspace_dir(path)
         try:
-            fd = os.open(path, _DIR_FLAGS)
+            fd = os.open(path, DIR_FLAGS)
         except OSError as exc:
             raise ConfigError(f"workspace {path}: {exc.strerror or exc}") from exc
         try:
@@ -152,7 +151,7 @@ class HostWorkspace:
         fd = os.dup(self._fd)
         try:
             for part in parts:
-                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                child = os.open(part, DIR_FLAGS, dir_fd=fd)
                 os.close(fd)
                 fd = child
         except FileNotFoundError:
@@ -179,7 +178,7 @@ class HostWorkspace:
             mode = os.stat(last, dir_fd=parent, follow_symlinks=False).st_mode
             if not stat.S_ISREG(mode):
                 raise self._exists(name)
-            return os.open(last, _READ_FLAGS, dir_fd=parent)
+            return os.open(last, READ_FLAGS, dir_fd=parent)
         except FileNotFoundError:
             return None
         finally:

@@ -30,6 +30,7 @@ import anyio.to_thread
 
 from execloop.errors import ConfigError
 from execloop.runtime import bounds
+from execloop.runtime.host_files import DIR_FLAGS, READ_FLAGS, human_bytes, kind_of
 from execloop.sandboxes.base import Sandbox
 from execloop.sandboxes.spec import SandboxSpec
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
@@ -38,80 +39,23 @@ __all__ = [
     "InputFile",
     "Inputs",
     "MAX_INPUT_FILES",
-    "MAX_SCRIPT_BYTES",
     "SCRIPT_NAME",
     "StagedInputs",
-    "human_bytes",
-    "kind_of",
-    "read_script",
 ]
 
 # One reserved name for the script, whichever entry point runs it (`execloop run`, the loop):
 # one rule for users, and one input set is valid everywhere.
 SCRIPT_NAME = "main.py"
 MAX_INPUT_FILES = 20_000  # files and directories, over all inputs of one run or task
-MAX_SCRIPT_BYTES = 4 * 1024**2
 _MAX_DEPTH = 64
 _DESCRIBED_PER_INPUT = 50
 _CHUNK = 1 << 20
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-# O_NONBLOCK: should a fifo replace a file between a check and the open, the open cannot block
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-
-_KINDS = (
-    (stat.S_ISFIFO, "a fifo"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISLNK, "a symbolic link"),
-    (stat.S_ISDIR, "a directory"),
-)
-
-
-def kind_of(mode: int) -> str:
-    """``a fifo``, ``a directory``, ... — what a file system entry is, for messages."""
-    return next((name for test, name in _KINDS if test(mode)), "a regular file")
-
-
-def human_bytes(size: int) -> str:
-    """``1.2 GB``-style sizes (decimal units, as people read them)."""
-    value = float(size)
-    for unit in ("bytes", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
 
 
 def _not_an_input(display: str, mode: int) -> ConfigError:
     return ConfigError(
         f"{display} is {kind_of(mode)}; only regular files and directories can be inputs"
     )
-
-
-def read_script(path: Path, *, max_bytes: int = MAX_SCRIPT_BYTES) -> bytes:
-    """The bytes of a script file: a regular file of at most ``max_bytes``, never a fifo or a
-    device (checked on the open descriptor, so nothing blocks or reads without end)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ConfigError(f"cannot read the script {path}: {exc.strerror or exc}") from exc
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
-        os.close(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(
-                f"the script {path} is {kind_of(info.st_mode)}; give a Python file to run"
-            )
-        raise ConfigError(
-            f"the script {path} has {human_bytes(info.st_size)}; scripts are limited to "
-            f"{human_bytes(max_bytes)} (pass data with --input instead)"
-        )
-    with os.fdopen(fd, "rb") as handle:
-        data = handle.read(max_bytes + 1)
-    if len(data) > max_bytes:  # it grew while being read
-        raise ConfigError(f"the script {path} is larger than {human_bytes(max_bytes)}")
-    return data
 
 
 @dataclass(frozen=True)
@@ -126,13 +70,13 @@ class InputFile:
 
     def open(self) -> int:
         """A read descriptor on the content, reached without following any link."""
-        fd = os.open(self.root, _DIR_FLAGS)
+        fd = os.open(self.root, DIR_FLAGS)
         try:
             for part in self.parts[:-1]:
-                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                child = os.open(part, DIR_FLAGS, dir_fd=fd)
                 os.close(fd)
                 fd = child
-            opened = os.open(self.parts[-1], _READ_FLAGS, dir_fd=fd)
+            opened = os.open(self.parts[-1], READ_FLAGS, dir_fd=fd)
         except OSError as exc:
             raise ConfigError(
                 f"input {self.display} changed while being read ({exc.strerror or exc}); run again"
@@ -207,7 +151,7 @@ class _Walk:
         elif stat.S_ISDIR(mode):
             self.dirs.append(name)
             with _refusals(display):
-                fd = os.open(real, _DIR_FLAGS)
+                fd = os.open(real, DIR_FLAGS)
             try:
                 self._walk_dir(fd, real, (), name, display)
             finally:
@@ -231,7 +175,7 @@ class _Walk:
             if stat.S_ISDIR(info.st_mode):
                 self.dirs.append(target)
                 with _refusals(shown):
-                    child = os.open(entry, _DIR_FLAGS, dir_fd=fd)
+                    child = os.open(entry, DIR_FLAGS, dir_fd=fd)
                 try:
                     self._walk_dir(child, root, parts, name, display)
                 finally:

@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict
 
 from execloop.errors import ConfigError
 from execloop.runtime import bounds
+from execloop.runtime.host_files import read_script
 from execloop.runtime.host_workspace import HostWorkspace
-from execloop.runtime.inputs import SCRIPT_NAME, Inputs, read_script
+from execloop.runtime.inputs import SCRIPT_NAME, Inputs
 from execloop.sandboxes import Artifact, ExecResult, SandboxSpec, create_sandbox
 
 __all__ = ["ScriptRun", "run_script", "run_script_async"]

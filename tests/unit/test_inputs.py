@@ -11,7 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from execloop.errors import ConfigError
-from execloop.runtime.inputs import SCRIPT_NAME, Inputs, read_script
+from execloop.runtime.host_files import read_script
+from execloop.runtime.inputs import SCRIPT_NAME, Inputs
 from execloop.runtime.task import Task
 from execloop.sandboxes import SandboxSpec
 
