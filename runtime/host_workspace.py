@@ -3,10 +3,10 @@ claimed so that nothing in it is lost.
 
 One run at a time: the claim holds an exclusive ``flock`` on the directory itself (no lock file
 appears among the user's files), and a second run is refused naming the holder, so two runs
-sharing a directory never run each other's script. Nothing is overwritten: a name the run will
-write (the script, the inputs) may exist only with the very same bytes. The script's copy is
-removed after the run, so running again in the same directory works. System directories are
-refused outright.
+sharing a directory never run each other's script. Nothing is overwritten: the script's name
+must be free (its copy is removed after the run, so running again in the same directory works),
+and an input's name may exist only with the very same bytes. System directories are refused
+outright.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from execloop.runtime.bridge import ToolBridge, ToolCallRecord, ToolRegistry, re
 from execloop.runtime.check_runner import reverify, run_checks
 from execloop.runtime.checks import CheckOutcome, CheckSpec, ExitStatusCheck
 from execloop.runtime.classic import CallTrace, ClassicEstimate, estimate_classic
+from execloop.runtime.host_files import human_bytes
 from execloop.runtime.host_workspace import HostWorkspace
 from execloop.runtime.inputs import SCRIPT_NAME, Inputs, StagedInputs
 from execloop.runtime.ledger import Usage
@@ -45,6 +46,10 @@ from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 __all__ = ["LoopEvent", "SubAgent"]
 
 log = logging.getLogger("execloop.runtime.loop")
+_REVERIFY_FAILED = (
+    "Your checks passed in your sandbox but failed when re-run on your outputs in a fresh "
+    "sandbox: do not rely on state outside the files you write."
+)
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,7 @@ class SubAgent:
         self.system = self._system_blocks()
         # The inputs are walked and checked once, here; a refusal ends the task before any
         # model call or sandbox (run() returns it as an error result).
-        self.inputs = Inputs(paths=(), files=(), dirs=())
+        self.inputs = Inputs.collect(())
         self.refused: str | None = None
         try:
             self.inputs = Inputs.collect(task.inputs)
@@ -220,15 +225,8 @@ class SubAgent:
             note = ""
             if all(o.passed for o in outcomes):
                 outcomes = await self._reverify(run, outputs)
-                note = (
-                    ""
-                    if all(o.passed for o in outcomes)
-                    else (
-                        "Your checks passed in your sandbox but failed when re-run on your "
-                        "outputs in a fresh sandbox: do not rely on state outside the files you "
-                        "write."
-                    )
-                )
+                if not all(o.passed for o in outcomes):
+                    note = _REVERIFY_FAILED
         finally:
             await anyio.to_thread.run_sync(remove_temp_dir, outputs)
         state.outcomes = outcomes
@@ -280,8 +278,9 @@ class SubAgent:
         files, size = self._state.artifacts_total
         if size > self.spec.workspace_size:
             return (
-                f"the outputs ({files} files, {size} bytes) are larger than workspace_size "
-                f"({self.spec.workspace_size} bytes), so they cannot be re-verified"
+                f"the outputs ({files:,} files, {human_bytes(size)}) are larger than "
+                f"workspace_size ({human_bytes(self.spec.workspace_size)}), so they cannot be "
+                f"re-verified"
             )
         await sandbox.download(".", outputs)
         # checks may read the inputs back: they are judged with the originals, restored over

@@ -150,6 +150,32 @@ def _workspace(tmp_path: Path) -> Path:
     return workspace
 
 
+def test_task_lays_a_directory_input_out_as_run_does(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "sub" / "a.csv").write_text("x\n1\n2\n")
+    replies = tmp_path / "replies.yaml"
+    replies.write_text(
+        "- \"import json\\nrows = open('data/sub/a.csv').read().count('\\\\n') - 1\\n"
+        "json.dump({'rows': rows}, open('result.json', 'w'))\\n\"\n"
+    )
+    done, _ = _execloop(
+        "task",
+        "Count the rows of data/sub/a.csv",
+        "--input",
+        str(data),
+        "--model",
+        f"scripted:{replies}",
+        "--check",
+        'result["rows"] == 2',
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "passed", result["checks"]
+    assert {"data/sub/a.csv", "main.py", "result.json"} <= {a["path"] for a in result["artifacts"]}
+
+
 def test_a_workspace_never_loses_a_file(probe: Path, tmp_path: Path) -> None:
     workspace = _workspace(tmp_path)
     (workspace / "main.py").write_text("# the user's own main.py\n")
