@@ -305,10 +305,6 @@ class Inputs:
                 lines.append(f"- {name}/ (an empty directory)")
         return "\n".join(lines)
 
-    def occupies(self, name: str) -> bool:
-        """Whether ``name`` (a workspace path) is one of the inputs' files or directories."""
-        return name in self.dirs or any(item.name == name for item in self.files)
-
     @contextlib.asynccontextmanager
     async def staged(self) -> AsyncIterator[StagedInputs]:
         """A private copy of the inputs, laid out as in the workspace; removed afterwards.
