@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "ANSWER_CHARS",
+    "ARTIFACTS_LISTED",
     "INPUT_PREVIEW_CHARS",
     "REASON_CHARS",
     "SCRIPT_CHARS",
@@ -20,6 +21,7 @@ __all__ = [
 ]
 
 ANSWER_CHARS = 4000  # Result.answer
+ARTIFACTS_LISTED = 200  # Result.artifacts and `execloop run`'s table; the rest are counted
 REASON_CHARS = 300  # one check's reason
 STDERR_TAIL_CHARS = 2000  # stderr shown back to the model after a failed attempt
 STDOUT_TAIL_CHARS = 800  # stdout shown back to the model

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,11 +80,13 @@ async def reverify(
     checks: Sequence[CheckSpec],
     *,
     sandbox_factory: Callable[[], Sandbox],
-    outputs: Mapping[str, bytes],
+    restore: Sequence[Path],
     run: ExecResult,
     check_files_root: Path | None,
 ) -> list[CheckOutcome]:
-    """Re-run every check on ``outputs`` (the agent's final files) in a FRESH sandbox.
+    """Re-run every check in a FRESH sandbox on the agent's final files: ``restore`` is host
+    folders uploaded in order into its workspace (later ones win, e.g. the outputs, then the
+    original inputs over them).
 
     Nothing of the agent's session exists there (no thread, no patched module), only its files.
     If the fresh sandbox cannot be set up, every check fails saying so.
@@ -92,7 +94,8 @@ async def reverify(
     outcomes: list[CheckOutcome] | None = None
     try:
         async with sandbox_factory() as sandbox:
-            await sandbox.upload(outputs)
+            for folder in restore:
+                await sandbox.upload(folder)
             outcomes = await run_checks(
                 checks, sandbox=sandbox, run=run, check_files_root=check_files_root
             )

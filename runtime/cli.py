@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -19,6 +21,9 @@ from execloop.runtime.cli_boundary import GuardedGroup, configure_logging, flags
 from execloop.runtime.terminal import one_line, printable
 from execloop.sandboxes import ExitReason, SandboxSpec
 from execloop.sandboxes.spec import SANDBOX_UID
+
+if TYPE_CHECKING:
+    from execloop.runtime.run import ScriptRun
 
 __all__ = ["main"]
 
@@ -65,7 +70,8 @@ def _spec(**fields: Any) -> SandboxSpec:
 @click.option(
     "--workspace",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Host directory used as the workspace (kept after the run); created if missing.",
+    help="Host directory used as the workspace, created if missing and kept after the run "
+    "(execloop never overwrites a file in it; its copy of the script, main.py, is removed).",
 )
 @click.option("--image", help="Image to run in [default: execloop's python image].")
 @click.option(
@@ -73,7 +79,8 @@ def _spec(**fields: Any) -> SandboxSpec:
     "inputs",
     multiple=True,
     type=click.Path(exists=True, path_type=Path),
-    help="File or directory copied into the workspace first (repeatable).",
+    help="File (lands as its name) or directory (lands as DIR/...) copied into the workspace "
+    "first (repeatable).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def run(
@@ -89,29 +96,23 @@ def run(
     as_json: bool,
 ) -> None:
     """Run SCRIPT in a fresh hardened sandbox and print a compact result."""
+    from execloop.runtime.host_files import read_script
     from execloop.runtime.run import run_script
-    from execloop.sandboxes import transfer
 
-    if workspace is not None and not workspace.exists():
-        workspace.mkdir(parents=True)
-        if os.geteuid() == 0:  # the sandbox never runs as root: give it the new directory
-            os.chown(workspace, SANDBOX_UID, SANDBOX_UID)
+    code = read_script(script)  # a fifo or a device is refused here, never read
+    if workspace is not None:
+        _make_workspace(workspace)
     spec = _spec(
         timeout_s=timeout, memory=memory, cpus=cpus, pids=pids, image=image, workspace_dir=workspace
     )
-    files: dict[str, bytes | str] = {}
-    for item in inputs:
-        for path in [item] if item.is_file() else sorted(p for p in item.rglob("*") if p.is_file()):
-            name = path.name if item.is_file() else path.relative_to(item.parent).as_posix()
-            files[name] = path.read_bytes()
-    transfer.tar_from_mapping(files)  # refuse bad names before anything starts
-    with console.status(f"running {script.name} in a {spec.backend} sandbox…", spinner="dots"):
-        outcome = run_script(script, spec=spec, files=files, args=args)
+    name = escape(_shown(script.name, console))
+    with console.status(f"running {name} in a {spec.backend} sandbox…", spinner="dots"):
+        outcome = run_script(code, spec=spec, inputs=inputs, args=args)
     result = outcome.result
     if as_json:
         out.print_json(outcome.model_dump_json())
     else:
-        _print_result(script, outcome.model_dump())
+        _print_result(script, outcome)
     sys.exit(
         _EXIT_STATUS[result.exit_reason]
         if result.exit_reason is not ExitReason.ERROR
@@ -119,25 +120,63 @@ def run(
     )
 
 
-def _print_result(script: Path, outcome: dict[str, Any]) -> None:
-    result = outcome["result"]
-    colour = "green" if result["exit_reason"] == "ok" else "red"
-    peak = result["peak_memory_bytes"]
+def _make_workspace(workspace: Path) -> None:
+    from execloop.runtime.host_workspace import check_workspace_dir
+
+    check_workspace_dir(workspace)
+    if workspace.exists():
+        return
+    try:
+        workspace.mkdir(parents=True)
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot create {workspace}: {exc.strerror}", param_hint="--workspace"
+        ) from exc
+    if os.geteuid() == 0:  # the sandbox never runs as root: give it the new directory
+        os.chown(workspace, SANDBOX_UID, SANDBOX_UID)
+
+
+_TABLE_ROWS = 50
+# C0 controls but newline and tab, DEL and the C1 controls (0x9b is a one-byte CSI)
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _shown(text: str, console: Console) -> str:
+    """``text`` as printed on ``console``: on a terminal, control characters become visible
+    escapes (``\\x1b``) so sandbox output cannot drive the terminal; elsewhere it is exact."""
+    if not console.is_terminal:
+        return text
+    return _CONTROLS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
+def _print_result(script: Path, outcome: ScriptRun) -> None:
+    from execloop.runtime.host_files import human_bytes
+
+    result = outcome.result
+    colour = "green" if result.ok else "red"
+    peak = result.peak_memory_bytes
     console.print(
-        f"[bold {colour}]{result['exit_reason']}[/] {script.name}: exit {result['exit_code']}, "
-        f"{result['duration_s']:.2f} s" + (f", peak memory {peak / 2**20:.1f} MiB" if peak else "")
+        f"[bold {colour}]{result.exit_reason.value}[/] {escape(_shown(script.name, console))}: "
+        f"exit {result.exit_code}, {result.duration_s:.2f} s"
+        + (f", peak memory {peak / 2**20:.1f} MiB" if peak else ""),
+        highlight=False,
     )
     for stream in ("stdout", "stderr"):
-        text = result[stream].rstrip()
+        text = getattr(result, stream).rstrip()
         if text:
-            flag = " (truncated)" if result[f"{stream}_truncated"] else ""
+            flag = " (truncated)" if getattr(result, f"{stream}_truncated") else ""
             console.rule(f"{stream}{flag}", style="dim")
-            out.print(text, markup=False, highlight=False)
-    if outcome["artifacts"]:
+            out.print(_shown(text, out), markup=False, highlight=False)
+    if outcome.artifacts:
         table = Table("artifact", "bytes", "sha256", title="workspace", title_justify="left")
-        for item in outcome["artifacts"]:
-            table.add_row(item["path"], str(item["size_bytes"]), item["sha256"][:16])
+        for item in outcome.artifacts[:_TABLE_ROWS]:
+            table.add_row(Text(_shown(item.path, console)), str(item.size_bytes), item.sha256[:16])
         console.print(table)
+        listed = outcome.artifacts[:_TABLE_ROWS]
+        more = outcome.artifacts_total_files - len(listed)
+        if more > 0:
+            rest = outcome.artifacts_total_bytes - sum(item.size_bytes for item in listed)
+            console.print(f"… and {more:,} more files, {human_bytes(rest)}", highlight=False)
 
 
 @cli.command()

@@ -8,13 +8,11 @@ is reported ``passed`` (a background thread left by the script cannot fake a ver
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import tarfile
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,13 +25,15 @@ from execloop.runtime.bridge import ToolBridge, ToolCallRecord, ToolRegistry, re
 from execloop.runtime.check_runner import reverify, run_checks
 from execloop.runtime.checks import CheckOutcome, CheckSpec, ExitStatusCheck
 from execloop.runtime.classic import CallTrace, ClassicEstimate, estimate_classic
+from execloop.runtime.host_files import human_bytes
+from execloop.runtime.host_workspace import HostWorkspace
+from execloop.runtime.inputs import SCRIPT_NAME, Inputs, StagedInputs
 from execloop.runtime.ledger import Usage
 from execloop.runtime.models.base import Message, Model, ModelRequest
 from execloop.runtime.prompts import (
     SYSTEM_RULES,
     AttemptMemory,
     describe_checks,
-    describe_inputs,
     extract_script,
     failure_report,
 )
@@ -41,15 +41,15 @@ from execloop.runtime.skills import TASK_JSON, Skill
 from execloop.runtime.task import AttemptRecord, Result, Task, TaskStatus, Timings
 from execloop.runtime.tokens import TOKENIZER_NAME, count_tokens
 from execloop.sandboxes import Artifact, ExecResult, Sandbox, SandboxSpec, create_sandbox
+from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
-__all__ = [
-    "LoopEvent",
-    "SCRIPT_NAME",
-    "SubAgent",
-]
+__all__ = ["LoopEvent", "SubAgent"]
 
-SCRIPT_NAME = "script.py"
 log = logging.getLogger("execloop.runtime.loop")
+_REVERIFY_FAILED = (
+    "Your checks passed in your sandbox but failed when re-run on your outputs in a fresh "
+    "sandbox: do not rely on state outside the files you write."
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,8 @@ class _State:
     records: list[AttemptRecord] = field(default_factory=list)
     outcomes: list[CheckOutcome] = field(default_factory=list)
     artifacts: list[Artifact] = field(default_factory=list)
+    artifacts_total: tuple[int, int] = (0, 0)  # files, bytes: the whole workspace's
+    outputs_refused: str | None = None  # why the outputs could not be kept for re-verification
     answer: str = ""
     tool_calls: list[ToolCallRecord] = field(default_factory=list)  # the last attempt's
     model_s: float = 0.0
@@ -113,8 +115,18 @@ class SubAgent:
         self.checks: tuple[CheckSpec, ...] = tuple(checks)
         self.check_root: Path | None = skill.folder if skill else None
         self.system = self._system_blocks()
+        # The inputs are walked and checked once, here; a refusal ends the task before any
+        # model call or sandbox (run() returns it as an error result).
+        self.inputs = Inputs.collect(())
+        self.refused: str | None = None
+        try:
+            self.inputs = Inputs.collect(task.inputs)
+            self.inputs.check_fits(self.spec)
+            described = self.inputs.describe()
+        except ConfigError as exc:
+            self.refused, described = str(exc), "Input files: (refused)"
         self.task_text = "\n\n".join(
-            [f"Task: {task.goal}", describe_inputs(task.inputs), describe_checks(self.checks)]
+            [f"Task: {task.goal}", described, describe_checks(self.checks)]
         )
         # Older attempts are summarised in at most a fifth of the fixed prompt (and never more
         # than SUMMARY_TOKENS), so attempt 20's prompt stays within 1.25x of attempt 3's.
@@ -122,7 +134,7 @@ class SubAgent:
         fixed = self._system_tokens + count_tokens(self.task_text)
         self.memory = AttemptMemory(summary_tokens=min(bounds.SUMMARY_TOKENS, fixed // 5))
         self._state = _State()
-        self._outputs: dict[str, bytes] = {}  # the workspace of the last all-passing attempt
+        self._staged = StagedInputs(None)  # set for the duration of run()
 
     def _system_blocks(self) -> tuple[str, ...]:
         blocks = [SYSTEM_RULES]
@@ -153,9 +165,12 @@ class SubAgent:
     async def run(self) -> Result:
         started = time.monotonic()
         try:
+            if self.refused is not None:  # inputs or workspace refused when collected
+                raise ConfigError(self.refused)
             self.preflight()
             with anyio.move_on_after(self.task.budget.max_wall_time_s) as deadline:
-                status = await self._attempts()
+                async with self._prepared():
+                    status = await self._attempts()
             if deadline.cancelled_caught:
                 status, error = TaskStatus.BUDGET_EXHAUSTED, "wall-time budget exhausted"
             else:
@@ -169,6 +184,22 @@ class SubAgent:
         result = self._result(status, error, time.monotonic() - started)
         self._on_event(LoopEvent("finished", len(self._state.records), {"result": result}))
         return result
+
+    @asynccontextmanager
+    async def _prepared(self) -> AsyncIterator[None]:
+        """The staged inputs every sandbox of this task receives, and the claim on a host
+        workspace directory if the spec names one."""
+        async with AsyncExitStack() as stack:
+            if self.spec.workspace_dir is not None:
+                claim = stack.enter_context(HostWorkspace.claim(self.spec.workspace_dir))
+                claim.reserve(SCRIPT_NAME)
+            self._staged = await stack.enter_async_context(self.inputs.staged())
+            if self.spec.workspace_dir is not None:
+                claim.refuse_overwriting_inputs(self.inputs, self._staged.folder)
+            try:
+                yield
+            finally:
+                self._staged = StagedInputs(None)
 
     async def _attempts(self) -> TaskStatus:
         for number in range(1, self.task.budget.max_attempts + 1):
@@ -203,18 +234,16 @@ class SubAgent:
                 one_line=(f"attempt {number}: no script in the reply"),
             )
             return False
-        run, outcomes = await self._run_and_check(script, number)
-        note = ""
-        if all(o.passed for o in outcomes):
-            outcomes = await self._reverify(run)
-            note = (
-                ""
-                if all(o.passed for o in outcomes)
-                else (
-                    "Your checks passed in your sandbox but failed when re-run on your outputs in "
-                    "a fresh sandbox: do not rely on state outside the files you write."
-                )
-            )
+        outputs = make_temp_dir("outputs")  # the workspace kept for re-verification
+        try:
+            run, outcomes = await self._run_and_check(script, number, outputs)
+            note = ""
+            if all(o.passed for o in outcomes):
+                outcomes = await self._reverify(run, outputs)
+                if not all(o.passed for o in outcomes):
+                    note = _REVERIFY_FAILED
+        finally:
+            await anyio.to_thread.run_sync(remove_temp_dir, outputs)
         state.outcomes = outcomes
         self._record(number, run, outcomes, reply.usage, prompt_tokens, len(script), began)
         passed = all(o.passed for o in outcomes)
@@ -228,13 +257,13 @@ class SubAgent:
         return passed
 
     async def _run_and_check(
-        self, script: str, number: int
+        self, script: str, number: int, outputs: Path
     ) -> tuple[ExecResult, list[CheckOutcome]]:
         state = self._state
+        state.outputs_refused = None
         began = time.monotonic()
         async with self._factory(self.spec) as sandbox:
-            for source in self.task.inputs:
-                await sandbox.upload(source)
+            await self._staged.upload(sandbox)
             await sandbox.upload({SCRIPT_NAME: script})
             async with self._tools(sandbox) as bridge:
                 run = await sandbox.exec_file(SCRIPT_NAME)
@@ -250,14 +279,29 @@ class SubAgent:
             state.checks_s += time.monotonic() - checked
             self._on_event(LoopEvent("checked", number, {"outcomes": outcomes}))
             if run.exit_code is not None:  # the sandbox is alive: keep what it produced
-                state.artifacts = await sandbox.artifacts()
+                manifest = await sandbox.manifest(limit=bounds.ARTIFACTS_LISTED)
+                state.artifacts = manifest.files
+                state.artifacts_total = (manifest.total_files, manifest.total_bytes)
                 state.answer = await self._answer(sandbox, run)
                 if all(o.passed for o in outcomes):
-                    self._outputs = await self._workspace_files(sandbox)
-                    # checks may read the inputs back: judge with the originals, not with
-                    # whatever the script left under their names
-                    self._outputs.update(self._original_inputs())
+                    state.outputs_refused = await self._keep_outputs(sandbox, outputs)
         return run, outcomes
+
+    async def _keep_outputs(self, sandbox: Sandbox, outputs: Path) -> str | None:
+        """Copy the workspace into the host folder ``outputs`` for re-verification; the reason
+        if it is too large to keep."""
+        files, size = self._state.artifacts_total
+        if size > self.spec.workspace_size:
+            return (
+                f"the outputs ({files:,} files, {human_bytes(size)}) are larger than "
+                f"workspace_size ({human_bytes(self.spec.workspace_size)}), so they cannot be "
+                f"re-verified"
+            )
+        await sandbox.download(".", outputs)
+        # checks may read the inputs back: they are judged with the originals, restored over
+        # whatever the script left under their names
+        await anyio.to_thread.run_sync(self.inputs.prune_conflicts, outputs)
+        return None
 
     @asynccontextmanager
     async def _tools(self, sandbox: Sandbox) -> AsyncIterator[ToolBridge | None]:
@@ -291,40 +335,25 @@ class SubAgent:
             final_answer=final_answer,
         )
 
-    async def _reverify(self, run: ExecResult) -> list[CheckOutcome]:
+    async def _reverify(self, run: ExecResult, outputs: Path) -> list[CheckOutcome]:
+        refused = self._state.outputs_refused
+        if refused is not None:
+            return [
+                CheckOutcome(name=c.label(), kind=c.kind, passed=False, reason=refused)
+                for c in self.checks
+            ]
         began = time.monotonic()
+        staged = self._staged.folder
         try:
             return await reverify(
                 self.checks,
                 sandbox_factory=lambda: self._factory(self.spec),
-                outputs=self._outputs,
+                restore=[outputs] if staged is None else [outputs, staged],
                 run=run,
                 check_files_root=self.check_root,
             )
         finally:
             self._state.checks_s += time.monotonic() - began
-
-    def _original_inputs(self) -> dict[str, bytes]:
-        files: dict[str, bytes] = {}
-        for source in self.task.inputs:
-            if source.is_file():
-                files[source.name] = source.read_bytes()
-                continue
-            for path in source.rglob("*"):
-                if path.is_file() and not path.is_symlink():
-                    files[path.relative_to(source.parent).as_posix()] = path.read_bytes()
-        return files
-
-    @staticmethod
-    async def _workspace_files(sandbox: Sandbox) -> dict[str, bytes]:
-        archive = await sandbox.download_tar(".")
-        files: dict[str, bytes] = {}
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
-            for member in tar.getmembers():
-                handle = tar.extractfile(member) if member.isfile() else None
-                if handle is not None:
-                    files[member.name] = handle.read()
-        return files
 
     @staticmethod
     async def _answer(sandbox: Sandbox, run: ExecResult) -> str:
@@ -370,6 +399,8 @@ class SubAgent:
             answer=state.answer,
             checks=state.outcomes,
             artifacts=state.artifacts,
+            artifacts_total_files=state.artifacts_total[0],
+            artifacts_total_bytes=state.artifacts_total[1],
             attempts=len(state.records),
             attempt_log=state.records,
             usage=state.usage,

@@ -1,8 +1,9 @@
 """What the sub-agent is told, and the bounded memory of its earlier attempts.
 
-Attempt n sees: the stable prefix (rules, skill, tool API — cacheable), the task (goal, inputs,
-checks), a summary of attempts 1..n-2 capped in tokens, and the full last script with its
-compact failure report. Nothing else accumulates, so the prompt does not grow with n.
+Attempt n sees: the stable prefix (rules, skill, tool API — cacheable), the task (goal, the
+inputs as ``Inputs.describe`` lists them, checks), a summary of attempts 1..n-2 capped in
+tokens, and the full last script with its compact failure report. Nothing else accumulates,
+so the prompt does not grow with n.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from execloop.runtime import bounds
 from execloop.runtime.checks import CheckOutcome, CheckSpec
@@ -23,7 +23,6 @@ __all__ = [
     "CORRECTION",
     "SYSTEM_RULES",
     "describe_checks",
-    "describe_inputs",
     "extract_script",
     "failure_report",
 ]
@@ -54,34 +53,6 @@ def extract_script(reply: ModelReply) -> str | None:
     if match and match.group(1).strip():
         return match.group(1)
     return None
-
-
-def _preview(path: Path) -> str:
-    try:
-        with path.open("r", encoding="utf-8") as handle:
-            text = handle.read(bounds.INPUT_PREVIEW_CHARS + 1)
-    except (UnicodeDecodeError, OSError):
-        return "    (binary)"
-    lines = bounds.head(text, bounds.INPUT_PREVIEW_CHARS).splitlines()[:6]
-    return "\n".join(f"    | {line}" for line in lines)
-
-
-def describe_inputs(inputs: Sequence[Path]) -> str:
-    """The input listing: names and sizes, with the first lines of each text file."""
-    if not inputs:
-        return "Input files: none."
-    lines = ["Input files (in the working directory):"]
-    for source in inputs:
-        files = (
-            [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
-        )
-        for path in files[:50]:
-            name = path.name if source.is_file() else path.relative_to(source.parent).as_posix()
-            lines.append(f"- {name} ({path.stat().st_size} bytes)")
-            lines.append(_preview(path))
-        if len(files) > 50:
-            lines.append(f"- … {len(files) - 50} more files under {source.name}/")
-    return "\n".join(lines)
 
 
 def describe_checks(checks: Sequence[CheckSpec]) -> str:

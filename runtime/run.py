@@ -7,27 +7,32 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path, PurePosixPath
 
 import anyio
 from pydantic import BaseModel, ConfigDict
 
 from execloop.errors import ConfigError
+from execloop.runtime import bounds
+from execloop.runtime.host_files import read_script
+from execloop.runtime.host_workspace import HostWorkspace
+from execloop.runtime.inputs import SCRIPT_NAME, Inputs
 from execloop.sandboxes import Artifact, ExecResult, SandboxSpec, create_sandbox
 
 __all__ = ["ScriptRun", "run_script", "run_script_async"]
 
-SCRIPT_NAME = "main.py"
-
 
 class ScriptRun(BaseModel):
-    """What one script run produced: its result and a manifest of the workspace."""
+    """What one script run produced: its result and a bounded manifest of the workspace."""
 
     model_config = ConfigDict(frozen=True)
 
     result: ExecResult
-    artifacts: list[Artifact]
+    artifacts: list[Artifact]  # the first ``bounds.ARTIFACTS_LISTED`` files, in path order
+    artifacts_total_files: int = 0
+    artifacts_total_bytes: int = 0
 
 
 async def run_script_async(
@@ -35,14 +40,56 @@ async def run_script_async(
     *,
     spec: SandboxSpec | None = None,
     files: Mapping[str, bytes | str] | None = None,
+    inputs: Sequence[Path] = (),
     args: tuple[str, ...] = (),
 ) -> ScriptRun:
-    """Upload ``files`` and the script, run it as ``__main__``, list the workspace, tear down."""
-    async with create_sandbox(spec) as sandbox:
-        await sandbox.upload({**(files or {}), SCRIPT_NAME: source})
+    """Upload ``inputs`` (host files and directories, laid out by ``Inputs``), ``files`` and
+    the script as ``main.py``, run it as ``__main__``, list the workspace, tear down.
+
+    Nothing is overwritten: ``main.py`` is reserved, and in a host workspace
+    (``spec.workspace_dir``, locked for the run) existing files are never replaced."""
+    spec = spec or SandboxSpec()
+    script = source.encode() if isinstance(source, str) else source
+    extra = {name: _content(name, content) for name, content in (files or {}).items()}
+    collected = Inputs.collect(inputs)
+    for name in extra:
+        top = PurePosixPath(name).parts[0] if PurePosixPath(name).parts else name
+        if top == SCRIPT_NAME or top in collected.names:
+            raise ConfigError(
+                f"files entry {name!r} collides with the script ({SCRIPT_NAME}) or an input "
+                f"of the same name; rename it"
+            )
+    collected.check_fits(spec, extra_bytes=len(script) + sum(map(len, extra.values())))
+    async with AsyncExitStack() as stack:
+        if spec.workspace_dir is not None:
+            claim = stack.enter_context(HostWorkspace.claim(spec.workspace_dir))
+            claim.reserve(SCRIPT_NAME)
+            for name, content in extra.items():
+                claim.refuse_overwrite(name, content)
+        staged = await stack.enter_async_context(collected.staged())
+        if spec.workspace_dir is not None:
+            claim.refuse_overwriting_inputs(collected, staged.folder)
+        sandbox = await stack.enter_async_context(create_sandbox(spec))
+        await staged.upload(sandbox)
+        await sandbox.upload({**extra, SCRIPT_NAME: script})
         result = await sandbox.exec_file(SCRIPT_NAME, args=args)
-        artifacts = [] if result.exit_code is None else await sandbox.artifacts()
-    return ScriptRun(result=result, artifacts=artifacts)
+        if result.exit_code is None:  # the sandbox died with the script: nothing to list
+            return ScriptRun(result=result, artifacts=[])
+        manifest = await sandbox.manifest(limit=bounds.ARTIFACTS_LISTED)
+    return ScriptRun(
+        result=result,
+        artifacts=manifest.files,
+        artifacts_total_files=manifest.total_files,
+        artifacts_total_bytes=manifest.total_bytes,
+    )
+
+
+def _content(name: str, content: object) -> bytes:
+    if isinstance(content, str):
+        return content.encode()
+    if isinstance(content, bytes):
+        return content
+    raise ConfigError(f"files[{name!r}] must be bytes or str, not {type(content).__name__}")
 
 
 def run_script(
@@ -50,6 +97,7 @@ def run_script(
     *,
     spec: SandboxSpec | None = None,
     files: Mapping[str, bytes | str] | None = None,
+    inputs: Sequence[Path] = (),
     args: tuple[str, ...] = (),
 ) -> ScriptRun:
     """Synchronous ``run_script_async``; ``source`` may be code or a path to a script (sent
@@ -60,5 +108,7 @@ def run_script(
         pass
     else:
         raise ConfigError("run_script() was called inside an event loop; use run_script_async")
-    code = source.read_bytes() if isinstance(source, Path) else source
-    return anyio.run(lambda: run_script_async(code, spec=spec, files=files, args=args))
+    code = read_script(source) if isinstance(source, Path) else source
+    return anyio.run(
+        lambda: run_script_async(code, spec=spec, files=files, inputs=inputs, args=args)
+    )

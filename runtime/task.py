@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from execloop.runtime.checks import CheckOutcome, CheckSpec
 from execloop.runtime.classic import ClassicEstimate
+from execloop.runtime.inputs import Inputs
 from execloop.runtime.ledger import Usage
 from execloop.sandboxes.base import Artifact, ExitReason
 from execloop.sandboxes.spec import SandboxSpec
@@ -55,14 +56,10 @@ class Task(BaseModel):
 
     @field_validator("inputs")
     @classmethod
-    def _inputs_exist(cls, inputs: tuple[Path, ...]) -> tuple[Path, ...]:
-        missing = [str(path) for path in inputs if not path.exists()]
-        if missing:
-            raise ValueError(f"input files not found: {missing}")
-        names = [path.name for path in inputs]
-        if len(set(names)) != len(names):
-            raise ValueError(f"inputs share a file name, they would overwrite each other: {names}")
-        return tuple(path.resolve() for path in inputs)
+    def _inputs_usable(cls, inputs: tuple[Path, ...]) -> tuple[Path, ...]:
+        """Walked and checked as the sandbox will get them (``Inputs.collect``): missing
+        paths, links out of an input, fifos and devices, name clashes are refused here."""
+        return Inputs.collect(inputs).paths
 
 
 class TaskStatus(enum.StrEnum):
@@ -107,7 +104,11 @@ class Result(BaseModel):
     status: TaskStatus
     answer: str = Field(default="", description="result.json, else the stdout tail; bounded.")
     checks: list[CheckOutcome] = Field(default_factory=list)
-    artifacts: list[Artifact] = Field(default_factory=list)
+    artifacts: list[Artifact] = Field(
+        default_factory=list, description="The first files of the workspace (bounded)."
+    )
+    artifacts_total_files: int = Field(default=0, description="Files in the whole workspace.")
+    artifacts_total_bytes: int = Field(default=0, description="Their total size.")
     attempts: int = 0
     attempt_log: list[AttemptRecord] = Field(default_factory=list)
     usage: Usage = Usage()

@@ -111,7 +111,7 @@ def _summary(result: Result) -> None:
     "inputs",
     multiple=True,
     type=click.Path(exists=True, path_type=Path),
-    help="Input file (repeatable).",
+    help="Input file (lands as its name) or directory (lands as DIR/...) (repeatable).",
 )
 @click.option(
     "--model",
@@ -141,9 +141,12 @@ def task_command(
     as_json: bool,
 ) -> None:
     """Have a sub-agent solve GOAL with a script, checked until it passes."""
+    from execloop.runtime.inputs import Inputs
     from execloop.runtime.models import parse_model
     from execloop.runtime.skills import find_skill
 
+    with flags("--input"):  # a refused input is one clear error here, before anything starts
+        Inputs.collect(inputs)
     with flags(_BUDGET_FLAGS):  # every option is checked before a model or sandbox is made
         budget = Budget(max_attempts=max_attempts, max_tokens=max_tokens, max_wall_time_s=max_time)
     with flags("--check"):

@@ -3,8 +3,6 @@ agent cannot swap the host's pytest file, and ``reverify`` judges outputs in a f
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -152,15 +150,10 @@ def by_name(outcomes: list[CheckOutcome]) -> dict[str, CheckOutcome]:
     return {outcome.name: outcome for outcome in outcomes}
 
 
-async def workspace_files(sandbox: Sandbox) -> dict[str, bytes]:
-    """The agent's outputs as the loop takes them: every file of the workspace."""
-    files = {}
-    with tarfile.open(fileobj=io.BytesIO(await sandbox.download_tar(".")), mode="r:") as tar:
-        for member in tar.getmembers():
-            handle = tar.extractfile(member) if member.isfile() else None
-            if handle is not None:
-                files[member.name] = handle.read()
-    return files
+async def workspace_files(sandbox: Sandbox, folder: Path) -> Path:
+    """The agent's outputs as the loop keeps them: the workspace copied into a host folder."""
+    await sandbox.download(".", folder)
+    return folder
 
 
 async def test_every_check_passes_on_good_outputs_and_leaves_no_trace(check_root: Path) -> None:
@@ -255,21 +248,28 @@ async def test_after_a_timeout_each_check_says_the_sandbox_is_dead(check_root: P
         assert reason.startswith("the sandbox is dead, so this check could not run:"), reason
 
 
-async def test_reverify_passes_good_outputs_and_fails_tampered_ones(check_root: Path) -> None:
+async def test_reverify_passes_good_outputs_and_fails_tampered_ones(
+    check_root: Path, tmp_path: Path
+) -> None:
     async with DockerSandbox() as sandbox:
         run = await run_script(sandbox, GOOD_SCRIPT)
-        outputs = await workspace_files(sandbox)
+        outputs = await workspace_files(sandbox, tmp_path / "outputs")
     fresh = await reverify(
-        CHECKS, sandbox_factory=DockerSandbox, outputs=outputs, run=run, check_files_root=check_root
+        CHECKS,
+        sandbox_factory=DockerSandbox,
+        restore=[outputs],
+        run=run,
+        check_files_root=check_root,
     )
     assert all(o.passed for o in fresh), summarize(fresh)
 
-    tampered = dict(outputs)
-    tampered["result.json"] = b'{"rows_out": 3, "loss_initial": 1, "loss_final": 2}'
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    (tampered / "result.json").write_bytes(b'{"rows_out": 3, "loss_initial": 1, "loss_final": 2}')
     outcomes = await reverify(
         CHECKS,
         sandbox_factory=DockerSandbox,
-        outputs=tampered,
+        restore=[outputs, tampered],
         run=run,
         check_files_root=check_root,
     )
@@ -281,7 +281,7 @@ async def test_reverify_passes_good_outputs_and_fails_tampered_ones(check_root: 
 
 
 async def test_reverify_is_immune_to_a_thread_left_in_the_agents_session(
-    check_root: Path,
+    check_root: Path, tmp_path: Path
 ) -> None:
     script = GOOD_SCRIPT.replace('"rows_out": len(frame)', '"rows_out": 2')
     script = script.replace('assert result["rows_out"] == 3, "wrong row count"', LURKER)
@@ -294,9 +294,13 @@ async def test_reverify_is_immune_to_a_thread_left_in_the_agents_session(
         (in_session,) = await run_checks(
             checks, sandbox=sandbox, run=run, check_files_root=check_root
         )
-        outputs = await workspace_files(sandbox)
+        outputs = await workspace_files(sandbox, tmp_path / "outputs")
     (outcome,) = await reverify(
-        checks, sandbox_factory=DockerSandbox, outputs=outputs, run=run, check_files_root=check_root
+        checks,
+        sandbox_factory=DockerSandbox,
+        restore=[outputs],
+        run=run,
+        check_files_root=check_root,
     )
     assert not in_session.passed
     assert outcome.reason == "1 of 2 tests failed: test_rows_out (assert 2 == 3)"

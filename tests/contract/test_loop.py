@@ -69,7 +69,7 @@ async def test_fails_a_check_then_passes_on_the_second_attempt() -> None:
     assert result.usage.input_tokens == 1800 and result.usage.cache_read_input_tokens == 1400
     assert result.usage.requests == 2
     assert json.loads(result.answer) == {"total": 10}
-    assert {a.path for a in result.artifacts} >= {"result.json", "script.py"}
+    assert {a.path for a in result.artifacts} >= {"result.json", "main.py"}
     assert all(c.passed for c in result.checks) and not result.scripted
 
 

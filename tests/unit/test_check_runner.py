@@ -42,7 +42,7 @@ from execloop.runtime.checks import (
     PytestCheck,
 )
 from execloop.sandboxes import transfer
-from execloop.sandboxes.base import Artifact, ExecResult, ExitReason, Sandbox
+from execloop.sandboxes.base import Artifact, ExecResult, ExitReason, Manifest, Sandbox
 from execloop.sandboxes.spec import SandboxSpec
 
 RESULT = {"loss_initial": 4.2, "loss_final": 3.7, "rows": [1, 2, 3], "meta": {"ok": True}}
@@ -97,11 +97,13 @@ class FileSandbox(Sandbox):
             raise TransferError(f"FileNotFoundError: {path} does not exist")
         return transfer.tar_from_mapping({path: self.files[path]})
 
-    async def artifacts(self, path: str = ".") -> list[Artifact]:
+    async def manifest(self, path: str = ".", *, limit: int = 1000) -> Manifest:
         self._alive()
         if path not in self.files:
             raise TransferError(f"FileNotFoundError: {path} does not exist")
-        return [Artifact(path=path, size_bytes=len(self.files[path]), sha256="0" * 64)]
+        size = len(self.files[path])
+        listed = [Artifact(path=path, size_bytes=size, sha256="0" * 64)][:limit]
+        return Manifest(files=listed, total_files=1, total_bytes=size)
 
 
 def result_files(document: object = RESULT) -> dict[str, bytes]:
@@ -551,23 +553,32 @@ async def test_reasons_are_bounded_to_300_characters() -> None:
 
 
 @pytest.mark.anyio
-async def test_reverify_uploads_the_outputs_into_a_fresh_sandbox() -> None:
+async def test_reverify_restores_host_folders_in_order_into_a_fresh_sandbox(
+    tmp_path: Path,
+) -> None:
     made: list[FileSandbox] = []
 
     def factory() -> Sandbox:
         made.append(FileSandbox())
         return made[-1]
 
+    outputs, inputs = tmp_path / "outputs", tmp_path / "inputs"
+    (outputs / "data").mkdir(parents=True)
+    (inputs / "data").mkdir(parents=True)
+    (outputs / "result.json").write_bytes(result_files()["result.json"])
+    (outputs / "data" / "a.csv").write_text("overwritten by the script")
+    (inputs / "data" / "a.csv").write_text("the original")
     checks: list[CheckSpec] = [ExpressionCheck(expr='result["loss_final"] < 4')]
     outcomes = await reverify(
         checks,
         sandbox_factory=factory,
-        outputs=result_files(),
+        restore=[outputs, inputs],
         run=OK_RUN,
         check_files_root=None,
     )
     assert [o.passed for o in outcomes] == [True]
     assert len(made) == 1 and made[0].closed
+    assert made[0].files["data/a.csv"] == b"the original"  # later folders win
 
 
 @pytest.mark.anyio
@@ -578,7 +589,7 @@ async def test_reverify_fails_every_check_when_the_fresh_sandbox_does_not_start(
 
     checks: list[CheckSpec] = [ExitStatusCheck(), ExpressionCheck(expr="True")]
     outcomes = await reverify(
-        checks, sandbox_factory=Broken, outputs={}, run=OK_RUN, check_files_root=None
+        checks, sandbox_factory=Broken, restore=[], run=OK_RUN, check_files_root=None
     )
     assert [o.reason for o in outcomes] == [
         "the fresh sandbox for re-verification failed: no capacity"

@@ -18,6 +18,8 @@ def _result() -> Result:
         answer='{"total": 10}',
         checks=[CheckOutcome(name="exit status", kind="exit_status", passed=True)],
         artifacts=[Artifact(path="result.json", size_bytes=13, sha256="0" * 64)],
+        artifacts_total_files=1201,
+        artifacts_total_bytes=1_300_000,
         attempts=1,
         attempt_log=[AttemptRecord(number=1, exit_reason=ExitReason.OK, exit_code=0)],
         usage=Usage(input_tokens=10, output_tokens=5, requests=1),
@@ -38,6 +40,8 @@ def test_result_json_keys_are_pinned() -> None:
         "answer",
         "checks",
         "artifacts",
+        "artifacts_total_files",
+        "artifacts_total_bytes",
         "attempts",
         "attempt_log",
         "usage",
@@ -49,6 +53,7 @@ def test_result_json_keys_are_pinned() -> None:
         "error",
     ]
     assert data["status"] == "passed"
+    assert (data["artifacts_total_files"], data["artifacts_total_bytes"]) == (1201, 1_300_000)
     assert list(data["checks"][0]) == ["name", "kind", "passed", "reason"]
     assert list(data["artifacts"][0]) == ["path", "size_bytes", "sha256"]
     assert list(data["usage"]) == [
