@@ -91,7 +91,7 @@ def test_task_refuses_a_link_out_of_an_input(leaky: Path, tmp_path: Path) -> Non
         "task", "Look at d", "--input", str(leaky), "--model", f"scripted:{replies}"
     )
     assert done.returncode == 2
-    assert f"error: {leaky}/x is a symbolic link to /etc/shadow" in _one_line(done)
+    assert f"error: --input: {leaky}/x is a symbolic link to /etc/shadow" in _one_line(done)
 
 
 def test_run_refuses_fifos_devices_and_sockets_as_inputs_or_scripts(

@@ -48,6 +48,7 @@ def kernel(request: pytest.FixtureRequest) -> str:
 def jupyter_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The kernelspecs installed in a private prefix, a private runtime dir, unbuffered output
     (the clients print as the kernel does)."""
+    (tmp_path / "prefix").mkdir()
     install_kernelspecs(tmp_path / "prefix")
     env = {
         "JUPYTER_PATH": str(tmp_path / "prefix" / "share" / "jupyter"),

@@ -46,9 +46,8 @@ def my_kernel_containers(docker_client: Any) -> list[str]:
 
 def kernel_dirs() -> set[str]:
     """The provisioners' host directories (connection files, sockets, own workspaces)."""
-    return {
-        name for name in os.listdir(tempfile.gettempdir()) if name.startswith("execloop-kernel-")
-    }
+    mine = f"execloop-kernel-{os.getpid()}."  # other processes' kernels are not this test's
+    return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith(mine)}
 
 
 @pytest.fixture(params=PLACEMENTS)
