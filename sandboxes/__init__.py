@@ -9,7 +9,7 @@ if __name__ != "execloop.sandboxes":  # the folder is mapped into execloop; neve
         "import execloop.sandboxes, not sandboxes: the folder is part of the execloop package"
     )
 
-from execloop.sandboxes.base import Artifact, ExecResult, ExitReason, Sandbox
+from execloop.sandboxes.base import Artifact, ExecResult, ExitReason, Manifest, Sandbox
 from execloop.sandboxes.docker_backend import DockerSandbox
 from execloop.sandboxes.pool import PoolSet, SandboxPool
 from execloop.sandboxes.spec import SandboxSpec, parse_bytes
@@ -20,6 +20,7 @@ __all__ = [
     "DockerSandbox",
     "ExecResult",
     "ExitReason",
+    "Manifest",
     "PoolSet",
     "Sandbox",
     "SandboxPool",

@@ -17,11 +17,23 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict
 
-from execloop.errors import SandboxClosedError
+from execloop.errors import ConfigError, SandboxClosedError
 from execloop.sandboxes import transfer
 from execloop.sandboxes.spec import SandboxSpec
 
-__all__ = ["Artifact", "ExecResult", "ExitReason", "Sandbox"]
+__all__ = [
+    "Artifact",
+    "DEFAULT_MANIFEST_LIMIT",
+    "ExecResult",
+    "ExitReason",
+    "MAX_MANIFEST_LIMIT",
+    "Manifest",
+    "Sandbox",
+    "check_manifest_limit",
+]
+
+DEFAULT_MANIFEST_LIMIT = 1000
+MAX_MANIFEST_LIMIT = 100_000
 
 
 class ExitReason(enum.StrEnum):
@@ -62,6 +74,49 @@ class Artifact(BaseModel):
     path: str
     size_bytes: int
     sha256: str
+
+
+class Manifest(BaseModel):
+    """The regular files under a path, bounded: the first ``limit`` (in path order) listed with
+    size and sha256; every file counted and its size summed, but not hashed past the limit."""
+
+    model_config = ConfigDict(frozen=True)
+
+    files: list[Artifact]
+    total_files: int
+    total_bytes: int
+
+    @property
+    def truncated(self) -> bool:
+        """Whether files exist that ``files`` does not list."""
+        return self.total_files > len(self.files)
+
+    def summary(self) -> str:
+        """One line, e.g. ``100000 files, 1.2 MiB (first 1000 listed)``."""
+        size = _human_bytes(self.total_bytes)
+        noun = "file" if self.total_files == 1 else "files"
+        listed = f" (first {len(self.files)} listed)" if self.truncated else ""
+        return f"{self.total_files} {noun}, {size}{listed}"
+
+
+def _human_bytes(count: int) -> str:
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    value, exponent = float(count), 0
+    while value >= 1024 and exponent < len(units) - 1:
+        value, exponent = value / 1024, exponent + 1
+    return f"{count} B" if exponent == 0 else f"{value:.1f} {units[exponent]}"
+
+
+def check_manifest_limit(limit: object) -> int:
+    """``limit`` if it is a valid manifest limit, else ``ConfigError`` saying what is."""
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise ConfigError(f"manifest limit must be an integer, not {type(limit).__name__}")
+    if not 0 <= limit <= MAX_MANIFEST_LIMIT:
+        raise ConfigError(
+            f"manifest limit {limit} is out of range: use 0 to {MAX_MANIFEST_LIMIT} "
+            "(files past it are counted, not listed)"
+        )
+    return limit
 
 
 class Sandbox(abc.ABC):
@@ -120,8 +175,15 @@ class Sandbox(abc.ABC):
         """A tar archive of ``path`` (file or directory) in the workspace."""
 
     @abc.abstractmethod
+    async def manifest(self, path: str = ".", *, limit: int = DEFAULT_MANIFEST_LIMIT) -> Manifest:
+        """The regular files under ``path`` (a file or folder; links never followed), bounded:
+        the first ``limit`` in path order with size and sha256, all of them counted. An invalid
+        ``limit`` raises ``ConfigError`` (``check_manifest_limit``)."""
+
     async def artifacts(self, path: str = ".") -> list[Artifact]:
-        """Manifest (path, size, sha256) of every regular file under ``path``."""
+        """``manifest(path).files``: at most ``DEFAULT_MANIFEST_LIMIT`` files (``manifest()``
+        says how many there are in all)."""
+        return (await self.manifest(path)).files
 
     async def upload(self, source: Path | Mapping[str, bytes | str], dest: str = ".") -> None:
         """Upload a host file or directory, or a ``{name: content}`` mapping."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 # sandbox start. Everything else (tarfile, hashlib, pathlib, traceback...) is imported lazily.
 import builtins
 import contextlib
+import errno
 import json
 import os
 import select
@@ -34,20 +35,31 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import tarfile
+    from collections.abc import Iterator
     from pathlib import PurePosixPath
 
 __all__ = [
     "FRAME_PREFIX",
+    "MANIFEST_ENTRY_BUDGET",
     "MAX_HEADER_BYTES",
+    "ManifestBuilder",
     "TarRefusedError",
     "check_tar_member",
     "encode_frame",
     "main",
+    "manifest_body_bound",
+    "walk_files",
 ]
 
 FRAME_PREFIX = struct.Struct("!IQ")
 MAX_HEADER_BYTES = 64 * 1024 * 1024
+# A manifest's listing may take this many bytes of JSON per listed file on average (a sha256,
+# a size and a path of several hundred characters); past it, files are counted, not listed.
+MANIFEST_ENTRY_BUDGET = 1024
 _CHUNK = 1 << 16
+_HASH_CHUNK = 1 << 20
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class TarRefusedError(ValueError):
@@ -75,6 +87,114 @@ def check_tar_member(member: tarfile.TarInfo) -> PurePosixPath:
 def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
     data = json.dumps(header, separators=(",", ":")).encode()
     return FRAME_PREFIX.pack(len(data), len(body)) + data + body
+
+
+# -- manifests: shared by the helper and the host's workspace (links are never followed) ------
+def _sorted_listing(dir_fd: int) -> list[tuple[str, bool]]:
+    """``(name, is a folder)`` of a folder's entries, sorted so that a walk yields paths in
+    string order: a folder sorts as ``name/``, as every path below it begins."""
+    with os.scandir(dir_fd) as entries:
+        listing = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+    listing.sort(key=lambda item: item[0] + "/" if item[1] else item[0])
+    return listing
+
+
+def walk_files(top_fd: int) -> Iterator[tuple[str, int, str]]:
+    """``(path relative to top, folder fd, name)`` of every non-folder entry under the folder
+    ``top_fd``, in path order, never through a link. A folder fd is valid until the next item.
+    A folder that vanishes or becomes a link meanwhile is skipped."""
+    stack = [("", os.dup(top_fd), iter(_sorted_listing(top_fd)))]
+    try:
+        while stack:
+            prefix, fd, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                os.close(fd)
+                continue
+            name, is_dir = entry
+            if not is_dir:
+                yield prefix + name, fd, name
+                continue
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except (FileNotFoundError, NotADirectoryError, PermissionError):
+                continue
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                continue
+            stack.append((f"{prefix}{name}/", child, iter(_sorted_listing(child))))
+    finally:
+        for _, fd, _ in stack:
+            os.close(fd)
+
+
+def manifest_body_bound(limit: int) -> int:
+    """The most bytes a manifest's JSON listing of ``limit`` files may take."""
+    return 2 + limit * (MANIFEST_ENTRY_BUDGET + 1)
+
+
+class ManifestBuilder:
+    """Counts every regular file it is shown; lists (and hashes) the first ``limit`` of them,
+    within ``manifest_body_bound(limit)`` bytes of JSON."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.files: list[dict[str, Any]] = []
+        self.total_files = 0
+        self.total_bytes = 0
+        self._budget = manifest_body_bound(limit) - 2
+
+    def add(self, path: str, dir_fd: int, name: str) -> None:
+        """Count ``name`` in ``dir_fd`` if it is a regular file (a link is never followed)."""
+        import stat
+
+        try:
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:  # removed meanwhile
+            return
+        if not stat.S_ISREG(info.st_mode):
+            return
+        self.total_files += 1
+        self.total_bytes += info.st_size
+        if len(self.files) >= self.limit:
+            return
+        # the keys, a sha256, a 20-digit size and a comma around the path
+        cost = len(json.dumps(path)) + 120
+        if cost > self._budget:
+            return
+        listed = self._hashed(path, dir_fd, name)
+        if listed is not None:
+            self._budget -= cost
+            self.files.append(listed)
+
+    @staticmethod
+    def _hashed(path: str, dir_fd: int, name: str) -> dict[str, Any] | None:
+        import hashlib
+        import stat
+
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):  # swapped for something else meanwhile
+                return None
+            digest = hashlib.sha256()
+            size = 0
+            while chunk := handle.read(_HASH_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        return {"path": path, "size_bytes": size, "sha256": digest.hexdigest()}
+
+    def add_tree(self, top_fd: int, prefix: str) -> None:
+        """Every file under the folder ``top_fd``, named ``prefix + its relative path``."""
+        for path, dir_fd, name in walk_files(top_fd):
+            self.add(prefix + path, dir_fd, name)
+
+    def reply(self) -> tuple[dict[str, Any], bytes]:
+        """The protocol's reply: totals in the header, the listing as the JSON body."""
+        totals = {"total_files": self.total_files, "total_bytes": self.total_bytes}
+        return totals, json.dumps(self.files, separators=(",", ":")).encode()
 
 
 # --------------------------------------------------------------------------------------------
@@ -471,22 +591,24 @@ class _Session:
         return {"files": len(files)}, buffer.getvalue()
 
     def op_manifest(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
-        import hashlib
-
-        entries = []
-        for file in self._walk(self._inside(header.get("path", "."))):
-            digest = hashlib.sha256()
-            with open(file, "rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    digest.update(chunk)
-            entries.append(
-                {
-                    "path": os.path.relpath(file, self.workspace),
-                    "size_bytes": os.path.getsize(file),
-                    "sha256": digest.hexdigest(),
-                }
-            )
-        return {"artifacts": entries}, b""
+        root = self._inside(header.get("path", "."))
+        builder = ManifestBuilder(int(header["limit"]))
+        relative = os.path.relpath(root, self.workspace)
+        if os.path.isdir(root):
+            fd = os.open(root, _DIR_FLAGS)
+            try:
+                builder.add_tree(fd, "" if root == self.workspace else relative + "/")
+            finally:
+                os.close(fd)
+        elif os.path.lexists(root):
+            fd = os.open(os.path.dirname(root), _DIR_FLAGS)
+            try:
+                builder.add(relative, fd, os.path.basename(root))
+            finally:
+                os.close(fd)
+        else:
+            raise FileNotFoundError(f"{relative} does not exist")
+        return builder.reply()
 
 
 def main(argv: list[str] | None = None, *, session_class: type[_Session] = _Session) -> None:

@@ -26,7 +26,13 @@ from jupyter_client.manager import AsyncKernelManager
 
 from execloop.errors import ConfigError, SandboxClosedError, TransferError
 from execloop.sandboxes import kernelspecs
-from execloop.sandboxes.base import Artifact, ExecResult, ExitReason, Sandbox
+from execloop.sandboxes.base import (
+    DEFAULT_MANIFEST_LIMIT,
+    ExecResult,
+    ExitReason,
+    Manifest,
+    Sandbox,
+)
 from execloop.sandboxes.kernel_messages import OutputCollector
 from execloop.sandboxes.kernel_provisioners import check_placement, sandbox_owner
 from execloop.sandboxes.kernel_session import KernelSession, RunEnd
@@ -288,5 +294,6 @@ class JupyterSandbox(Sandbox):
         files = self._workspace()
         return await anyio.to_thread.run_sync(lambda: files.tar(path, max_bytes=MAX_DOWNLOAD_BYTES))
 
-    async def artifacts(self, path: str = ".") -> list[Artifact]:
-        return await anyio.to_thread.run_sync(self._workspace().manifest, path)
+    async def manifest(self, path: str = ".", *, limit: int = DEFAULT_MANIFEST_LIMIT) -> Manifest:
+        files = self._workspace()
+        return await anyio.to_thread.run_sync(lambda: files.manifest(path, limit=limit))

@@ -24,7 +24,7 @@ import anyio
 import anyio.abc
 
 from execloop.errors import ConfigError, SandboxClosedError
-from execloop.sandboxes.base import Artifact, ExecResult, Sandbox
+from execloop.sandboxes.base import DEFAULT_MANIFEST_LIMIT, ExecResult, Manifest, Sandbox
 from execloop.sandboxes.spec import SandboxSpec
 
 __all__ = ["PoolSet", "PoolStats", "PooledSandbox", "SandboxPool"]
@@ -322,5 +322,5 @@ class PooledSandbox(Sandbox):
     async def download_tar(self, path: str) -> bytes:
         return await self.inner.download_tar(path)
 
-    async def artifacts(self, path: str = ".") -> list[Artifact]:
-        return await self.inner.artifacts(path)
+    async def manifest(self, path: str = ".", *, limit: int = DEFAULT_MANIFEST_LIMIT) -> Manifest:
+        return await self.inner.manifest(path, limit=limit)

@@ -25,7 +25,15 @@ from pydantic import ValidationError
 
 from execloop.errors import ProtocolError, SandboxClosedError, SandboxStartError, TransferError
 from execloop.sandboxes import helper, transfer
-from execloop.sandboxes.base import Artifact, ExecResult, ExitReason, Sandbox
+from execloop.sandboxes.base import (
+    DEFAULT_MANIFEST_LIMIT,
+    Artifact,
+    ExecResult,
+    ExitReason,
+    Manifest,
+    Sandbox,
+    check_manifest_limit,
+)
 from execloop.sandboxes.spec import SandboxSpec
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
@@ -267,9 +275,21 @@ class HelperSandbox(Sandbox):
         transfer.check_archive(archive)
         return archive
 
-    async def artifacts(self, path: str = ".") -> list[Artifact]:
-        reply, _ = await self._file_call({"op": "manifest", "path": path})
+    async def manifest(self, path: str = ".", *, limit: int = DEFAULT_MANIFEST_LIMIT) -> Manifest:
+        limit = check_manifest_limit(limit)
+        reply, body = await self._file_call(
+            {"op": "manifest", "path": path, "limit": limit},
+            max_body=helper.manifest_body_bound(limit),
+        )
         try:
-            return [Artifact.model_validate(item) for item in reply["artifacts"]]
-        except (KeyError, TypeError, ValidationError) as exc:
+            files = [Artifact.model_validate(item) for item in json.loads(body)]
+            manifest = Manifest(
+                files=files, total_files=reply["total_files"], total_bytes=reply["total_bytes"]
+            )
+        except (KeyError, TypeError, ValueError) as exc:  # ValidationError is a ValueError
             raise ProtocolError(f"malformed manifest from the helper: {exc}") from exc
+        if len(files) > limit or manifest.total_files < len(files):
+            raise ProtocolError(
+                f"the helper listed {len(files)} of {manifest.total_files} files (limit {limit})"
+            )
+        return manifest

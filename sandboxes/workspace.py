@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import io
 import os
 import stat
@@ -19,15 +18,19 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from execloop.errors import TransferError
-from execloop.sandboxes import transfer
-from execloop.sandboxes.base import Artifact
+from execloop.sandboxes import helper, transfer
+from execloop.sandboxes.base import (
+    DEFAULT_MANIFEST_LIMIT,
+    Artifact,
+    Manifest,
+    check_manifest_limit,
+)
 
 __all__ = ["Workspace"]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_CHUNK = 1 << 20
 
 
 @contextlib.contextmanager
@@ -141,18 +144,34 @@ class Workspace:
             os.close(top)
 
     # -- reading ---------------------------------------------------------------------------
-    def manifest(self, relative: str = ".") -> list[Artifact]:
-        items = []
+    def manifest(self, relative: str = ".", *, limit: int = DEFAULT_MANIFEST_LIMIT) -> Manifest:
+        """The bounded manifest of the file or folder ``relative`` (``Sandbox.manifest``)."""
+        parts = _parts(relative)
+        builder = helper.ManifestBuilder(check_manifest_limit(limit))
         with _refusals(f"artifacts of {relative!r}"):
-            for path, fd, info in self._files(relative):
-                digest = hashlib.sha256()
-                with os.fdopen(fd, "rb") as handle:
-                    while chunk := handle.read(_CHUNK):
-                        digest.update(chunk)
-                items.append(
-                    Artifact(path=path, size_bytes=info.st_size, sha256=digest.hexdigest())
-                )
-        return items
+            parent = self._open_dir(parts[:-1])
+            try:
+                single = bool(parts) and not self._is_folder(parts[-1], parent)
+                if single:
+                    builder.add("/".join(parts), parent, parts[-1])
+            finally:
+                os.close(parent)
+            if not single:
+                top = self._open_dir(parts)
+                try:
+                    builder.add_tree(top, "".join(f"{part}/" for part in parts))
+                finally:
+                    os.close(top)
+        return Manifest(
+            files=[Artifact.model_validate(item) for item in builder.files],
+            total_files=builder.total_files,
+            total_bytes=builder.total_bytes,
+        )
+
+    @staticmethod
+    def _is_folder(name: str, dir_fd: int) -> bool:
+        _refuse_link(name, dir_fd)
+        return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
 
     def tar(self, relative: str, *, max_bytes: int) -> bytes:
         """A tar of the file ``relative`` (under its name) or of a directory's files."""

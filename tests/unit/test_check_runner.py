@@ -42,7 +42,7 @@ from execloop.runtime.checks import (
     PytestCheck,
 )
 from execloop.sandboxes import transfer
-from execloop.sandboxes.base import Artifact, ExecResult, ExitReason, Sandbox
+from execloop.sandboxes.base import Artifact, ExecResult, ExitReason, Manifest, Sandbox
 from execloop.sandboxes.spec import SandboxSpec
 
 RESULT = {"loss_initial": 4.2, "loss_final": 3.7, "rows": [1, 2, 3], "meta": {"ok": True}}
@@ -97,11 +97,13 @@ class FileSandbox(Sandbox):
             raise TransferError(f"FileNotFoundError: {path} does not exist")
         return transfer.tar_from_mapping({path: self.files[path]})
 
-    async def artifacts(self, path: str = ".") -> list[Artifact]:
+    async def manifest(self, path: str = ".", *, limit: int = 1000) -> Manifest:
         self._alive()
         if path not in self.files:
             raise TransferError(f"FileNotFoundError: {path} does not exist")
-        return [Artifact(path=path, size_bytes=len(self.files[path]), sha256="0" * 64)]
+        size = len(self.files[path])
+        listed = [Artifact(path=path, size_bytes=size, sha256="0" * 64)][:limit]
+        return Manifest(files=listed, total_files=1, total_bytes=size)
 
 
 def result_files(document: object = RESULT) -> dict[str, bytes]:

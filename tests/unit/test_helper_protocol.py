@@ -14,7 +14,7 @@ import anyio
 import anyio.abc
 import pytest
 
-from execloop.errors import SandboxClosedError, TransferError
+from execloop.errors import ConfigError, SandboxClosedError, TransferError
 from execloop.sandboxes import helper
 from execloop.sandboxes.base import ExitReason
 from execloop.sandboxes.spec import SandboxSpec
@@ -158,3 +158,29 @@ async def test_cancelling_a_call_kills_the_sandbox(make) -> None:  # type: ignor
 async def test_unstarted_sandbox_refuses_calls(make) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(SandboxClosedError, match="never started"):
         await make().exec("print(1)")
+
+
+async def test_manifest_is_bounded_sorted_and_counts_everything(make, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "outside").write_text("not listed through a link")
+    async with make() as sandbox:
+        made = await sandbox.exec(
+            "import os\nos.makedirs('many/sub')\n"
+            "for i in range(2500):\n    open(f'many/{i:05d}', 'w').write('xy')\n"
+            "open('many/sub/last', 'w').write('z')\n"
+            "os.symlink('../outside', 'many/link')\nos.mkfifo('many/fifo')"
+        )
+        manifest = await sandbox.manifest("many")
+        small = await sandbox.manifest("many", limit=0)
+        single = await sandbox.manifest("many/00007", limit=5)
+        listed = await sandbox.artifacts("many")
+        with pytest.raises(ConfigError, match="manifest limit"):
+            await sandbox.manifest(limit=-1)
+        with pytest.raises(TransferError, match="does not exist"):
+            await sandbox.manifest("missing")
+    assert made.ok, made.stderr
+    assert len(manifest.files) == 1000 and manifest.truncated
+    assert [a.path for a in manifest.files[:2]] == ["many/00000", "many/00001"]
+    assert (manifest.total_files, manifest.total_bytes) == (2501, 5001)
+    assert (small.files, small.total_files, small.total_bytes) == ([], 2501, 5001)
+    assert [(a.path, a.size_bytes) for a in single.files] == [("many/00007", 2)]
+    assert listed == manifest.files

@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from execloop.errors import ConfigError, SandboxStartError
-from execloop.sandboxes.base import Artifact, ExecResult, ExitReason, Sandbox
+from execloop.sandboxes.base import ExecResult, ExitReason, Manifest, Sandbox
 from execloop.sandboxes.pool import PoolSet, SandboxPool
 from execloop.sandboxes.spec import SandboxSpec
 
@@ -75,8 +75,8 @@ class FakeSandbox(Sandbox):
     async def download_tar(self, path: str) -> bytes:
         raise AssertionError("a pool only starts, hands out and closes sandboxes")
 
-    async def artifacts(self, path: str = ".") -> list[Artifact]:
-        return []
+    async def manifest(self, path: str = ".", *, limit: int = 1000) -> Manifest:
+        return Manifest(files=[], total_files=0, total_bytes=0)
 
 
 SPEC = SandboxSpec()

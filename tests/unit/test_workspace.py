@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from execloop.errors import TransferError
+from execloop.errors import ConfigError, TransferError
 from execloop.sandboxes import transfer
 from execloop.sandboxes.workspace import Workspace
 
@@ -33,7 +33,8 @@ def test_files_in_and_out(workspace: Workspace) -> None:
     workspace.extract(transfer.tar_from_mapping({"in/a.txt": "1", "run.sh": "x"}), "data")
     assert (workspace.root / "data" / "in" / "a.txt").read_text() == "1"
     manifest = workspace.manifest()
-    assert [a.path for a in manifest] == ["data/run.sh", "data/in/a.txt"]
+    assert [a.path for a in manifest.files] == ["data/in/a.txt", "data/run.sh"]
+    assert (manifest.total_files, manifest.total_bytes, manifest.truncated) == (2, 2, False)
     with tarfile.open(fileobj=io.BytesIO(workspace.tar("data/in", max_bytes=1 << 20))) as tar:
         assert tar.getnames() == ["a.txt"]
     single = workspace.tar("data/run.sh", max_bytes=1 << 20)
@@ -53,7 +54,7 @@ def test_links_are_never_followed(workspace: Workspace, outside: Path) -> None:
         workspace.write("leak", b"overwritten")
     with pytest.raises(TransferError, match="symbolic link"):
         workspace.regular_file("leak")
-    assert workspace.manifest() == []  # links are not artifacts
+    assert workspace.manifest().total_files == 0  # links are not artifacts
     assert (outside / "secret").read_text() == "host secret"
     assert sorted(os.listdir(outside)) == ["secret"]
 
@@ -68,7 +69,7 @@ def test_a_hard_link_is_not_written_through(workspace: Workspace, outside: Path)
 def test_fifos_are_skipped_not_opened(workspace: Workspace) -> None:
     os.mkfifo(workspace.root / "pipe")
     (workspace.root / "file").write_text("x")
-    assert [a.path for a in workspace.manifest()] == ["file"]
+    assert [a.path for a in workspace.manifest().files] == ["file"]
     with pytest.raises(TransferError):
         workspace.regular_file("pipe")
 
@@ -92,3 +93,24 @@ def test_downloads_are_capped(workspace: Workspace) -> None:
     workspace.write("big", b"x" * 2048)
     with pytest.raises(TransferError, match="larger than"):
         workspace.tar(".", max_bytes=1024)
+
+
+def test_manifest_is_bounded_sorted_and_counts_everything(workspace: Workspace) -> None:
+    names = ["a-b", "a.txt", "a/x", "ab", "b/c/d", "z"]
+    for index, name in enumerate(names):
+        workspace.write(name, b"x" * index)
+    full = workspace.manifest()
+    assert [a.path for a in full.files] == sorted(names)
+    assert (full.total_files, full.total_bytes) == (6, sum(range(6)))
+    bounded = workspace.manifest(limit=2)
+    assert [a.path for a in bounded.files] == sorted(names)[:2]
+    assert (bounded.total_files, bounded.total_bytes, bounded.truncated) == (6, 15, True)
+    assert bounded.summary() == "6 files, 15 B (first 2 listed)"
+    assert workspace.manifest("b").files[0].path == "b/c/d"
+    assert workspace.manifest("a/x").total_files == 1
+
+
+@pytest.mark.parametrize("limit", [-1, 100_001, 1.5, True, "10"])
+def test_manifest_limit_is_checked(workspace: Workspace, limit: object) -> None:
+    with pytest.raises(ConfigError, match="manifest limit"):
+        workspace.manifest(limit=limit)  # type: ignore[arg-type]
