@@ -41,8 +41,8 @@ class ScriptRun(BaseModel):
     total_bytes: int = Field(default=0, description="Their sizes, summed.")
     ended: str | None = Field(
         default=None,
-        description="Why the session ended before its workspace was listed (the script "
-        "called os._exit, was killed, left no memory...); the artifacts are then empty.",
+        description="Why the session ended early (the script called os._exit, timed out, "
+        "left no memory...); the artifacts are then empty unless the workspace outlived it.",
     )
 
     @property
@@ -69,15 +69,17 @@ async def run_script_async(
     async with create_sandbox(coerce_spec(spec)) as sandbox:
         await sandbox.upload({**(files or {}), SCRIPT_NAME: source})
         result = await sandbox.exec_file(SCRIPT_NAME, args=args)
+        ended = sandbox.ended  # the script (or a deadline) ended the session
         try:
-            manifest = await sandbox.manifest()
-        except SandboxClosedError as exc:  # the script (or a deadline) ended the session
-            return ScriptRun(result=result, artifacts=[], ended=str(exc))
+            manifest = await sandbox.manifest()  # a jupyter workspace outlives its kernel
+        except SandboxClosedError as exc:
+            return ScriptRun(result=result, artifacts=[], ended=ended or str(exc))
     return ScriptRun(
         result=result,
         artifacts=manifest.files,
         total_files=manifest.total_files,
         total_bytes=manifest.total_bytes,
+        ended=ended,
     )
 
 

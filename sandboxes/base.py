@@ -247,6 +247,12 @@ class Sandbox(abc.ABC):
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def ended(self) -> str | None:
+        """Why this session can run no more code although it was not closed (a deadline, a
+        kill, or the script itself: ``os._exit``, no memory or descriptor left), else None."""
+        return None
+
     def _ensure_open(self) -> None:
         if self._closed:
             raise SandboxClosedError(

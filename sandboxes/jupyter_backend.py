@@ -71,6 +71,10 @@ class JupyterSandbox(Sandbox):
         self._outputs_saved = 0
 
     @property
+    def ended(self) -> str | None:
+        return self._dead
+
+    @property
     def kernel_manager(self) -> AsyncKernelManager | None:
         """The running kernel's manager (its ``session.key`` is the HMAC key), for inspection."""
         return None if self._kernel is None else self._kernel.manager

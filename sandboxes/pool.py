@@ -297,6 +297,10 @@ class PooledSandbox(Sandbox):
             raise AttributeError(name)
         return getattr(self.inner, name)
 
+    @property
+    def ended(self) -> str | None:
+        return None if self._inner is None else self._inner.ended
+
     async def start(self) -> None:
         pool = await self._pools.pool(self.spec)
         self._lease = pool.acquire()

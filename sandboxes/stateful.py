@@ -71,6 +71,10 @@ class HelperSandbox(Sandbox):
         self.exec_count = 0
 
     @property
+    def ended(self) -> str | None:
+        return self._dead
+
+    @property
     def socket_owner(self) -> tuple[int, int] | None:
         """The host uid/gid the sandbox's code connects as, when execloop (as root) must hand
         its sockets over; None when it is this process's own user."""
@@ -286,16 +290,15 @@ class HelperSandbox(Sandbox):
         await self._put_archive(archive, dest)
 
     async def _put_archive(self, archive: bytes, dest: str) -> None:
-        """Upload an archive as it is (``upload_tar`` checks it first)."""
-        members = transfer.check_archive(archive)
-        files = [m for m in members if m.isfile()]
+        """Upload an archive as it is (``upload_tar`` checks it first; the helper does too)."""
+        files, size = transfer.archive_totals(archive)
 
         async def chunks() -> AsyncGenerator[bytes, None]:
             view = memoryview(archive)
             for start in range(0, len(view), helper.CHUNK_BYTES):
                 yield bytes(view[start : start + helper.CHUNK_BYTES])
 
-        await self._put(chunks(), dest, size=sum(m.size for m in files), files=len(files))
+        await self._put(chunks(), dest, size=size, files=files)
 
     async def _upload_path(self, source: Path, dest: str) -> None:
         files, size = await anyio.to_thread.run_sync(transfer.measure_path, source)

@@ -26,6 +26,7 @@ from execloop.sandboxes.helper import CHUNK_BYTES, TarRefusedError, check_tar_me
 __all__ = [
     "Archive",
     "HostEntry",
+    "archive_totals",
     "check_archive",
     "check_name",
     "extract_tar",
@@ -82,13 +83,23 @@ def _open(archive: Archive) -> tarfile.TarFile:
         raise TransferError(f"not an uncompressed tar archive: {exc}") from exc
 
 
-def check_archive(archive: Archive) -> list[tarfile.TarInfo]:
-    """Every member of ``archive``, or ``TransferError`` naming the first unsafe entry."""
+def _members(archive: Archive) -> list[tarfile.TarInfo]:
     with _open(archive) as tar:
         try:
-            members = tar.getmembers()
+            return tar.getmembers()
         except tarfile.TarError as exc:
             raise TransferError(f"a corrupt tar archive: {exc}") from exc
+
+
+def archive_totals(archive: Archive) -> tuple[int, int]:
+    """``(files, bytes)`` an archive holds (not checked: ``check_archive`` does that)."""
+    files = [member for member in _members(archive) if member.isfile()]
+    return len(files), sum(member.size for member in files)
+
+
+def check_archive(archive: Archive) -> list[tarfile.TarInfo]:
+    """Every member of ``archive``, or ``TransferError`` naming the first unsafe entry."""
+    members = _members(archive)
     try:
         for member in members:
             check_tar_member(member)
