@@ -108,7 +108,7 @@ def run(
     if as_json:
         out.print_json(outcome.model_dump_json())
     else:
-        _print_result(script, outcome.model_dump())
+        _print_result(script, outcome.model_dump(), workspace=outcome.manifest.summary())
     sys.exit(
         _EXIT_STATUS[result.exit_reason]
         if result.exit_reason is not ExitReason.ERROR
@@ -116,7 +116,10 @@ def run(
     )
 
 
-def _print_result(script: Path, outcome: dict[str, Any]) -> None:
+_ARTIFACT_ROWS = 20
+
+
+def _print_result(script: Path, outcome: dict[str, Any], *, workspace: str) -> None:
     result = outcome["result"]
     colour = "green" if result["exit_reason"] == "ok" else "red"
     peak = result["peak_memory_bytes"]
@@ -130,11 +133,17 @@ def _print_result(script: Path, outcome: dict[str, Any]) -> None:
             flag = " (truncated)" if result[f"{stream}_truncated"] else ""
             console.rule(f"{stream}{flag}", style="dim")
             out.print(text, markup=False, highlight=False)
-    if outcome["artifacts"]:
+    artifacts = outcome["artifacts"]
+    if artifacts:
         table = Table("artifact", "bytes", "sha256", title="workspace", title_justify="left")
-        for item in outcome["artifacts"]:
+        for item in artifacts[:_ARTIFACT_ROWS]:
             table.add_row(item["path"], str(item["size_bytes"]), item["sha256"][:16])
         console.print(table)
+    if outcome["total_files"] > min(len(artifacts), _ARTIFACT_ROWS):  # a count, not 100k rows
+        shown = min(len(artifacts), _ARTIFACT_ROWS)
+        console.print(f"workspace: {workspace}; {shown} shown (--json lists up to 1000)")
+    if outcome["ended"]:
+        console.print(outcome["ended"], style="yellow", markup=False, highlight=False)
 
 
 @cli.command()

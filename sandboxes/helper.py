@@ -274,40 +274,44 @@ class _ChunkReader:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = b""
+        self.offset = 0
         self.end: dict[str, Any] | None = None  # the header that ended the stream
 
     def read(self, size: int = -1) -> bytes:
-        while not self.buffer and self.end is None:
+        while self.offset >= len(self.buffer) and self.end is None:
             header, body = _recv_frame(self.sock)
             if header is None:
-                self.buffer = body
+                self.buffer, self.offset = body, 0
             else:
                 self.end = header
-        wanted = len(self.buffer) if size < 0 else size
-        data, self.buffer = self.buffer[:wanted], self.buffer[wanted:]
-        return data
+        start = self.offset
+        self.offset = len(self.buffer) if size < 0 else min(len(self.buffer), start + size)
+        return self.buffer[start : self.offset]
 
     def drain(self) -> dict[str, Any]:
         """Skip the rest of the stream; the header that ended it."""
         while self.end is None:
-            self.buffer = b""
+            self.offset = len(self.buffer)
             self.read(CHUNK_BYTES)
         return self.end
 
 
 class _ChunkWriter:
-    """The file-like start of a stream of chunks to the host (for ``tarfile`` mode ``w|``)."""
+    """The start of a stream of chunks to the host: ``write`` collects, whole chunks leave."""
 
     def __init__(self, send: Any) -> None:
         self.send = send
         self.buffer = bytearray()
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes) -> None:
         self.buffer += data
-        while len(self.buffer) >= CHUNK_BYTES:
-            self.send(encode_chunk(bytes(self.buffer[:CHUNK_BYTES])))
-            del self.buffer[:CHUNK_BYTES]
-        return len(data)
+        if len(self.buffer) >= CHUNK_BYTES:
+            view = memoryview(self.buffer)
+            whole = len(view) - len(view) % CHUNK_BYTES
+            for start in range(0, whole, CHUNK_BYTES):
+                self.send(encode_chunk(bytes(view[start : start + CHUNK_BYTES])))
+            view.release()
+            del self.buffer[:whole]
 
     def flush(self) -> None:
         if self.buffer:
@@ -614,7 +618,7 @@ class _Session:
         reply: dict[str, Any] = {"ok": False, "error": error}
         if isinstance(exc, MemoryError):
             self._reserve = None
-            reply["ended"] = "the script left the helper no memory"
+            reply.update(ended="the script left the helper no memory", exit_reason="oom")
         elif isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
             reply["ended"] = "the script used up the file descriptors"
         return reply
@@ -855,8 +859,6 @@ class _Session:
         return files
 
     def op_get(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
-        import tarfile
-
         root = self._inside(header["path"])
         if not os.path.lexists(root):
             raise FileNotFoundError(f"{os.path.relpath(root, self.workspace)} does not exist")
@@ -864,41 +866,19 @@ class _Session:
         top = os.open(root if folder else os.path.dirname(root), _DIR_FLAGS)
         self._send(encode_frame({"ok": True, "stream": True}))
         writer = _ChunkWriter(self._send)
-        stream: Any = writer  # file-like enough for tarfile's stream mode
         files = 0
         try:
-            with tarfile.open(fileobj=stream, mode="w|") as archive:
-                if folder:
-                    entries = walk_files(top)
-                else:
-                    entries = iter([(os.path.basename(root), top, os.path.basename(root), False)])
-                for arcname, dir_fd, name, _ in entries:
-                    files += self._add_file(archive, arcname, dir_fd, name)
+            if folder:
+                entries = walk_files(top)
+            else:
+                entries = iter([(os.path.basename(root), top, os.path.basename(root), False)])
+            for arcname, dir_fd, name, _ in entries:
+                files += _write_member(writer, arcname, dir_fd, name)
+            writer.write(bytes(2 * 512))  # the end-of-archive marker
             writer.flush()
         finally:
             os.close(top)
         return {"files": files}, b""
-
-    @staticmethod
-    def _add_file(archive: tarfile.TarFile, arcname: str, dir_fd: int, name: str) -> int:
-        import stat
-
-        try:
-            fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
-        except OSError as exc:  # a link (ELOOP) or a file removed meanwhile is not sent
-            if exc.errno in (errno.ELOOP, errno.ENOENT, errno.ENXIO):
-                return 0
-            raise
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                return 0
-            member = archive.tarinfo(arcname)
-            member.size = info.st_size
-            member.mode = 0o755 if info.st_mode & 0o111 else 0o644
-            member.mtime = int(info.st_mtime)
-            archive.addfile(member, handle)
-        return 1
 
     def op_manifest(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
         root = self._inside(header.get("path", "."))
@@ -919,6 +899,38 @@ class _Session:
         else:
             raise FileNotFoundError(f"{relative} does not exist")
         return builder.reply()
+
+
+def _write_member(writer: _ChunkWriter, arcname: str, dir_fd: int, name: str) -> int:
+    """Write ``name`` as a tar member (header, data, padding) if it is a regular file reached
+    without a link; 1 if it was written."""
+    import stat
+    import tarfile
+
+    try:
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:  # a link (ELOOP), a socket or a file removed meanwhile is not sent
+        if exc.errno in (errno.ELOOP, errno.ENOENT, errno.ENXIO):
+            return 0
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return 0
+        member = tarfile.TarInfo(arcname)
+        member.size = info.st_size
+        member.mode = 0o755 if info.st_mode & 0o111 else 0o644
+        member.mtime = int(info.st_mtime)
+        writer.write(member.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        left = info.st_size
+        while left:
+            chunk = handle.read(min(left, CHUNK_BYTES))
+            if not chunk:
+                raise OSError(errno.EIO, f"{arcname} shrank while it was read")
+            writer.write(chunk)
+            left -= len(chunk)
+        writer.write(bytes(-info.st_size % 512))
+    return 1
 
 
 def _remember_source(filename: str, source: str | bytes) -> None:

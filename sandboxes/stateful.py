@@ -57,6 +57,13 @@ T = TypeVar("T")
 log = logging.getLogger("execloop.sandboxes")
 
 
+def _plain(why: object) -> str:
+    """A reason the helper gave, made safe to show (it shares a process with the user's code):
+    printable characters only, one bounded line."""
+    text = "".join(c if c.isprintable() else "?" for c in str(why))
+    return text[:300]
+
+
 class HelperSandbox(Sandbox):
     """Common machinery of the backends that run ``execloop.sandboxes.helper`` inside."""
 
@@ -219,8 +226,9 @@ class HelperSandbox(Sandbox):
 
     async def _end_session(self, reply: Reply) -> None:
         """The helper said the session cannot go on: close it, and say why."""
-        await self._terminate(str(reply["ended"]))
-        raise SandboxClosedError(f"the sandbox ended: {reply['ended']}")
+        why = _plain(reply["ended"])
+        await self._terminate(why)
+        raise SandboxClosedError(f"the sandbox ended: {why}")
 
     @staticmethod
     def _raise_for(reply: Reply) -> None:
@@ -272,7 +280,7 @@ class HelperSandbox(Sandbox):
                 exit_reason=ExitReason.OOM
                 if outcome.get("exit_reason") == "oom"
                 else ExitReason.ERROR,
-                stderr=f"execloop: {ended}; the session was closed",
+                stderr=f"execloop: {_plain(ended)}; the session was closed",
                 duration_s=time.monotonic() - started,
             )
         else:
@@ -282,7 +290,7 @@ class HelperSandbox(Sandbox):
             except ValidationError as exc:
                 raise ProtocolError(f"malformed exec reply from the helper: {exc}") from exc
         if ended:
-            await self._terminate(str(ended))
+            await self._terminate(_plain(ended))
         return result
 
     async def upload_tar(self, archive: bytes, dest: str = ".") -> None:

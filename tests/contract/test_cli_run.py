@@ -101,3 +101,15 @@ def test_demo_runs_every_skill_through_the_broker(tmp_path: Path) -> None:
     assert "SCRIPTED MODEL" in done.stderr
     assert (tmp_path / "demo" / "report.html").stat().st_size > 10_000
     assert done.stdout.count("passed") >= 5  # four skills and the tools task
+
+
+def test_run_prints_a_count_not_every_file(tmp_path: Path) -> None:
+    script = tmp_path / "many.py"
+    script.write_text("for i in range(1500):\n    open(f'f{i:04d}', 'w').write('x')\n")
+    done = _execloop("run", str(script))
+    assert done.returncode == 0, done.stderr
+    listed = [line for line in done.stderr.splitlines() if line.strip().startswith("│ f")]
+    assert len(listed) == 20
+    assert "workspace: 1501 files, 1.5 KiB (first 1000 listed); 20 shown" in done.stderr
+    as_json = json.loads(_execloop("run", str(script), "--json").stdout)
+    assert (len(as_json["artifacts"]), as_json["total_files"]) == (1000, 1501)
