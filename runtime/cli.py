@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,16 +136,12 @@ def _make_workspace(workspace: Path) -> None:
 
 
 _TABLE_ROWS = 50
-# C0 controls but newline and tab, DEL and the C1 controls (0x9b is a one-byte CSI)
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def _shown(text: str, console: Console) -> str:
     """``text`` as printed on ``console``: on a terminal, control characters become visible
     escapes (``\\x1b``) so sandbox output cannot drive the terminal; elsewhere it is exact."""
-    if not console.is_terminal:
-        return text
-    return _CONTROLS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+    return printable(text) if console.is_terminal else text
 
 
 def _print_result(script: Path, outcome: ScriptRun) -> None:
@@ -177,6 +172,8 @@ def _print_result(script: Path, outcome: ScriptRun) -> None:
         if more > 0:
             rest = outcome.artifacts_total_bytes - sum(item.size_bytes for item in listed)
             console.print(f"… and {more:,} more files, {human_bytes(rest)}", highlight=False)
+    if outcome.ended:
+        console.print(_shown(outcome.ended, console), style="yellow", markup=False, highlight=False)
 
 
 @cli.command()

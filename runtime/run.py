@@ -1,25 +1,30 @@
 """Run one script in a fresh sandbox: the smallest useful thing execloop does.
 
 ``run_script`` is the one synchronous entry point; it refuses to run inside an event loop
-(use ``await run_script_async(...)`` there) instead of silently nesting loops.
+(use ``await run_script_async(...)`` there) instead of silently nesting loops. Whatever the
+script does is data: a script that ends its own session (``os._exit``, no memory or file
+descriptor left for the sandbox) still gives a ``ScriptRun``, whose ``ended`` says why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import anyio
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from execloop.errors import ConfigError
+from execloop.errors import ConfigError, SandboxClosedError
 from execloop.runtime import bounds
 from execloop.runtime.host_files import read_script
 from execloop.runtime.host_workspace import HostWorkspace
 from execloop.runtime.inputs import SCRIPT_NAME, Inputs
-from execloop.sandboxes import Artifact, ExecResult, SandboxSpec, create_sandbox
+from execloop.sandboxes import Artifact, ExecResult, Manifest, create_sandbox
+from execloop.sandboxes.spec import SandboxSpec, coerce_spec
 
 __all__ = ["ScriptRun", "run_script", "run_script_async"]
 
@@ -30,15 +35,32 @@ class ScriptRun(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     result: ExecResult
-    artifacts: list[Artifact]  # the first ``bounds.ARTIFACTS_LISTED`` files, in path order
-    artifacts_total_files: int = 0
-    artifacts_total_bytes: int = 0
+    artifacts: list[Artifact] = Field(
+        description=f"The workspace's first files in path order (at most "
+        f"{bounds.ARTIFACTS_LISTED}), never their bytes."
+    )
+    artifacts_total_files: int = Field(default=0, description="Every file, counted.")
+    artifacts_total_bytes: int = Field(default=0, description="Their sizes, summed.")
+    ended: str | None = Field(
+        default=None,
+        description="Why the session ended early (the script called os._exit, timed out, "
+        "left no memory...); the artifacts are then empty unless the workspace outlived it.",
+    )
+
+    @property
+    def manifest(self) -> Manifest:
+        """The listing with its totals (``truncated``, ``summary()``)."""
+        return Manifest(
+            files=self.artifacts,
+            total_files=self.artifacts_total_files,
+            total_bytes=self.artifacts_total_bytes,
+        )
 
 
 async def run_script_async(
     source: str | bytes,
     *,
-    spec: SandboxSpec | None = None,
+    spec: SandboxSpec | Mapping[str, Any] | None = None,
     files: Mapping[str, bytes | str] | None = None,
     inputs: Sequence[Path] = (),
     args: tuple[str, ...] = (),
@@ -46,9 +68,14 @@ async def run_script_async(
     """Upload ``inputs`` (host files and directories, laid out by ``Inputs``), ``files`` and
     the script as ``main.py``, run it as ``__main__``, list the workspace, tear down.
 
+    ``source`` may be bytes (compiled as Python compiles a file: a PEP 263 cookie counts).
     Nothing is overwritten: ``main.py`` is reserved, and in a host workspace
     (``spec.workspace_dir``, locked for the run) existing files are never replaced."""
-    spec = spec or SandboxSpec()
+    if not isinstance(source, str | bytes):
+        raise ConfigError(f"source must be code (str or bytes), not {type(source).__name__}")
+    if files is not None and not isinstance(files, Mapping):
+        raise ConfigError(f"files must be a {{name: content}} mapping, not {type(files).__name__}")
+    spec = coerce_spec(spec)
     script = source.encode() if isinstance(source, str) else source
     extra = {name: _content(name, content) for name, content in (files or {}).items()}
     collected = Inputs.collect(inputs)
@@ -73,14 +100,17 @@ async def run_script_async(
         await staged.upload(sandbox)
         await sandbox.upload({**extra, SCRIPT_NAME: script})
         result = await sandbox.exec_file(SCRIPT_NAME, args=args)
-        if result.exit_code is None:  # the sandbox died with the script: nothing to list
-            return ScriptRun(result=result, artifacts=[])
-        manifest = await sandbox.manifest(limit=bounds.ARTIFACTS_LISTED)
+        ended = sandbox.ended  # the script (or a deadline) ended the session
+        try:
+            manifest = await sandbox.manifest(limit=bounds.ARTIFACTS_LISTED)
+        except SandboxClosedError as exc:  # a jupyter workspace outlives its kernel; others not
+            return ScriptRun(result=result, artifacts=[], ended=ended or str(exc))
     return ScriptRun(
         result=result,
         artifacts=manifest.files,
         artifacts_total_files=manifest.total_files,
         artifacts_total_bytes=manifest.total_bytes,
+        ended=ended,
     )
 
 
@@ -95,7 +125,7 @@ def _content(name: str, content: object) -> bytes:
 def run_script(
     source: str | bytes | Path,
     *,
-    spec: SandboxSpec | None = None,
+    spec: SandboxSpec | Mapping[str, Any] | None = None,
     files: Mapping[str, bytes | str] | None = None,
     inputs: Sequence[Path] = (),
     args: tuple[str, ...] = (),
@@ -108,7 +138,7 @@ def run_script(
         pass
     else:
         raise ConfigError("run_script() was called inside an event loop; use run_script_async")
-    code = read_script(source) if isinstance(source, Path) else source
+    code = read_script(Path(source)) if isinstance(source, os.PathLike) else source
     return anyio.run(
         lambda: run_script_async(code, spec=spec, files=files, inputs=inputs, args=args)
     )

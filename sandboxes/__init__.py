@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from typing import Any
 
 if __name__ != "execloop.sandboxes":  # the folder is mapped into execloop; never import it bare
     raise ImportError(
@@ -12,7 +14,7 @@ if __name__ != "execloop.sandboxes":  # the folder is mapped into execloop; neve
 from execloop.sandboxes.base import Artifact, ExecResult, ExitReason, Manifest, Sandbox
 from execloop.sandboxes.docker_backend import DockerSandbox
 from execloop.sandboxes.pool import PoolSet, SandboxPool
-from execloop.sandboxes.spec import SandboxSpec, parse_bytes
+from execloop.sandboxes.spec import SandboxSpec, coerce_spec, parse_bytes
 
 __all__ = [
     "Artifact",
@@ -40,9 +42,10 @@ BACKENDS: dict[str, tuple[str, str]] = {
 }
 
 
-def create_sandbox(spec: SandboxSpec | None = None) -> Sandbox:
-    """The sandbox for ``spec.backend`` (not started: use ``async with``)."""
-    spec = spec or SandboxSpec()
+def create_sandbox(spec: SandboxSpec | Mapping[str, Any] | None = None) -> Sandbox:
+    """The sandbox for ``spec.backend`` (not started: use ``async with``); a dict ``spec`` is
+    validated into a ``SandboxSpec`` (``ConfigError`` names each bad field)."""
+    spec = coerce_spec(spec)
     module_name, class_name = BACKENDS[spec.backend]
     backend: type[Sandbox] = getattr(importlib.import_module(module_name), class_name)
     return backend(spec)

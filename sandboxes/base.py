@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import abc
 import enum
+import math
+import os
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +31,7 @@ __all__ = [
     "MAX_MANIFEST_LIMIT",
     "Manifest",
     "Sandbox",
+    "check_exec_args",
     "check_manifest_limit",
 ]
 
@@ -105,6 +108,31 @@ def _human_bytes(count: int) -> str:
     while value >= 1024 and exponent < len(units) - 1:
         value, exponent = value / 1024, exponent + 1
     return f"{count} B" if exponent == 0 else f"{value:.1f} {units[exponent]}"
+
+
+def check_exec_args(
+    *, timeout: object, code: object = "", path: object = None, args: object = ()
+) -> float | None:
+    """The exec's timeout if the arguments are valid, else ``ConfigError`` saying which is
+    not (checked before anything happens: a bad timeout must not kill the session)."""
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise ConfigError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise ConfigError(
+                f"timeout must be a positive, finite number of seconds, not {timeout!r}; "
+                "leave it out for the spec's timeout_s"
+            )
+    if not isinstance(code, str):
+        raise ConfigError(f"code must be a str, not {type(code).__name__}")
+    if path is not None:
+        transfer.check_name(path, what="script path")
+    if isinstance(args, str | bytes) or not isinstance(args, Sequence):
+        raise ConfigError(f"args must be a sequence of str, not {type(args).__name__}")
+    bad = [arg for arg in args if not isinstance(arg, str)]
+    if bad:
+        raise ConfigError(f"args must be str; got {type(bad[0]).__name__} {bad[0]!r}")
+    return None if timeout is None else float(timeout)
 
 
 def check_manifest_limit(limit: object) -> int:
@@ -186,15 +214,29 @@ class Sandbox(abc.ABC):
         return (await self.manifest(path)).files
 
     async def upload(self, source: Path | Mapping[str, bytes | str], dest: str = ".") -> None:
-        """Upload a host file or directory, or a ``{name: content}`` mapping."""
-        if isinstance(source, Path):
-            archive = transfer.tar_from_path(source)
+        """Upload a host file or folder (streamed; links and special files inside a folder are
+        skipped, never followed), or a ``{name: content}`` mapping (bytes or str values).
+        An upload that cannot fit in the workspace is refused before it starts."""
+        transfer.check_name(dest, what="upload destination")
+        if isinstance(source, os.PathLike):
+            await self._upload_path(Path(source), dest)
+        elif isinstance(source, Mapping):
+            await self.upload_tar(transfer.tar_from_mapping(source), dest)
         else:
-            archive = transfer.tar_from_mapping(source)
-        await self.upload_tar(archive, dest)
+            hint = " (wrap a host path in Path(...))" if isinstance(source, str) else ""
+            raise ConfigError(
+                "upload() takes a pathlib.Path or a {name: content} mapping, not "
+                f"{type(source).__name__}{hint}"
+            )
+
+    async def _upload_path(self, source: Path, dest: str) -> None:
+        """Upload a host file or folder. Backends stream it; this default (for test doubles)
+        builds the archive in memory."""
+        await self.upload_tar(transfer.tar_from_path(source), dest)
 
     async def download(self, path: str, dest: Path) -> list[Path]:
-        """Copy ``path`` out of the workspace into the host directory ``dest``."""
+        """Copy ``path`` out of the workspace into the host directory ``dest``; the files
+        written. Backends stream it; this default goes through ``download_tar``."""
         return transfer.extract_tar(await self.download_tar(path), dest)
 
     async def read_file(self, path: str) -> bytes:
@@ -204,6 +246,12 @@ class Sandbox(abc.ABC):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def ended(self) -> str | None:
+        """Why this session can run no more code although it was not closed (a deadline, a
+        kill, or the script itself: ``os._exit``, no memory or descriptor left), else None."""
+        return None
 
     def _ensure_open(self) -> None:
         if self._closed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,13 @@ from execloop.sandboxes.reaper import LABEL_SESSION, reap_orphans, sandbox_label
 from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
 from execloop.sandboxes.stateful import SOCKET_NAME, HelperSandbox
 
-__all__ = ["DockerSandbox", "container_request", "default_client", "reap_orphans_once"]
+__all__ = [
+    "DockerSandbox",
+    "container_request",
+    "default_client",
+    "reap_orphans_once",
+    "run_as_ids",
+]
 
 T = TypeVar("T")
 _OWN_HELPER = "/opt/execloop/helper.py"
@@ -95,9 +102,9 @@ def container_request(
     if spec.workspace_dir is not None:
         mounts.append(Mount(target="/workspace", source=str(spec.workspace_dir), type="bind"))
     else:
+        uid, _, gid = user.partition(":")
         tmpfs["/workspace"] = (
-            f"rw,nosuid,nodev,size={spec.workspace_size},uid={SANDBOX_UID},gid={SANDBOX_UID},"
-            "mode=0755"
+            f"rw,nosuid,nodev,size={spec.workspace_size},uid={uid},gid={gid or uid},mode=0755"
         )
     if own_image:
         command = [_OWN_PYTHON, _OWN_HELPER]
@@ -146,15 +153,21 @@ def container_request(
     return request
 
 
-def _workspace_user(path: Path) -> str:
-    """Run as the owner of a bound workspace so the sandbox can write to it, never as root."""
-    stat = path.stat()
-    if stat.st_uid == 0:
-        raise ConfigError(
-            f"workspace {path} belongs to root and the sandbox never runs as root; "
-            f"`chown {SANDBOX_UID}:{SANDBOX_UID} {path}` (or use a directory you own)"
-        )
-    return f"{stat.st_uid}:{stat.st_gid}"
+def run_as_ids(spec: SandboxSpec) -> tuple[int, int]:
+    """Who the container runs as: the owner of a bound workspace (so the sandbox can write to
+    it), else uid 1000 when execloop is root, else the caller (who then owns its sockets)."""
+    path = spec.workspace_dir
+    if path is not None:
+        stat = path.stat()
+        if stat.st_uid == 0:
+            raise ConfigError(
+                f"workspace {path} belongs to root and the sandbox never runs as root; "
+                f"`chown {SANDBOX_UID}:{SANDBOX_UID} {path}` (or use a directory you own)"
+            )
+        return stat.st_uid, stat.st_gid
+    if os.geteuid() == 0:
+        return SANDBOX_UID, SANDBOX_UID
+    return os.getuid(), os.getgid()
 
 
 async def _docker_call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -187,17 +200,18 @@ class DockerSandbox(HelperSandbox):
         self.container: Any = None
         self._watched: janitor.Resource | None = None
 
+    @property
+    def socket_owner(self) -> tuple[int, int] | None:
+        return run_as_ids(self.spec) if os.geteuid() == 0 else None
+
     async def _launch(self, socket_dir: Path) -> None:
         if self._client is None:
             self._client = await anyio.to_thread.run_sync(default_client)
         await reap_orphans_once(self._client)
         own_image = self.spec.image is None
         image = default_image() if own_image else str(self.spec.image)
-        user = (
-            _workspace_user(self.spec.workspace_dir)
-            if self.spec.workspace_dir is not None
-            else f"{SANDBOX_UID}:{SANDBOX_UID}"
-        )
+        uid, gid = run_as_ids(self.spec)
+        user = f"{uid}:{gid}"
         labels = sandbox_labels(backend="docker", session=self.session_id)
         request = container_request(
             self.spec,

@@ -1,12 +1,25 @@
 """execloop's in-sandbox helper: runs code sent over a Unix socket and keeps its state.
 
-It is the only execloop code that runs *inside* a sandbox, so it uses the standard library
-only; the image builder copies this file into images and the bubblewrap backend binds it in.
-The host imports the framing and the tar checks from here too, so both sides share them.
+It is the only execloop code that runs *inside* a sandbox, so it is one file that uses the
+standard library only; the image builder copies it into images and the bubblewrap backend binds
+it in. The host imports the framing, the tar checks and the manifest walk from here too, so both
+sides share them.
 
-Protocol: every frame is ``!IQ`` (header length, body length), a JSON header, then the body.
-The helper connects to the host's listening socket, sends ``hello``, then serves requests one
-at a time: ``exec``, ``put`` (tar body), ``get`` (tar reply), ``manifest``, ``ping``.
+Protocol: every frame is ``!IQ`` (header length, body length), a JSON header, then the body. A
+frame without a header is a *chunk* of a stream (at most ``CHUNK_BYTES``); a stream ends with
+the next header frame, so neither side ever holds a whole transfer in memory. The helper
+connects to the host's listening socket, sends ``hello``, then serves one request at a time:
+
+- ``exec`` (``code``, or ``path`` and ``args``): the reply holds an ``ExecResult``'s fields;
+- ``put`` (``dest``, ``bytes``, ``files``): the helper checks the free space and replies
+  ``go`` (or an error); the host streams a tar as chunks, ends with ``{"op": "end"}``, and
+  the final reply follows;
+- ``get`` (``path``): ``{"stream": true}``, the tar as chunks, then the final reply;
+- ``manifest`` (``path``, ``limit``): totals in the header, the listing as a JSON body;
+- ``ping``.
+
+A reply carrying ``ended`` says the session cannot go on (the script called ``os._exit``, or
+left no file descriptor or memory for the helper); the host then closes it with that reason.
 
 The user's code runs in this process (that is what makes sessions stateful). Its output is
 captured at the file-descriptor level (fds 1 and 2 are pipes drained by one thread started
@@ -18,11 +31,14 @@ helper reports is *untrusted* from the host's point of view: the user's code sha
 from __future__ import annotations
 
 # Only what serving needs is imported up front: the helper's start is part of every cold
-# sandbox start. Everything else (tarfile, hashlib, pathlib, traceback...) is imported lazily.
+# sandbox start. What an exec's reply needs is imported by a thread after the greeting (an
+# import can fail once the user's code has used up the descriptors or the memory); the rest
+# (tarfile, hashlib...) is imported when a request needs it.
 import builtins
 import contextlib
 import errno
 import json
+import mmap
 import os
 import select
 import signal
@@ -31,7 +47,7 @@ import struct
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     import tarfile
@@ -39,31 +55,42 @@ if TYPE_CHECKING:
     from pathlib import PurePosixPath
 
 __all__ = [
+    "CHUNK_BYTES",
     "FRAME_PREFIX",
     "MANIFEST_ENTRY_BUDGET",
     "MAX_HEADER_BYTES",
     "ManifestBuilder",
     "TarRefusedError",
     "check_tar_member",
+    "encode_chunk",
     "encode_frame",
     "main",
     "manifest_body_bound",
+    "python_exit_status",
     "walk_files",
 ]
 
 FRAME_PREFIX = struct.Struct("!IQ")
 MAX_HEADER_BYTES = 64 * 1024 * 1024
+CHUNK_BYTES = 1 << 20
 # A manifest's listing may take this many bytes of JSON per listed file on average (a sha256,
 # a size and a path of several hundred characters); past it, files are counted, not listed.
 MANIFEST_ENTRY_BUDGET = 1024
-_CHUNK = 1 << 16
-_HASH_CHUNK = 1 << 20
+_PIPE_CHUNK = 1 << 16
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_RESERVE_BYTES = 4 << 20  # freed to report a MemoryError in the helper's own work
+_HEADROOM_BYTES = 8 << 20  # address space serving needs after an exec; less ends the session
+_FLUSH_WAIT_S = 10.0
+_real_exit = os._exit
 
 
 class TarRefusedError(ValueError):
     """A tar entry that could escape the destination or is not a plain file or directory."""
+
+
+class _NoSpaceError(Exception):
+    """An upload that cannot fit in the workspace."""
 
 
 def check_tar_member(member: tarfile.TarInfo) -> PurePosixPath:
@@ -89,6 +116,26 @@ def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
     return FRAME_PREFIX.pack(len(data), len(body)) + data + body
 
 
+def encode_chunk(data: bytes) -> bytes:
+    """A headerless frame: one piece of a stream."""
+    return FRAME_PREFIX.pack(0, len(data)) + data
+
+
+def python_exit_status(code: object) -> tuple[int, str]:
+    """``(exit status, text for stderr)`` of ``SystemExit(code)`` as ``python script.py`` ends:
+    None is 0, an int is what the OS keeps of it (its low byte; 255 past a C long), anything
+    else is printed and gives 1."""
+    if code is None:
+        return 0, ""
+    if isinstance(code, int):
+        return (code & 0xFF if -(1 << 63) <= code < 1 << 63 else 255), ""
+    try:
+        text = str(code)
+    except Exception:
+        text = object.__repr__(code)
+    return 1, text + "\n"
+
+
 # -- manifests: shared by the helper and the host's workspace (links are never followed) ------
 def _sorted_listing(dir_fd: int) -> list[tuple[str, bool]]:
     """``(name, is a folder)`` of a folder's entries, sorted so that a walk yields paths in
@@ -99,10 +146,11 @@ def _sorted_listing(dir_fd: int) -> list[tuple[str, bool]]:
     return listing
 
 
-def walk_files(top_fd: int) -> Iterator[tuple[str, int, str]]:
-    """``(path relative to top, folder fd, name)`` of every non-folder entry under the folder
-    ``top_fd``, in path order, never through a link. A folder fd is valid until the next item.
-    A folder that vanishes or becomes a link meanwhile is skipped."""
+def walk_files(top_fd: int, *, folders: bool = False) -> Iterator[tuple[str, int, str, bool]]:
+    """``(path relative to top, parent folder fd, name, is a folder)`` of every entry under the
+    folder ``top_fd`` (folders only if ``folders``), in path order, never through a link. A
+    parent fd is valid until the next item. A folder that vanishes or becomes a link meanwhile
+    is skipped."""
     stack = [("", os.dup(top_fd), iter(_sorted_listing(top_fd)))]
     try:
         while stack:
@@ -114,16 +162,16 @@ def walk_files(top_fd: int) -> Iterator[tuple[str, int, str]]:
                 continue
             name, is_dir = entry
             if not is_dir:
-                yield prefix + name, fd, name
+                yield prefix + name, fd, name, False
                 continue
             try:
                 child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            except (FileNotFoundError, NotADirectoryError, PermissionError):
-                continue
             except OSError as exc:
-                if exc.errno != errno.ELOOP:
-                    raise
-                continue
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.ELOOP):
+                    continue
+                raise
+            if folders:
+                yield prefix + name, fd, name, True
             stack.append((f"{prefix}{name}/", child, iter(_sorted_listing(child))))
     finally:
         for _, fd, _ in stack:
@@ -181,14 +229,14 @@ class ManifestBuilder:
                 return None
             digest = hashlib.sha256()
             size = 0
-            while chunk := handle.read(_HASH_CHUNK):
+            while chunk := handle.read(CHUNK_BYTES):
                 digest.update(chunk)
                 size += len(chunk)
         return {"path": path, "size_bytes": size, "sha256": digest.hexdigest()}
 
     def add_tree(self, top_fd: int, prefix: str) -> None:
         """Every file under the folder ``top_fd``, named ``prefix + its relative path``."""
-        for path, dir_fd, name in walk_files(top_fd):
+        for path, dir_fd, name, _ in walk_files(top_fd):
             self.add(prefix + path, dir_fd, name)
 
     def reply(self) -> tuple[dict[str, Any], bytes]:
@@ -211,12 +259,64 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return bytes(chunks)
 
 
-def _recv_frame(sock: socket.socket) -> tuple[dict[str, Any], bytes]:
+def _recv_frame(sock: socket.socket) -> tuple[dict[str, Any] | None, bytes]:
+    """``(header, body)``; the header is None for a chunk."""
     header_len, body_len = FRAME_PREFIX.unpack(_recv_exactly(sock, FRAME_PREFIX.size))
-    if header_len > MAX_HEADER_BYTES:
-        raise EOFError("oversized header from host")
-    header = json.loads(_recv_exactly(sock, header_len))
+    if header_len > MAX_HEADER_BYTES or body_len > max(CHUNK_BYTES, MAX_HEADER_BYTES):
+        raise EOFError("oversized frame from host")
+    header = json.loads(_recv_exactly(sock, header_len)) if header_len else None
     return header, _recv_exactly(sock, body_len) if body_len else b""
+
+
+class _ChunkReader:
+    """The file-like end of a stream of chunks from the host (for ``tarfile`` mode ``r|``)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+        self.offset = 0
+        self.end: dict[str, Any] | None = None  # the header that ended the stream
+
+    def read(self, size: int = -1) -> bytes:
+        while self.offset >= len(self.buffer) and self.end is None:
+            header, body = _recv_frame(self.sock)
+            if header is None:
+                self.buffer, self.offset = body, 0
+            else:
+                self.end = header
+        start = self.offset
+        self.offset = len(self.buffer) if size < 0 else min(len(self.buffer), start + size)
+        return self.buffer[start : self.offset]
+
+    def drain(self) -> dict[str, Any]:
+        """Skip the rest of the stream; the header that ended it."""
+        while self.end is None:
+            self.offset = len(self.buffer)
+            self.read(CHUNK_BYTES)
+        return self.end
+
+
+class _ChunkWriter:
+    """The start of a stream of chunks to the host: ``write`` collects, whole chunks leave."""
+
+    def __init__(self, send: Any) -> None:
+        self.send = send
+        self.buffer = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) >= CHUNK_BYTES:
+            view = memoryview(self.buffer)
+            whole = len(view) - len(view) % CHUNK_BYTES
+            for start in range(0, whole, CHUNK_BYTES):
+                self.send(encode_chunk(bytes(view[start : start + CHUNK_BYTES])))
+            view.release()
+            del self.buffer[:whole]
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.send(encode_chunk(bytes(self.buffer)))
+            self.buffer.clear()
 
 
 class _Bounded:
@@ -283,25 +383,33 @@ class _Capture:
             self.err = _Bounded(keep)
             self.limit = limit
             self.limit_hit = False
+            self.lost = False  # output dropped because the helper had no memory for it
 
-    def finish(self) -> None:
-        """Wait until everything written so far to fds 1 and 2 has been read."""
+    def finish(self) -> bool:
+        """Wait until everything written so far to fds 1 and 2 has been read; False if the
+        drain thread could not confirm it (the user's code broke the pipes or the helper)."""
         for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):  # the user may have closed it
+            with contextlib.suppress(Exception):  # the user may have closed or replaced it
                 stream.flush()
         self._flushed.clear()
-        os.write(self._ctl_w, b"x")
-        self._flushed.wait()
+        try:
+            os.write(self._ctl_w, b"x")
+        except OSError:
+            return False
+        return self._flushed.wait(_FLUSH_WAIT_S)
 
     def _read(self, fd: int, sink: _Bounded) -> bool:
         try:
-            data = os.read(fd, _CHUNK)
+            data = os.read(fd, _PIPE_CHUNK)
         except BlockingIOError:
             return False
         if not data:
             return False
         with self._lock:
-            sink.add(data)
+            try:
+                sink.add(data)
+            except MemoryError:
+                self.lost = True
             if not self.limit_hit and self.out.total + self.err.total > self.limit:
                 self.limit_hit = True
                 if self.armed and self._main is not None:
@@ -310,16 +418,22 @@ class _Capture:
 
     def _drain(self) -> None:
         while True:
-            readable, _, _ = select.select([self._out_r, self._err_r, self._ctl_r], [], [])
-            if self._out_r in readable:
-                self._read(self._out_r, self.out)
-            if self._err_r in readable:
-                self._read(self._err_r, self.err)
-            if self._ctl_r in readable:
-                os.read(self._ctl_r, 64)
-                while self._read(self._out_r, self.out) | self._read(self._err_r, self.err):
-                    pass
-                self._flushed.set()
+            try:
+                readable, _, _ = select.select([self._out_r, self._err_r, self._ctl_r], [], [])
+                if self._out_r in readable:
+                    self._read(self._out_r, self.out)
+                if self._err_r in readable:
+                    self._read(self._err_r, self.err)
+                if self._ctl_r in readable:
+                    os.read(self._ctl_r, 64)
+                    while self._read(self._out_r, self.out) | self._read(self._err_r, self.err):
+                        pass
+                    self._flushed.set()
+            except OSError:  # the user's code closed our pipes: finish() will say so
+                return
+            except MemoryError:
+                self.lost = True
+                time.sleep(0.01)
 
 
 def _cgroup_value(*candidates: str, key: str | None = None) -> int | None:
@@ -330,7 +444,8 @@ def _cgroup_value(*candidates: str, key: str | None = None) -> int | None:
         except OSError:
             continue
         if key is None:
-            return int(text.split()[0])
+            value = text.split()[0]
+            return int(value) if value.isdigit() else None
         for line in text.splitlines():
             name, _, value = line.partition(" ")
             if name == key:
@@ -359,6 +474,36 @@ def _peak_memory(use_cgroup: bool = True) -> int | None:
         child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         peak = max(self_rss, child_rss) * 1024
     return peak
+
+
+def _memory_headroom() -> int | None:
+    """Bytes the sandbox's memory cgroup still allows, if it has a limit."""
+    limit = _cgroup_value(
+        "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+    )
+    usage = _cgroup_value(
+        "/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory/memory.usage_in_bytes"
+    )
+    if limit is None or usage is None or limit >= 1 << 60:
+        return None
+    return max(0, limit - usage)
+
+
+def _on_tmpfs(path: str) -> bool:
+    """Whether ``path`` lies on a tmpfs (whose pages count as the sandbox's memory)."""
+    best, fstype = "", ""
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            fields, _, tail = line.partition(" - ")
+            mount_point = fields.split()[4]
+            inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+            if inside and len(mount_point) >= len(best):
+                best, fstype = mount_point, tail.split()[0]
+    return fstype == "tmpfs"
+
+
+def _human(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB"
 
 
 def _kill_other_processes(me: int) -> None:
@@ -393,6 +538,17 @@ def _kill_other_processes(me: int) -> None:
             break
 
 
+def _preload() -> None:
+    """Import what an exec's reply needs while imports still work (see the imports above)."""
+    with contextlib.suppress(Exception):
+        import linecache
+        import resource
+        import tokenize
+        import traceback
+
+        del linecache, resource, tokenize, traceback
+
+
 class _Session:
     # False where the helper shares the host's cgroup (restricted backend): its counters are
     # the host's, not the sandbox's.
@@ -407,14 +563,28 @@ class _Session:
         self.namespace = self.new_namespace(__name__="__main__")
         self.counter = 0
         self.memory_error = False
+        self.started: float | None = None  # while an exec runs: when it began
+        self._oom_before: int | None = None
+        self._send_lock = threading.Lock()
+        self._reserve: bytearray | None = bytearray(_RESERVE_BYTES)
         signal.signal(signal.SIGUSR1, self._on_output_limit)
+        os._exit = self._os_exit  # type: ignore[assignment]  # status and output are kept
+        with contextlib.suppress(ImportError):
+            import posix
+
+            posix._exit = self._os_exit  # type: ignore[assignment]
 
     def _on_output_limit(self, signum: int, frame: object) -> None:
         if self.capture.armed:
             raise _OutputLimitExceededError
 
+    def _send(self, data: bytes) -> None:
+        with self._send_lock:
+            self.sock.sendall(data)
+
     # -- seams: how code is compiled and which globals it sees (the restricted runner's) -----
-    def compile_source(self, source: str, filename: str) -> Any:
+    def compile_source(self, source: str | bytes, filename: str) -> Any:
+        """``source`` is bytes for a file: compiled like Python runs one (PEP 263 cookie)."""
         return compile(source, filename, "exec")
 
     def new_namespace(self, **names: Any) -> dict[str, Any]:
@@ -422,45 +592,80 @@ class _Session:
 
     # -- requests ----------------------------------------------------------------------------
     def serve(self) -> None:
-        self.sock.sendall(encode_frame({"op": "hello", "pid": self.pid, "python": sys.version}))
+        self._send(encode_frame({"op": "hello", "pid": self.pid, "python": sys.version}))
+        with contextlib.suppress(RuntimeError):  # no thread to spare: imports happen inline
+            threading.Thread(target=_preload, name="execloop-preload", daemon=True).start()
         while True:
             try:
                 header, body = _recv_frame(self.sock)
             except EOFError:
                 return
-            op = header.get("op")
+            if header is None:  # a chunk of a stream this helper already gave up on
+                continue
             try:
-                handler = getattr(self, f"op_{op}")
+                handler = getattr(self, f"op_{header.get('op')}")
                 reply, reply_body = handler(header, body)
                 reply["ok"] = True
+            except EOFError:  # the host went away mid-stream
+                return
             except Exception as exc:  # reported to the host, which raises its own error
-                reply, reply_body = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}, b""
-            self.sock.sendall(encode_frame(reply, reply_body))
+                reply, reply_body = self._failure(exc), b""
+            self._send(encode_frame(reply, reply_body))
+
+    def _failure(self, exc: BaseException) -> dict[str, Any]:
+        plain = isinstance(exc, (TarRefusedError, _NoSpaceError))
+        error = str(exc) if plain else f"{type(exc).__name__}: {exc}"
+        reply: dict[str, Any] = {"ok": False, "error": error}
+        if isinstance(exc, MemoryError):
+            self._reserve = None
+            reply.update(ended="the script left the helper no memory", exit_reason="oom")
+        elif isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            reply["ended"] = "the script used up the file descriptors"
+        return reply
 
     def op_ping(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
         return {}, b""
 
     def op_exec(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
         self.counter += 1
-        oom_before = _oom_kills() if self.use_cgroup else None
+        self._oom_before = _oom_kills() if self.use_cgroup else None
         self.capture.begin(keep=int(header["keep"]), limit=int(header["limit"]))
-        started = time.monotonic()
+        self.started = time.monotonic()
         exit_code = self._run_user_code(header)
-        if self.reap_all and not header.get("keep_background", False):
-            _kill_other_processes(self.pid)
-        self.capture.finish()
-        duration = time.monotonic() - started
+        try:
+            if self.reap_all and not header.get("keep_background", False):
+                with contextlib.suppress(OSError):  # no descriptor left: the host kills all
+                    _kill_other_processes(self.pid)
+            return self._exec_reply(exit_code), b""
+        except BaseException as exc:  # the helper's own work failed after the script
+            return self._emergency_reply(exit_code, exc), b""
+        finally:
+            self.started = None
+
+    def _exec_reply(self, exit_code: int, *, ended: str | None = None) -> dict[str, Any]:
+        """The reply of the exec in progress; ``ended`` if the script ended the session."""
+        assert self.started is not None
+        flushed = self.capture.finish()
+        duration = time.monotonic() - self.started
         oom_after = _oom_kills() if self.use_cgroup else None
         if self.capture.limit_hit:
             reason = "output_limit"
         elif self.memory_error or (
-            oom_before is not None and oom_after is not None and oom_after > oom_before
+            self._oom_before is not None and oom_after is not None and oom_after > self._oom_before
         ):
             reason = "oom"
         else:
             reason = "ok" if exit_code == 0 else "error"
+        if ended is None:
+            trouble = self._health(flushed)
+            if trouble is not None:
+                reason, ended = trouble
+                exit_code = exit_code or 1
+                self.capture.err.add(f"\nexecloop: {ended}; the session was closed\n".encode())
+        if self.capture.lost:
+            self.capture.err.add(b"\nexecloop: some output was lost (no memory to keep it)\n")
         out, err = self.capture.out, self.capture.err
-        return {
+        reply = {
             "exit_code": exit_code,
             "exit_reason": reason,
             "stdout": out.text(),
@@ -469,15 +674,74 @@ class _Session:
             "stderr_truncated": err.truncated,
             "duration_s": duration,
             "peak_memory_bytes": _peak_memory(self.use_cgroup),
-        }, b""
+        }
+        if ended is not None:
+            reply["ended"] = ended
+        return reply
+
+    def _health(self, flushed: bool) -> tuple[str, str] | None:
+        """``(exit reason, why)`` if the script left the helper unable to serve on."""
+        if not flushed:
+            return "error", "the script broke the helper's output capture"
+        try:
+            os.close(os.dup(self.sock.fileno()))
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                return "error", "the script used up the file descriptors (EMFILE)"
+            return "error", f"the helper lost its control socket ({exc.strerror})"
+        try:  # address space, not a free-list chunk: what the helper's next requests map
+            mmap.mmap(-1, _HEADROOM_BYTES).close()
+        except (OSError, MemoryError):
+            return "oom", "the script left the helper no memory (threads or data fill it)"
+        return None
+
+    def _emergency_reply(self, exit_code: int, exc: BaseException) -> dict[str, Any]:
+        """A reply built with as little memory as possible, once the usual one failed."""
+        self._reserve = None
+        memory = isinstance(exc, MemoryError)
+        why = "no memory" if memory else f"{type(exc).__name__}"
+        stdout = stderr = ""
+        with contextlib.suppress(BaseException):
+            stdout, stderr = self.capture.out.text(), self.capture.err.text()
+        ended = f"the helper failed after the script ran ({why})"
+        return {
+            "exit_code": exit_code or 1,
+            "exit_reason": "oom" if memory else "error",
+            "stdout": stdout,
+            "stderr": f"{stderr}\nexecloop: {ended}; the session was closed\n",
+            "duration_s": time.monotonic() - (self.started or time.monotonic()),
+            "ended": ended,
+        }
+
+    def _os_exit(self, status: int, /) -> NoReturn:
+        """``os._exit`` for the user's code: the exec's reply (its output, this status) goes
+        to the host first, then the process really exits."""
+        code = status.__index__()
+        if not -(1 << 31) <= code < 1 << 31:
+            raise OverflowError("Python int too large to convert to C int")
+        if os.getpid() != self.pid:  # a forked child leaving
+            _real_exit(code)
+        self.capture.armed = False
+        try:
+            why = f"the script called os._exit({code})"
+            if self.started is not None:
+                reply = self._exec_reply(code & 0xFF, ended=why)
+            else:  # from a thread between requests: ends whatever the host asks next
+                reply = {"exit_code": code & 0xFF, "exit_reason": "error", "duration_s": 0}
+                reply.update(stderr=f"execloop: {why} between execs\n", ended=why)
+            self._send(encode_frame({**reply, "ok": True}))
+        finally:
+            _real_exit(code)
 
     def _run_user_code(self, header: dict[str, Any]) -> int:
+        self.memory_error = False  # an allocation refused by a limit (rlimit, cgroup) is OOM
         path = header.get("path")
         saved_argv, saved_path0 = sys.argv, sys.path[0] if sys.path else ""
         try:
+            source: str | bytes
             if path is not None:
                 filename = self._inside(path)
-                with open(filename, encoding="utf-8") as handle:
+                with open(filename, "rb") as handle:
                     source = handle.read()
                 sys.argv = [filename, *header.get("args", [])]
                 sys.path[0] = os.path.dirname(filename)
@@ -486,37 +750,36 @@ class _Session:
                 source = header["code"]
                 filename = f"<exec-{self.counter}>"
                 namespace = self.namespace
-            import linecache
-
-            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
             compiled = self.compile_source(source, filename)
-        except (OSError, SyntaxError, ValueError) as exc:
-            import traceback
-
-            traceback.print_exception(exc, limit=0)
+            _remember_source(filename, source)
+        except Exception as exc:  # SyntaxError, a missing file, no memory to compile...
+            self.memory_error = isinstance(exc, MemoryError)
+            _print_exception(exc, limit=0)
             return 1
         code = 0
-        self.memory_error = False  # an allocation refused by a limit (rlimit, cgroup) is OOM
         self.capture.armed = True
         try:
             exec(compiled, namespace)
         except SystemExit as exc:
-            code = self._exit_status(exc)
+            self.capture.armed = False
+            code, message = python_exit_status(exc.code)
+            with contextlib.suppress(Exception):
+                sys.stderr.write(message)
         except _OutputLimitExceededError:
             code = 1
         except BaseException as exc:  # report it like Python would, without our frame
+            self.capture.armed = False
             self.memory_error = isinstance(exc, MemoryError)
-            import traceback
-
             tb = exc.__traceback__.tb_next if exc.__traceback__ else None
-            traceback.print_exception(type(exc), exc, tb)
+            _print_exception(exc, tb=tb)
             code = 1
         finally:
             self.capture.armed = False
             if os.getpid() != self.pid:  # a forked child left the user's code: never serve
                 for stream in (sys.stdout, sys.stderr):
-                    stream.flush()
-                os._exit(code)
+                    with contextlib.suppress(Exception):
+                        stream.flush()
+                _real_exit(code)
             sys.argv = saved_argv
             if sys.path:
                 sys.path[0] = saved_path0
@@ -524,31 +787,61 @@ class _Session:
             self.namespace.update({k: v for k, v in namespace.items() if not k.startswith("__")})
         return code
 
-    @staticmethod
-    def _exit_status(exc: SystemExit) -> int:
-        if exc.code is None:
-            return 0
-        if isinstance(exc.code, int):
-            return exc.code
-        print(exc.code, file=sys.stderr)
-        return 1
-
     def _inside(self, relative: str) -> str:
         target = os.path.realpath(os.path.join(self.workspace, relative))
         if target != self.workspace and not target.startswith(self.workspace + os.sep):
             raise TarRefusedError(f"{relative!r} is outside the workspace")
         return target
 
+    # -- files --------------------------------------------------------------------------------
     def op_put(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
-        import io
+        dest = self._inside(header.get("dest", "."))
+        self._check_space(int(header.get("bytes", 0)), int(header.get("files", 0)))
+        self._send(encode_frame({"ok": True, "go": True}))
+        reader = _ChunkReader(self.sock)
+        created: list[str] = []
+        try:
+            files = self._extract(reader, dest, created)
+        except BaseException:
+            for target in reversed(created):  # no half-written upload stays behind
+                with contextlib.suppress(OSError):
+                    os.unlink(target)
+            reader.drain()
+            raise
+        end = reader.drain()
+        if end.get("abort"):
+            for target in reversed(created):
+                with contextlib.suppress(OSError):
+                    os.unlink(target)
+            raise ValueError(f"the host gave up the upload: {end['abort']}")
+        return {"files": files}, b""
+
+    def _check_space(self, size: int, files: int) -> None:
+        info = os.statvfs(self.workspace)
+        free = info.f_bavail * info.f_frsize
+        needed = size + files * info.f_frsize  # each file's last block, at worst
+        where, fix = "the workspace has", "workspace_size"
+        headroom = _memory_headroom() if self.use_cgroup and _on_tmpfs(self.workspace) else None
+        if headroom is not None and headroom < free:  # a tmpfs's pages are the sandbox's memory
+            free, where, fix = (
+                headroom,
+                "the sandbox's memory (its workspace is a tmpfs) has",
+                "memory",
+            )
+        if needed > free:
+            raise _NoSpaceError(
+                f"the upload needs {_human(needed)} ({files} files) but {where} "
+                f"{_human(free)} free; raise {fix} in the sandbox spec"
+            )
+
+    def _extract(self, reader: _ChunkReader, dest: str, created: list[str]) -> int:
         import tarfile
 
-        dest = self._inside(header.get("dest", "."))
-        with tarfile.open(fileobj=io.BytesIO(body), mode="r:") as archive:
-            members = archive.getmembers()
-            for member in members:
+        files = 0
+        stream: Any = reader  # file-like enough for tarfile's stream mode
+        with tarfile.open(fileobj=stream, mode="r|") as archive:
+            for member in archive:
                 check_tar_member(member)
-            for member in members:
                 target = self._inside(os.path.join(dest, member.name))
                 if member.isdir():
                     os.makedirs(target, exist_ok=True)
@@ -556,39 +849,36 @@ class _Session:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 source = archive.extractfile(member)
                 assert source is not None
+                if not os.path.lexists(target):
+                    created.append(target)
                 with open(target, "wb") as handle:
-                    while chunk := source.read(_CHUNK):
+                    while chunk := source.read(CHUNK_BYTES):
                         handle.write(chunk)
                 os.chmod(target, 0o755 if member.mode & 0o111 else 0o644)
-        return {"files": sum(1 for m in members if m.isfile())}, b""
-
-    def _walk(self, root: str) -> list[str]:
-        """Regular files under ``root`` (links are never followed nor listed), sorted."""
-        if os.path.isfile(root):
-            return [root]
-        if not os.path.isdir(root):
-            raise FileNotFoundError(f"{os.path.relpath(root, self.workspace)} does not exist")
-        found = []
-        for folder, dirs, files in os.walk(root):
-            dirs.sort()
-            for name in sorted(files):
-                candidate = os.path.join(folder, name)
-                if os.path.isfile(candidate) and not os.path.islink(candidate):
-                    found.append(candidate)
-        return found
+                files += 1
+        return files
 
     def op_get(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
-        import io
-        import tarfile
-
         root = self._inside(header["path"])
-        files = self._walk(root)
-        base = os.path.dirname(root) if os.path.isfile(root) else root
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:") as archive:
-            for file in files:
-                archive.add(file, arcname=os.path.relpath(file, base), recursive=False)
-        return {"files": len(files)}, buffer.getvalue()
+        if not os.path.lexists(root):
+            raise FileNotFoundError(f"{os.path.relpath(root, self.workspace)} does not exist")
+        folder = os.path.isdir(root)
+        top = os.open(root if folder else os.path.dirname(root), _DIR_FLAGS)
+        self._send(encode_frame({"ok": True, "stream": True}))
+        writer = _ChunkWriter(self._send)
+        files = 0
+        try:
+            if folder:
+                entries = walk_files(top)
+            else:
+                entries = iter([(os.path.basename(root), top, os.path.basename(root), False)])
+            for arcname, dir_fd, name, _ in entries:
+                files += _write_member(writer, arcname, dir_fd, name)
+            writer.write(bytes(2 * 512))  # the end-of-archive marker
+            writer.flush()
+        finally:
+            os.close(top)
+        return {"files": files}, b""
 
     def op_manifest(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
         root = self._inside(header.get("path", "."))
@@ -609,6 +899,65 @@ class _Session:
         else:
             raise FileNotFoundError(f"{relative} does not exist")
         return builder.reply()
+
+
+def _write_member(writer: _ChunkWriter, arcname: str, dir_fd: int, name: str) -> int:
+    """Write ``name`` as a tar member (header, data, padding) if it is a regular file reached
+    without a link; 1 if it was written."""
+    import stat
+    import tarfile
+
+    try:
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:  # a link (ELOOP), a socket or a file removed meanwhile is not sent
+        if exc.errno in (errno.ELOOP, errno.ENOENT, errno.ENXIO):
+            return 0
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return 0
+        member = tarfile.TarInfo(arcname)
+        member.size = info.st_size
+        member.mode = 0o755 if info.st_mode & 0o111 else 0o644
+        member.mtime = int(info.st_mtime)
+        writer.write(member.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        left = info.st_size
+        while left:
+            chunk = handle.read(min(left, CHUNK_BYTES))
+            if not chunk:
+                raise OSError(errno.EIO, f"{arcname} shrank while it was read")
+            writer.write(chunk)
+            left -= len(chunk)
+        writer.write(bytes(-info.st_size % 512))
+    return 1
+
+
+def _remember_source(filename: str, source: str | bytes) -> None:
+    """Put the source in ``linecache`` so that tracebacks show its lines."""
+    import linecache
+
+    if isinstance(source, bytes):
+        import io
+        import tokenize
+
+        try:
+            encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)
+            source = source.decode(encoding)
+        except (SyntaxError, UnicodeDecodeError, LookupError):
+            return
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+
+
+def _print_exception(exc: BaseException, *, tb: Any = None, limit: int | None = None) -> None:
+    """Print ``exc`` as Python would; a bare line if even that fails (no memory, no import)."""
+    try:
+        import traceback
+
+        traceback.print_exception(type(exc), exc, tb if limit is None else None, limit=limit)
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            os.write(2, f"{type(exc).__name__}: {exc}\n".encode(errors="replace"))
 
 
 def main(argv: list[str] | None = None, *, session_class: type[_Session] = _Session) -> None:

@@ -24,14 +24,16 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 
 from execloop.errors import ConfigError, SandboxClosedError, TransferError
-from execloop.sandboxes import kernelspecs
+from execloop.sandboxes import kernelspecs, transfer
 from execloop.sandboxes.base import (
     DEFAULT_MANIFEST_LIMIT,
     ExecResult,
     ExitReason,
     Manifest,
     Sandbox,
+    check_exec_args,
 )
+from execloop.sandboxes.kernel_code import REAP_ZOMBIES, RUN_FILE, SESSION_HOOKS
 from execloop.sandboxes.kernel_messages import OutputCollector
 from execloop.sandboxes.kernel_provisioners import check_placement, sandbox_owner
 from execloop.sandboxes.kernel_session import KernelSession, RunEnd
@@ -45,41 +47,6 @@ __all__ = ["JupyterSandbox", "OUTPUTS_DIR"]
 OUTPUTS_DIR = "outputs"
 
 log = logging.getLogger("execloop.sandboxes.jupyter")
-
-# Runs a workspace file as __main__ the way the helper does: its globals join the session.
-_RUN_FILE = """\
-def __execloop_run_file(path, args):
-    import os, sys
-    saved = sys.argv, sys.path[:1]
-    sys.argv, sys.path[:1] = [path, *args], [os.path.dirname(path)]
-    scope = {{"__name__": "__main__", "__file__": path}}
-    try:
-        with open(path, encoding="utf-8") as handle:
-            code = compile(handle.read(), path, "exec")
-        exec(code, scope)
-    finally:
-        sys.argv, sys.path[:1] = saved
-        globals().update((k, v) for k, v in scope.items() if not k.startswith("__"))
-try:
-    __execloop_run_file({path!r}, {args!r})
-finally:
-    del __execloop_run_file
-"""
-
-# Only a parent reaps its zombies, and the kernel's killed children would count against the
-# pids limit: reaped by the kernel itself, silently, leaving no name behind.
-_REAP_ZOMBIES = """\
-def __execloop_reap():
-    import os
-    while True:
-        try:
-            if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                return
-        except ChildProcessError:
-            return
-__execloop_reap()
-del __execloop_reap
-"""
 
 
 class JupyterSandbox(Sandbox):
@@ -101,6 +68,10 @@ class JupyterSandbox(Sandbox):
         self._lock = anyio.Lock()
         self.exec_count = 0
         self._outputs_saved = 0
+
+    @property
+    def ended(self) -> str | None:
+        return self._dead
 
     @property
     def kernel_manager(self) -> AsyncKernelManager | None:
@@ -141,6 +112,7 @@ class JupyterSandbox(Sandbox):
         kernel = KernelSpec(name=kernelspecs.KERNEL_NAMES[placement], resource_dir="", **fields)
         self._kernel = KernelSession(kernel)
         await self._kernel.start(timeout=self.spec.start_timeout_s)
+        await self._kernel.run_silently(SESSION_HOOKS)
 
     async def restart(self) -> None:
         """A fresh kernel (new state, new HMAC key) on the same workspace, dead or alive."""
@@ -185,11 +157,12 @@ class JupyterSandbox(Sandbox):
 
     # -- execution -------------------------------------------------------------------------
     async def exec(self, code: str, *, timeout: float | None = None) -> ExecResult:
-        return await self._execute(code, timeout)
+        return await self._execute(code, check_exec_args(timeout=timeout, code=code))
 
     async def exec_file(
         self, path: str, *, args: Sequence[str] = (), timeout: float | None = None
     ) -> ExecResult:
+        timeout = check_exec_args(timeout=timeout, path=path, args=args)
         self._ensure_open()
         try:
             relative = await anyio.to_thread.run_sync(self._workspace().regular_file, path)
@@ -198,7 +171,7 @@ class JupyterSandbox(Sandbox):
                 exit_code=1, exit_reason=ExitReason.ERROR, stderr=f"execloop: {exc}\n", duration_s=0
             )
         target = f"{kernelspecs.SANDBOX_WORKSPACE}/{relative}"
-        return await self._execute(_RUN_FILE.format(path=target, args=list(args)), timeout)
+        return await self._execute(RUN_FILE.format(path=target, args=list(args)), timeout)
 
     async def _execute(self, code: str, timeout: float | None) -> ExecResult:
         self._ensure_open()
@@ -225,7 +198,10 @@ class JupyterSandbox(Sandbox):
                 await self._stop_kernel()
                 raise
             if end.died is not None:
-                self._dead = f"{end.died} during call #{self.exec_count}"
+                died = end.died
+                if collector.exit_status is not None:
+                    died = f"the script called os._exit({collector.exit_status})"
+                self._dead = f"{died} during call #{self.exec_count}"
                 log.info("jupyter sandbox %s: %s", self.session_id, self._dead)
                 self._kernel = None  # the session stopped its kernel already
             return await self._result(collector, end, started, oom_before)
@@ -235,13 +211,18 @@ class JupyterSandbox(Sandbox):
     ) -> ExecResult:
         duration = time.monotonic() - started
         peak = oom_after = None
+        trouble: tuple[ExitReason, str] | None = None
         if self._kernel is not None:
             provisioner = self._kernel.provisioner
             if not self.spec.keep_background_processes and await provisioner.reap_strays():
-                await self._kernel.run_silently(_REAP_ZOMBIES)
+                await self._kernel.run_silently(REAP_ZOMBIES)
             peak, oom_after = await provisioner.memory()
+            trouble = await self._kernel.health()
         exit_code: int | None
-        if end.reason is None:  # it finished: the cell's own outcome
+        if end.died is not None and collector.exit_status is not None:  # the script's os._exit
+            exit_code = collector.exit_status & 0xFF
+            reason = ExitReason.OK if exit_code == 0 else ExitReason.ERROR
+        elif end.reason is None:  # it finished: the cell's own outcome
             exit_code, reason, message = collector.outcome()
             collector.stderr.add(message.encode())
             if oom_before is not None and oom_after is not None and oom_after > oom_before:
@@ -250,6 +231,12 @@ class JupyterSandbox(Sandbox):
             reason, alive = end.reason, end.died is None
             exit_code = 1 if reason is ExitReason.OUTPUT_LIMIT and alive else None
             collector.stderr.add(self._note(reason, alive, duration).encode())
+        if trouble is not None:  # the script left the kernel unable to go on: close it
+            reason, why = trouble
+            exit_code = exit_code or 1
+            self._dead = f"{why} during call #{self.exec_count}"
+            collector.stderr.add(f"\nexecloop: {why}; the kernel was stopped\n".encode())
+            await self._stop_kernel()
         return ExecResult(
             exit_code=exit_code,
             exit_reason=reason,
@@ -287,12 +274,26 @@ class JupyterSandbox(Sandbox):
         return self._files
 
     async def upload_tar(self, archive: bytes, dest: str = ".") -> None:
+        transfer.check_name(dest, what="upload destination")
         await anyio.to_thread.run_sync(self._workspace().extract, archive, dest)
+
+    async def _upload_path(self, source: Path, dest: str) -> None:
+        await anyio.to_thread.run_sync(self._workspace().copy_in, source, dest)
 
     async def download_tar(self, path: str) -> bytes:
         files = self._workspace()
+        transfer.check_name(path)
         return await anyio.to_thread.run_sync(lambda: files.tar(path, max_bytes=MAX_DOWNLOAD_BYTES))
+
+    async def download(self, path: str, dest: Path) -> list[Path]:
+        transfer.check_name(path)
+        return await anyio.to_thread.run_sync(self._workspace().copy_out, path, dest)
+
+    async def read_file(self, path: str) -> bytes:
+        transfer.check_name(path)
+        return await anyio.to_thread.run_sync(self._workspace().read, path)
 
     async def manifest(self, path: str = ".", *, limit: int = DEFAULT_MANIFEST_LIMIT) -> Manifest:
         files = self._workspace()
+        transfer.check_name(path)
         return await anyio.to_thread.run_sync(lambda: files.manifest(path, limit=limit))

@@ -14,9 +14,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from execloop.sandboxes.base import ExitReason
-from execloop.sandboxes.helper import _Bounded
+from execloop.sandboxes.helper import _Bounded, python_exit_status
 
-__all__ = ["OutputCollector", "RICH_SUFFIXES", "strip_ansi", "system_exit_status"]
+__all__ = ["EXIT_MIME", "OutputCollector", "RICH_SUFFIXES", "strip_ansi", "system_exit_status"]
+
+# The display message execloop's os._exit hook sends before the kernel exits: {"status": n}.
+EXIT_MIME = "application/vnd.execloop.exit+json"
 
 # Rich mime types saved as workspace files, in order of preference for the suffix.
 RICH_SUFFIXES = {
@@ -34,14 +37,17 @@ def strip_ansi(text: str) -> str:
 
 
 def system_exit_status(evalue: str) -> tuple[int, str]:
-    """``(exit code, message for stderr)`` of a ``SystemExit`` as ipykernel reports it (only
-    ``str(exc)`` survives): no code is 0, an integer is itself, anything else is printed, 1."""
+    """``(exit status, message for stderr)`` of a ``SystemExit`` as ipykernel reports it (only
+    ``str(exc)`` survives): no code is 0, an integer (or bool) is what the OS keeps of it,
+    anything else is printed and gives 1 (``helper.python_exit_status``)."""
     text = evalue.strip()
     if text in ("", "None"):
         return 0, ""
     if re.fullmatch(r"[+-]?\d+", text):
-        return int(text), ""
-    return 1, evalue if evalue.endswith("\n") else evalue + "\n"
+        return python_exit_status(int(text))
+    if text in ("True", "False"):
+        return python_exit_status(text == "True")
+    return python_exit_status(evalue.rstrip("\n"))
 
 
 class OutputCollector:
@@ -55,6 +61,7 @@ class OutputCollector:
         self.idle = False
         self.frozen = False  # after an interrupt: only wait for idle, keep nothing more
         self.error: tuple[str, str, str] | None = None  # ename, evalue, traceback text
+        self.exit_status: int | None = None  # what the script passed to os._exit
 
     @property
     def over_limit(self) -> bool:
@@ -80,7 +87,13 @@ class OutputCollector:
             traceback = strip_ansi("".join(x if x.endswith("\n") else x + "\n" for x in lines))
             self.error = (str(content.get("ename", "")), str(content.get("evalue", "")), traceback)
         elif kind in ("display_data", "execute_result"):
-            return self._rich(kind, content.get("data", {}))
+            data = content.get("data", {})
+            payload = data.get(EXIT_MIME) if isinstance(data, Mapping) else None
+            status = payload.get("status") if isinstance(payload, Mapping) else None
+            if kind == "display_data" and isinstance(status, int) and not isinstance(status, bool):
+                self.exit_status = status
+                return []
+            return self._rich(kind, data)
         return []
 
     def _rich(self, kind: str, data: Mapping[str, Any]) -> list[tuple[str, bytes]]:

@@ -11,11 +11,13 @@ grace the kernel lives on with its state, otherwise it is killed.
 
 from __future__ import annotations
 
+import ast
 import logging
 import queue
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from jupyter_client.asynchronous.client import AsyncKernelClient
@@ -29,6 +31,7 @@ from execloop.errors import (
     SandboxStartError,
 )
 from execloop.sandboxes.base import ExitReason
+from execloop.sandboxes.kernel_code import HEALTH_EXPRESSION
 from execloop.sandboxes.kernel_messages import OutputCollector
 from execloop.sandboxes.kernel_provisioners import SandboxKernelProvisioner
 
@@ -187,6 +190,37 @@ class KernelSession:
         if await self._drain(msg_id, collector, deadline, _discard) is None:
             await _shell_reply(self.client, msg_id, _REPLY_S)
 
+    async def health(self) -> tuple[ExitReason, str] | None:
+        """After a cell: ``(reason, why)`` if it left the kernel no file descriptor or address
+        space to go on with (``kernel_code.SESSION_HOOKS``), else None (also when unsure)."""
+        client = self.client
+        msg_id = client.execute(
+            "",
+            silent=True,
+            store_history=False,
+            allow_stdin=False,
+            user_expressions={"health": HEALTH_EXPRESSION},
+        )
+        collector = OutputCollector(keep=1024, limit=1 << 20)
+        collector.frozen = True
+        deadline = time.monotonic() + INTERRUPT_GRACE_S
+        if await self._drain(msg_id, collector, deadline, _discard) is not None:
+            return None  # it died or hung: the next call finds out
+        reply = await _shell_reply(client, msg_id, _REPLY_S)
+        found = (reply or {}).get("content", {}).get("user_expressions", {}).get("health", {})
+        if found.get("status") != "ok":
+            if found.get("ename") == "MemoryError":
+                return ExitReason.OOM, "the script left the kernel no memory"
+            return None
+        try:
+            verdict = ast.literal_eval(str(found.get("data", {}).get("text/plain", "''")))
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return None
+        if not isinstance(verdict, str) or ":" not in verdict:
+            return None
+        reason, _, why = verdict.partition(":")
+        return (ExitReason.OOM if reason == "oom" else ExitReason.ERROR), why
+
     async def _drain(
         self, msg_id: str, collector: OutputCollector, deadline: float, save: SaveOutput
     ) -> ExitReason | None:
@@ -216,17 +250,19 @@ def _parent(msg: dict[str, object]) -> object:
     return header.get("msg_id") if isinstance(header, dict) else None
 
 
-async def _shell_reply(client: AsyncKernelClient, msg_id: str, timeout: float) -> bool:
+async def _shell_reply(
+    client: AsyncKernelClient, msg_id: str, timeout: float
+) -> dict[str, Any] | None:
     """Consume the shell reply to ``msg_id`` (older replies are dropped on the way)."""
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         try:
-            reply = await client.get_shell_msg(timeout=left)
+            reply: dict[str, Any] = await client.get_shell_msg(timeout=left)
         except queue.Empty:
-            return False
+            return None
         if _parent(reply) == msg_id:
-            return True
-    return False
+            return reply
+    return None
 
 
 async def _discard(suffix: str, data: bytes) -> None:

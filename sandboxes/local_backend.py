@@ -341,6 +341,10 @@ class LocalSandbox(ProcessSandbox):
         super().__init__(spec)
         self._run_as = host_ids(spec)
 
+    @property
+    def socket_owner(self) -> tuple[int, int] | None:
+        return self._run_as
+
     async def _command(self, socket_dir: Path, state_dir: Path) -> list[str]:
         tools = await _available_tools()
         python = host_python()

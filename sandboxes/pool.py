@@ -17,6 +17,7 @@ import collections
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -296,6 +297,10 @@ class PooledSandbox(Sandbox):
             raise AttributeError(name)
         return getattr(self.inner, name)
 
+    @property
+    def ended(self) -> str | None:
+        return None if self._inner is None else self._inner.ended
+
     async def start(self) -> None:
         pool = await self._pools.pool(self.spec)
         self._lease = pool.acquire()
@@ -319,8 +324,17 @@ class PooledSandbox(Sandbox):
     async def upload_tar(self, archive: bytes, dest: str = ".") -> None:
         await self.inner.upload_tar(archive, dest)
 
+    async def _upload_path(self, source: Path, dest: str) -> None:
+        await self.inner._upload_path(source, dest)  # streamed by the backend
+
     async def download_tar(self, path: str) -> bytes:
         return await self.inner.download_tar(path)
+
+    async def download(self, path: str, dest: Path) -> list[Path]:
+        return await self.inner.download(path, dest)
+
+    async def read_file(self, path: str) -> bytes:
+        return await self.inner.read_file(path)
 
     async def manifest(self, path: str = ".", *, limit: int = DEFAULT_MANIFEST_LIMIT) -> Manifest:
         return await self.inner.manifest(path, limit=limit)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import importlib.util
 import operator
 import os
 import sys
@@ -168,7 +169,12 @@ class RestrictedSession(helper._Session):
 
     use_cgroup = False  # a host process: the cgroup it sees is the host's
 
-    def compile_source(self, source: str, filename: str) -> Any:
+    def compile_source(self, source: str | bytes, filename: str) -> Any:
+        if isinstance(source, bytes):  # a file: decoded as Python would (PEP 263 cookie)
+            try:
+                source = importlib.util.decode_source(source)
+            except UnicodeDecodeError as exc:
+                raise SyntaxError(f"(unicode error) {exc}", (filename, 0, 0, "")) from None
         result = compile_restricted_exec(source, filename)
         if result.errors:
             raise SyntaxError(

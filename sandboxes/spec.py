@@ -7,6 +7,7 @@ treat sandboxes alike; a backend ignores nothing silently — it refuses fields 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -15,11 +16,22 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationError,
     field_validator,
     model_validator,
 )
 
-__all__ = ["Backend", "ByteCount", "Placement", "SANDBOX_UID", "SandboxSpec", "parse_bytes"]
+from execloop.errors import ConfigError
+
+__all__ = [
+    "Backend",
+    "ByteCount",
+    "Placement",
+    "SANDBOX_UID",
+    "SandboxSpec",
+    "coerce_spec",
+    "parse_bytes",
+]
 
 Backend = Literal["docker", "jupyter", "local", "restricted"]
 Placement = Literal["docker", "bubblewrap"]
@@ -123,3 +135,24 @@ class SandboxSpec(BaseModel):
     def key(self) -> str:
         """A stable string identifying this spec (pools key on it)."""
         return self.model_dump_json()
+
+
+def coerce_spec(spec: object) -> SandboxSpec:
+    """``spec`` as a ``SandboxSpec``: None is the default, a mapping is validated into one;
+    anything invalid is a ``ConfigError`` naming each bad field."""
+    if spec is None:
+        return SandboxSpec()
+    if isinstance(spec, SandboxSpec):
+        return spec
+    if not isinstance(spec, Mapping):
+        raise ConfigError(
+            f"spec must be a SandboxSpec or a dict of its fields, not {type(spec).__name__}"
+        )
+    try:
+        return SandboxSpec.model_validate(dict(spec))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'spec'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigError(f"invalid sandbox spec: {problems}") from None

@@ -1,10 +1,12 @@
 """Sandboxes driven through the in-sandbox helper over a Unix socket.
 
 The host listens on a socket in a private directory that the backend mounts into the sandbox;
-the helper connects out, so no port and no network exist. This class owns the protocol, the
-host-side deadline and the bookkeeping; a backend only says how to launch, kill, inspect and
-remove its sandbox. A deadline or a cancelled call kills the sandbox: its state can no longer
-be trusted, so later calls raise ``SandboxClosedError`` naming what happened.
+the helper connects out, so no port and no network exist. This class owns the host-side
+deadline and the session's life (``channel.HelperChannel`` speaks the protocol); a backend only
+says how to launch, kill, inspect and remove its sandbox. A deadline or a cancelled call kills
+the sandbox: its state can no longer be trusted. So does a script that ends the session itself
+(``os._exit``) or leaves the helper unable to go on (no descriptor or memory left): its exec
+still returns an ``ExecResult``, and later calls raise ``SandboxClosedError`` naming why.
 """
 
 from __future__ import annotations
@@ -12,15 +14,15 @@ from __future__ import annotations
 import abc
 import json
 import logging
-import os
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TypeVar
 
 import anyio
 import anyio.abc
-from anyio.streams.buffered import BufferedByteReceiveStream
+import anyio.to_thread
 from pydantic import ValidationError
 
 from execloop.errors import ProtocolError, SandboxClosedError, SandboxStartError, TransferError
@@ -32,8 +34,10 @@ from execloop.sandboxes.base import (
     ExitReason,
     Manifest,
     Sandbox,
+    check_exec_args,
     check_manifest_limit,
 )
+from execloop.sandboxes.channel import HelperChannel, Reply, private_unix_listener
 from execloop.sandboxes.spec import SandboxSpec
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
@@ -42,8 +46,22 @@ __all__ = ["HelperSandbox", "MAX_DOWNLOAD_BYTES", "SOCKET_NAME"]
 SOCKET_NAME = "ctl.sock"
 MAX_DOWNLOAD_BYTES = 2 * 1024**3
 _POLL_S = 0.25
+_STREAM_ERRORS = (
+    anyio.EndOfStream,
+    anyio.IncompleteRead,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+)
+T = TypeVar("T")
 
 log = logging.getLogger("execloop.sandboxes")
+
+
+def _plain(why: object) -> str:
+    """A reason the helper gave, made safe to show (it shares a process with the user's code):
+    printable characters only, one bounded line."""
+    text = "".join(c if c.isprintable() else "?" for c in str(why))
+    return text[:300]
 
 
 class HelperSandbox(Sandbox):
@@ -54,11 +72,20 @@ class HelperSandbox(Sandbox):
     def __init__(self, spec: SandboxSpec) -> None:
         super().__init__(spec)
         self.socket_dir: Path | None = None
-        self._stream: anyio.abc.SocketStream | None = None
-        self._reader: BufferedByteReceiveStream | None = None
+        self._channel: HelperChannel | None = None
         self._lock = anyio.Lock()
         self._dead: str | None = None
         self.exec_count = 0
+
+    @property
+    def ended(self) -> str | None:
+        return self._dead
+
+    @property
+    def socket_owner(self) -> tuple[int, int] | None:
+        """The host uid/gid the sandbox's code connects as, when execloop (as root) must hand
+        its sockets over; None when it is this process's own user."""
+        return None
 
     # -- what a backend provides ----------------------------------------------------------
     @abc.abstractmethod
@@ -88,7 +115,7 @@ class HelperSandbox(Sandbox):
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         self._ensure_open()
-        if self._stream is not None:
+        if self._channel is not None:
             return
         try:
             await self._start()
@@ -98,19 +125,17 @@ class HelperSandbox(Sandbox):
             raise
 
     async def _start(self) -> None:
-        # The sandbox user (uid 1000) must reach the socket; the directory name is random.
+        # Others may traverse the folder, never list it, and the socket is the sandbox user's.
         self.socket_dir = make_temp_dir("control", mode=0o711)
         path = self.socket_dir / SOCKET_NAME
-        listener = await anyio.create_unix_listener(path)
+        listener = await private_unix_listener(path, owner=self.socket_owner)
         try:
-            os.chmod(path, 0o666)
             await self._launch(self.socket_dir)
-            self._stream = await self._accept(listener)
+            self._channel = HelperChannel(await self._accept(listener))
         finally:
             await listener.aclose()
             path.unlink(missing_ok=True)
-        self._reader = BufferedByteReceiveStream(self._stream)
-        hello, _ = await self._read_frame(max_body=0)
+        hello, _ = await self._channel.read_reply()
         if hello.get("op") != "hello":
             raise SandboxStartError(f"the helper greeted with {hello!r} instead of hello")
 
@@ -135,9 +160,9 @@ class HelperSandbox(Sandbox):
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
-            if self._stream is not None:
-                await self._stream.aclose()
-                self._stream = None
+            if self._channel is not None:
+                await self._channel.aclose()
+                self._channel = None
             await self._remove()
             if self.socket_dir is not None:
                 remove_temp_dir(self.socket_dir)
@@ -145,59 +170,32 @@ class HelperSandbox(Sandbox):
     def _ensure_open(self) -> None:
         if self._dead is not None:
             raise SandboxClosedError(
-                f"the sandbox died earlier ({self._dead}); start a new one to run more code"
+                f"the sandbox ended earlier ({self._dead}); start a new one to run more code"
             )
         super()._ensure_open()
 
-    # -- protocol ---------------------------------------------------------------------------
-    async def _read_frame(self, *, max_body: int) -> tuple[dict[str, Any], bytes]:
-        assert self._reader is not None
-        prefix = await self._reader.receive_exactly(helper.FRAME_PREFIX.size)
-        header_len, body_len = helper.FRAME_PREFIX.unpack(prefix)
-        if header_len > helper.MAX_HEADER_BYTES or body_len > max_body:
-            raise ProtocolError(
-                f"helper frame too large (header {header_len} B, body {body_len} B)"
-            )
-        try:
-            header = json.loads(await self._reader.receive_exactly(header_len))
-        except ValueError as exc:
-            raise ProtocolError(f"helper sent invalid JSON: {exc}") from exc
-        if not isinstance(header, dict):
-            raise ProtocolError("helper sent a non-object header")
-        body = await self._reader.receive_exactly(body_len) if body_len else b""
-        return header, body
-
-    async def _roundtrip(
-        self, request: dict[str, Any], body: bytes = b"", *, max_body: int = 0
-    ) -> tuple[dict[str, Any], bytes]:
-        assert self._stream is not None
-        await self._stream.send(helper.encode_frame(request, body))
-        return await self._read_frame(max_body=max_body)
-
+    # -- calls ------------------------------------------------------------------------------
     async def _call(
-        self,
-        request: dict[str, Any],
-        body: bytes = b"",
-        *,
-        timeout: float,
-        max_body: int = 0,
-    ) -> tuple[dict[str, Any], bytes] | ExitReason:
-        """One request under a host-side deadline; an ``ExitReason`` if the sandbox ended."""
+        self, exchange: Callable[[HelperChannel], Awaitable[T]], *, timeout: float
+    ) -> T | Reply | ExitReason:
+        """One exchange under a host-side deadline: its result, a salvaged reply saying how
+        the session ended, or the ``ExitReason`` of a sandbox that is gone."""
         self._ensure_open()
-        if self._stream is None:
+        if self._channel is None:
             raise SandboxClosedError("the sandbox was never started; use `async with` or start()")
         async with self._lock:
+            self._ensure_open()  # an earlier call may have ended the session meanwhile
+            channel = self._channel
+            assert channel is not None
             try:
                 with anyio.move_on_after(timeout):
-                    return await self._roundtrip(request, body, max_body=max_body)
+                    return await exchange(channel)
                 await self._terminate("timed out")
                 return ExitReason.TIMEOUT
-            except (
-                anyio.EndOfStream,
-                anyio.IncompleteRead,
-                anyio.BrokenResourceError,
-                anyio.ClosedResourceError,
-            ):
+            except _STREAM_ERRORS:
+                salvaged = await channel.salvage()
+                if salvaged is not None:
+                    return salvaged
                 reason = await self._death_reason()
                 await self._terminate(f"the helper vanished: {reason.value}")
                 return reason
@@ -211,23 +209,46 @@ class HelperSandbox(Sandbox):
         log.info("%s sandbox %s", self.backend_name, self._dead)
         with anyio.CancelScope(shield=True):
             await self._kill()
-            if self._stream is not None:
-                await self._stream.aclose()
-                self._stream = None
+            if self._channel is not None:
+                await self._channel.aclose()
+                self._channel = None
             await self._remove()
+
+    async def _file_call(self, exchange: Callable[[HelperChannel], Awaitable[T]]) -> T:
+        """A file operation: a sandbox that ended or died is ``SandboxClosedError``."""
+        outcome = await self._call(exchange, timeout=self.spec.timeout_s)
+        if isinstance(outcome, ExitReason):
+            raise SandboxClosedError(f"the sandbox ended ({outcome.value}) during a file transfer")
+        reply = outcome[0] if isinstance(outcome, tuple) else outcome
+        if isinstance(reply, dict) and reply.get("ended"):
+            await self._end_session(reply)  # a salvaged reply always has "ended"
+        return outcome  # type: ignore[return-value]
+
+    async def _end_session(self, reply: Reply) -> None:
+        """The helper said the session cannot go on: close it, and say why."""
+        why = _plain(reply["ended"])
+        await self._terminate(why)
+        raise SandboxClosedError(f"the sandbox ended: {why}")
+
+    @staticmethod
+    def _raise_for(reply: Reply) -> None:
+        if not reply.get("ok"):
+            raise TransferError(str(reply.get("error", "the helper reported an unknown error")))
 
     # -- the contract -------------------------------------------------------------------
     async def exec(self, code: str, *, timeout: float | None = None) -> ExecResult:
-        return await self._exec({"code": code}, timeout)
+        limit = check_exec_args(timeout=timeout, code=code)
+        return await self._exec({"code": code}, limit)
 
     async def exec_file(
         self, path: str, *, args: Sequence[str] = (), timeout: float | None = None
     ) -> ExecResult:
-        return await self._exec({"path": path, "args": list(args)}, timeout)
+        limit = check_exec_args(timeout=timeout, path=path, args=args)
+        return await self._exec({"path": path, "args": list(args)}, limit)
 
     async def _exec(self, fields: dict[str, Any], timeout: float | None) -> ExecResult:
+        self._ensure_open()
         self.exec_count += 1
-        limit = timeout if timeout is not None else self.spec.timeout_s
         request = {
             "op": "exec",
             "keep": self.spec.max_output_bytes,
@@ -236,7 +257,12 @@ class HelperSandbox(Sandbox):
             **fields,
         }
         started = time.monotonic()
-        outcome = await self._call(request, timeout=limit)
+
+        async def exchange(channel: HelperChannel) -> Reply:
+            reply, _ = await channel.request(request)
+            return reply
+
+        outcome = await self._call(exchange, timeout=timeout or self.spec.timeout_s)
         if isinstance(outcome, ExitReason):
             return ExecResult(
                 exit_code=None,
@@ -245,42 +271,93 @@ class HelperSandbox(Sandbox):
                 f"after {time.monotonic() - started:.2f} s; its state is gone",
                 duration_s=time.monotonic() - started,
             )
-        reply, _ = outcome
-        self._raise_for(reply)
-        try:
-            return ExecResult.model_validate({k: v for k, v in reply.items() if k != "ok"})
-        except ValidationError as exc:
-            raise ProtocolError(f"malformed exec reply from the helper: {exc}") from exc
-
-    def _raise_for(self, reply: dict[str, Any], error: type[Exception] = ProtocolError) -> None:
-        if not reply.get("ok"):
-            raise error(str(reply.get("error", "the helper reported an unknown error")))
-
-    async def _file_call(
-        self, request: dict[str, Any], body: bytes = b"", *, max_body: int = 0
-    ) -> tuple[dict[str, Any], bytes]:
-        outcome = await self._call(request, body, timeout=self.spec.timeout_s, max_body=max_body)
-        if isinstance(outcome, ExitReason):
-            raise SandboxClosedError(f"the sandbox ended ({outcome.value}) during a file transfer")
-        reply, reply_body = outcome
-        self._raise_for(reply, TransferError)
-        return reply, reply_body
+        ended = outcome.get("ended")
+        if not outcome.get("ok"):
+            if not ended:
+                raise ProtocolError(f"the helper failed an exec: {outcome.get('error')}")
+            result = ExecResult(  # the helper could not even begin (no memory left)
+                exit_code=None,
+                exit_reason=ExitReason.OOM
+                if outcome.get("exit_reason") == "oom"
+                else ExitReason.ERROR,
+                stderr=f"execloop: {_plain(ended)}; the session was closed",
+                duration_s=time.monotonic() - started,
+            )
+        else:
+            fields = {k: v for k, v in outcome.items() if k not in ("ok", "ended")}
+            try:
+                result = ExecResult.model_validate(fields)
+            except ValidationError as exc:
+                raise ProtocolError(f"malformed exec reply from the helper: {exc}") from exc
+        if ended:
+            await self._terminate(_plain(ended))
+        return result
 
     async def upload_tar(self, archive: bytes, dest: str = ".") -> None:
         transfer.check_archive(archive)
-        await self._file_call({"op": "put", "dest": dest}, archive)
+        await self._put_archive(archive, dest)
+
+    async def _put_archive(self, archive: bytes, dest: str) -> None:
+        """Upload an archive as it is (``upload_tar`` checks it first; the helper does too)."""
+        files, size = transfer.archive_totals(archive)
+
+        async def chunks() -> AsyncGenerator[bytes, None]:
+            view = memoryview(archive)
+            for start in range(0, len(view), helper.CHUNK_BYTES):
+                yield bytes(view[start : start + helper.CHUNK_BYTES])
+
+        await self._put(chunks(), dest, size=size, files=files)
+
+    async def _upload_path(self, source: Path, dest: str) -> None:
+        files, size = await anyio.to_thread.run_sync(transfer.measure_path, source)
+        await self._put(transfer.tar_chunks(source), dest, size=size, files=files)
+
+    async def _put(
+        self, chunks: AsyncGenerator[bytes, None], dest: str, *, size: int, files: int
+    ) -> None:
+        transfer.check_name(dest, what="upload destination")
+        request = {"op": "put", "dest": dest, "bytes": size, "files": files}
+        try:
+            reply = await self._file_call(lambda channel: channel.put(request, chunks))
+        finally:
+            await chunks.aclose()
+        self._raise_for(reply)
+
+    async def _get(self, path: str, sink: BinaryIO) -> None:
+        """Stream the tar of ``path`` in the workspace into ``sink``."""
+        transfer.check_name(path)
+        request = {"op": "get", "path": path}
+        reply = await self._file_call(
+            lambda channel: channel.get(request, sink, max_bytes=MAX_DOWNLOAD_BYTES)
+        )
+        self._raise_for(reply)
 
     async def download_tar(self, path: str) -> bytes:
-        _, archive = await self._file_call({"op": "get", "path": path}, max_body=MAX_DOWNLOAD_BYTES)
-        transfer.check_archive(archive)
-        return archive
+        with tempfile.TemporaryFile() as spool:  # unnamed: nothing to leak
+            await self._get(path, spool)
+            transfer.check_archive(spool)
+            spool.seek(0)
+            return spool.read()
+
+    async def download(self, path: str, dest: Path) -> list[Path]:
+        with tempfile.TemporaryFile() as spool:
+            await self._get(path, spool)
+            return await anyio.to_thread.run_sync(transfer.extract_tar, spool, dest)
+
+    async def read_file(self, path: str) -> bytes:
+        with tempfile.TemporaryFile() as spool:
+            await self._get(path, spool)
+            return await anyio.to_thread.run_sync(transfer.single_file, spool, path)
 
     async def manifest(self, path: str = ".", *, limit: int = DEFAULT_MANIFEST_LIMIT) -> Manifest:
         limit = check_manifest_limit(limit)
+        transfer.check_name(path)
+        request = {"op": "manifest", "path": path, "limit": limit}
+        bound = helper.manifest_body_bound(limit)
         reply, body = await self._file_call(
-            {"op": "manifest", "path": path, "limit": limit},
-            max_body=helper.manifest_body_bound(limit),
+            lambda channel: channel.request(request, max_body=bound)
         )
+        self._raise_for(reply)
         try:
             files = [Artifact.model_validate(item) for item in json.loads(body)]
             manifest = Manifest(

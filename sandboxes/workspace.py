@@ -12,10 +12,12 @@ import contextlib
 import errno
 import io
 import os
+import shutil
 import stat
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from execloop.errors import TransferError
 from execloop.sandboxes import helper, transfer
@@ -173,6 +175,11 @@ class Workspace:
         _refuse_link(name, dir_fd)
         return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
 
+    def _download_name(self, path: str, parts: tuple[str, ...]) -> str:
+        """A file's name in a download of ``parts``: its own name, or relative to the folder."""
+        name = PurePosixPath(path)
+        return name.name if name.parts == parts else str(name.relative_to(*parts))
+
     def tar(self, relative: str, *, max_bytes: int) -> bytes:
         """A tar of the file ``relative`` (under its name) or of a directory's files."""
         parts = _parts(relative)
@@ -184,14 +191,48 @@ class Workspace:
                     total += info.st_size
                     if total > max_bytes:
                         raise TransferError(f"{relative!r} is larger than {max_bytes} bytes")
-                    name = PurePosixPath(path)
-                    arcname = name.name if name.parts == parts else str(name.relative_to(*parts))
-                    member = tarfile.TarInfo(arcname)
+                    member = tarfile.TarInfo(self._download_name(path, parts))
                     member.size = info.st_size
                     member.mode = 0o755 if info.st_mode & 0o111 else 0o644
                     member.mtime = int(info.st_mtime)
                     tar.addfile(member, handle)
         return buffer.getvalue()
+
+    def copy_out(self, relative: str, dest: Path) -> list[Path]:
+        """Copy the file ``relative`` (under its name) or a folder's files into the host folder
+        ``dest``, file by file in chunks; the files written."""
+        parts = _parts(relative)
+        dest.mkdir(parents=True, exist_ok=True)
+        root = dest.resolve()
+        written = []
+        with _refusals(f"download of {relative!r}"):
+            for path, fd, _ in self._files(relative):
+                with os.fdopen(fd, "rb") as handle:
+                    target = (root / self._download_name(path, parts)).resolve()
+                    if root not in target.parents:
+                        raise TransferError(f"{path!r} resolves outside {dest}")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with target.open("wb") as out:
+                        shutil.copyfileobj(handle, out, helper.CHUNK_BYTES)
+                    written.append(target)
+        return written
+
+    def read(self, relative: str) -> bytes:
+        """The bytes of the regular file ``relative`` (reached without links)."""
+        parts = _parts(relative)
+        with _refusals(f"{relative!r}"):
+            if not parts:
+                raise TransferError(f"{relative!r} is a directory, not a file")
+            parent = self._open_dir(parts[:-1])
+            try:
+                _refuse_link(parts[-1], parent)
+                opened = self._open_regular(parts[-1], parent)
+            finally:
+                os.close(parent)
+            if opened is None:
+                raise TransferError(f"{relative!r} is not a single regular file in the workspace")
+            with os.fdopen(opened[0], "rb") as handle:
+                return handle.read()
 
     def regular_file(self, relative: str) -> str:
         """``relative`` normalised, if it names a regular file reached without links."""
@@ -212,9 +253,15 @@ class Workspace:
 
     # -- writing ---------------------------------------------------------------------------
     def write(
-        self, relative: str, data: bytes, *, mode: int = 0o644, exclusive: bool = False
+        self,
+        relative: str,
+        data: bytes | IO[bytes],
+        *,
+        mode: int = 0o644,
+        exclusive: bool = False,
     ) -> None:
-        """Write a file, creating its folders; ``exclusive`` refuses an existing name."""
+        """Write a file (``data`` may be a file to copy in chunks), creating its folders;
+        ``exclusive`` refuses an existing name."""
         parts = _parts(relative)
         if not parts:
             raise TransferError("cannot write to the workspace root itself")
@@ -230,7 +277,10 @@ class Workspace:
                 if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
                     raise TransferError(f"{relative!r} is not a plain file (fifo or hard link)")
                 handle.truncate(0)
-                handle.write(data)
+                if isinstance(data, bytes):
+                    handle.write(data)
+                else:
+                    shutil.copyfileobj(data, handle, helper.CHUNK_BYTES)
                 os.fchmod(fd, mode)
                 self._chown(fd)
 
@@ -250,6 +300,8 @@ class Workspace:
     def extract(self, archive: bytes, dest: str = ".") -> None:
         """Extract a checked tar archive under ``dest``."""
         members = transfer.check_archive(archive)
+        files = [member for member in members if member.isfile()]
+        self.check_space(size=sum(member.size for member in files), files=len(files))
         base = _parts(dest)
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
             for member in members:
@@ -261,4 +313,29 @@ class Workspace:
                 source = tar.extractfile(member)
                 if source is None:
                     raise TransferError(f"tar entry {member.name!r} has no data")
-                self.write(target, source.read(), mode=0o755 if member.mode & 0o111 else 0o644)
+                self.write(target, source, mode=0o755 if member.mode & 0o111 else 0o644)
+
+    def copy_in(self, source: Path, dest: str = ".") -> None:
+        """Copy a host file or folder into ``dest`` (``transfer.host_entries`` says what is
+        read), file by file in chunks, once its size is known to fit."""
+        files, size = transfer.measure_path(source)
+        self.check_space(size=size, files=files)
+        base = _parts(dest)
+        for name, handle, _, executable in transfer.host_entries(source):
+            target = "/".join((*base, *_parts(name)))
+            if handle is None:
+                with _refusals(f"folder {target!r}"):
+                    os.close(self._open_dir(_parts(target), create=True))
+            else:
+                self.write(target, handle, mode=0o755 if executable else 0o644)
+
+    def check_space(self, *, size: int, files: int) -> None:
+        """``TransferError`` if ``files`` files of ``size`` bytes in all cannot fit."""
+        info = os.statvfs(self.root)
+        free = info.f_bavail * info.f_frsize
+        needed = size + files * info.f_frsize  # each file's last block, at worst
+        if needed > free:
+            raise TransferError(
+                f"the upload needs {needed / 2**20:.1f} MiB ({files} files) but the workspace "
+                f"has {free / 2**20:.1f} MiB free; free some space or use another workspace_dir"
+            )

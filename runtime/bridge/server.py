@@ -9,7 +9,7 @@ Where things are (host → sandbox, via the backend's bind mount of ``sandbox.so
 ``socket_dir/lib/execloop_tools.py`` → ``/run/execloop/lib`` (read-only for the sandbox user).
 Attaching runs one short ``exec`` in the session that puts that directory on ``sys.path`` and
 ``PYTHONPATH`` and sets ``EXECLOOP_TOOLS_TOKEN``: the token lives only in the session's
-environment, never in a file, so another host user who can reach the socket cannot use it.
+environment, never in a file; the socket itself is mode 0600, owned by the sandbox's user.
 
 What each call goes through is ``gate.CallGate``; the wire format is described in ``guest.py``.
 """
@@ -35,6 +35,7 @@ from execloop.runtime.bridge.registry import ToolRegistry
 from execloop.runtime.bridge.stubs import MODULE_NAME, render_module, render_tool_api
 from execloop.runtime.bridge.tool import Tool
 from execloop.sandboxes.base import Sandbox
+from execloop.sandboxes.channel import private_unix_listener
 
 __all__ = ["GUEST_DIR", "SOCKET_NAME", "ToolBridge"]
 
@@ -131,8 +132,10 @@ class ToolBridge:
             module = lib / f"{MODULE_NAME}.py"
             module.write_text(render_module(self.tools), encoding="utf-8")
             module.chmod(0o644)
-            # The sandbox user (uid 1000) must connect; the token, not the mode, is the guard.
-            self._listener = await anyio.create_unix_listener(socket_dir / SOCKET_NAME, mode=0o666)
+            # Only the sandbox's user can connect (mode 0600, handed over when we are root);
+            # the token guards the calls too.
+            owner = getattr(self.sandbox, "socket_owner", None)
+            self._listener = await private_unix_listener(socket_dir / SOCKET_NAME, owner=owner)
             self._task_group = anyio.create_task_group()
             await self._task_group.__aenter__()
             self._task_group.start_soon(self._listener.serve, self._handle, self._task_group)

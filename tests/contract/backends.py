@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psutil
@@ -36,3 +39,27 @@ def leftovers(session_id: str, docker_client: Any) -> list[str]:
         if session_id in cmdline:
             found.append(f"process {process.info['pid']}: {cmdline[:120]}")
     return found
+
+
+@contextlib.contextmanager
+def peak_rss_growth(interval_s: float = 0.005) -> Iterator[Callable[[], int]]:
+    """Samples this process's resident memory while the block runs; yields a function giving
+    the largest growth over the starting value, in bytes."""
+    process = psutil.Process()
+    start = process.memory_info().rss
+    peak = start
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(interval_s):
+            peak = max(peak, process.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield lambda: peak - start
+    finally:
+        done.set()
+        sampler.join()
+        peak = max(peak, process.memory_info().rss)

@@ -104,7 +104,7 @@ async def test_path_traversal_tar_entry_is_refused_on_host_and_in_sandbox() -> N
             await sandbox.upload_tar(_evil_tar())
         # bypass the host-side check: the helper refuses on its own as well
         with pytest.raises(TransferError, match="traversal"):
-            await sandbox._file_call({"op": "put", "dest": "."}, _evil_tar())
+            await sandbox._put_archive(_evil_tar(), ".")
         result = await sandbox.exec("import os\nprint(os.listdir('.'))")
     assert result.stdout == "[]\n"
 

@@ -166,13 +166,13 @@ async def test_a_loop_that_ignores_sigint_is_killed_and_restart_gives_a_fresh_ke
 
 async def test_a_dead_kernel_is_reported_as_killed(placement: str) -> None:
     async with jupyter(placement) as sandbox:
-        dead = await sandbox.exec("import os\nprint('bye', flush=True)\nos._exit(1)")
-        with pytest.raises(SandboxClosedError, match=r"died \(killed, exit status 1\)"):
+        dead = await sandbox.exec("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+        with pytest.raises(SandboxClosedError, match=r"the kernel died \(killed"):
             await sandbox.exec("print(1)")
         assert (await sandbox.artifacts()) == []  # the workspace outlives the kernel
     assert dead.exit_reason is ExitReason.KILLED
     assert dead.exit_code is None
-    assert "the kernel died (killed, exit status 1)" in dead.stderr
+    assert "the kernel died (killed" in dead.stderr
 
 
 async def test_a_memory_bomb_is_oom(placement: str) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -106,6 +108,17 @@ async def test_three_tools_in_a_loop_of_50_are_correct_and_audited() -> None:
     assert trace[1].result_bytes == 1  # 0 + 0
     assert bridge.calls_used == 151
     assert artifacts == ["main.py"]  # the bridge leaves nothing in the workspace
+
+
+async def test_the_tool_socket_belongs_to_the_sandbox_user_alone() -> None:
+    async with bridged(host_registry([]), ["add"]) as (sandbox, _):
+        assert sandbox.socket_dir is not None
+        info = os.stat(sandbox.socket_dir / "tools.sock")
+        owner = sandbox.socket_owner or (os.geteuid(), os.getegid())
+        called = await sandbox.exec("from execloop_tools import add\nprint(add(1, 2))")
+    assert stat.S_ISSOCK(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600
+    assert (info.st_uid, info.st_gid) == owner
+    assert called.stdout == "3\n", called.stderr
 
 
 async def test_calls_from_threads_are_served_concurrently() -> None:

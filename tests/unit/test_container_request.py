@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 from docker.types import DeviceRequest
 
-from execloop.sandboxes.docker_backend import container_request
+from execloop.sandboxes.docker_backend import DockerSandbox, container_request, run_as_ids
 from execloop.sandboxes.spec import SandboxSpec
 
 
@@ -70,3 +72,38 @@ def test_foreign_image_gets_the_helper_bound_read_only(tmp_path: Path) -> None:
     assert mounts["/opt/execloop-host/helper.py"]["ReadOnly"] is True
     assert mounts["/workspace"]["Source"] == str(tmp_path)
     assert "/workspace" not in request["tmpfs"]  # type: ignore[operator]
+
+
+def test_without_root_the_container_runs_as_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """So the control socket, mode 0600 and owned by the caller, is the sandbox user's too."""
+    monkeypatch.setattr(os, "geteuid", lambda: 4321)
+    monkeypatch.setattr(os, "getuid", lambda: 4321)
+    monkeypatch.setattr(os, "getgid", lambda: 99)
+    spec = SandboxSpec()
+    assert run_as_ids(spec) == (4321, 99)
+    request = container_request(
+        spec,
+        image="execloop/python:test",
+        own_image=True,
+        control_dir=Path("/tmp/execloop-abc"),
+        labels={},
+        user="4321:99",
+    )
+    tmpfs = request["tmpfs"]
+    assert isinstance(tmpfs, dict) and "uid=4321,gid=99" in tmpfs["/workspace"]
+    assert DockerSandbox(spec).socket_owner is None  # not root: nothing to hand over
+
+
+def test_as_root_the_socket_goes_to_the_sandbox_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    real_stat = Path.stat
+    owned = os.stat_result((0o40755, 0, 0, 2, 1234, 5678, 4096, 0, 0, 0))
+    monkeypatch.setattr(
+        Path, "stat", lambda self, **kw: owned if self == workspace else real_stat(self, **kw)
+    )
+    assert DockerSandbox(SandboxSpec()).socket_owner == (1000, 1000)
+    assert DockerSandbox(SandboxSpec(workspace_dir=workspace)).socket_owner == (1234, 5678)

@@ -6,6 +6,7 @@ protocol, state, output capture and the host-side deadline be checked in millise
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -184,3 +185,213 @@ async def test_manifest_is_bounded_sorted_and_counts_everything(make, tmp_path: 
     assert (small.files, small.total_files, small.total_bytes) == ([], 2501, 5001)
     assert [(a.path, a.size_bytes) for a in single.files] == [("many/00007", 2)]
     assert listed == manifest.files
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "stderr"),
+    [
+        ("raise SystemExit", 0, ""),
+        ("import sys\nsys.exit(256)", 0, ""),
+        ("import sys\nsys.exit(-1)", 255, ""),
+        ("import sys\nsys.exit(True)", 1, ""),
+        ("import sys\nsys.exit(2**100)", 255, ""),
+        ("import sys\nsys.exit(3.5)", 1, "3.5\n"),
+        ("import sys\nsys.exit('bye')", 1, "bye\n"),
+    ],
+)
+async def test_exit_statuses_are_pythons(make, code: str, status: int, stderr: str) -> None:  # type: ignore[no-untyped-def]
+    async with make() as sandbox:
+        result = await sandbox.exec(code)
+        after = await sandbox.exec("print('on')")
+    assert (result.exit_code, result.stderr) == (status, stderr)
+    assert result.exit_reason is (ExitReason.OK if status == 0 else ExitReason.ERROR)
+    assert after.stdout == "on\n"
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("import os\nprint('bye', flush=True)\nos._exit(3)", 3),
+        ("import os\nprint('bye', end='')\nos._exit(0)", 0),
+        (
+            "import os, threading, time\nprint('bye')\n"
+            "threading.Thread(target=os._exit, args=(260,)).start()\ntime.sleep(30)",
+            4,
+        ),
+    ],
+    ids=["main-thread", "unflushed-zero", "other-thread"],
+)
+async def test_os_exit_keeps_output_and_ends_the_session(make, code: str, status: int) -> None:  # type: ignore[no-untyped-def]
+    async with make() as sandbox:
+        result = await sandbox.exec(code)
+        assert sandbox.process is None  # the helper exited and the sandbox was removed
+        with pytest.raises(
+            SandboxClosedError, match=rf"os\._exit\({status if status != 4 else 260}\)"
+        ):
+            await sandbox.exec("print(1)")
+    assert (result.exit_code, result.stdout.strip()) == (status, "bye")
+    assert result.exit_reason is (ExitReason.OK if status == 0 else ExitReason.ERROR)
+
+
+async def test_os_exit_between_execs_is_reported_by_the_next_call(make) -> None:  # type: ignore[no-untyped-def]
+    async with make() as sandbox:
+        started = await sandbox.exec(
+            "import os, threading, time\n"
+            "threading.Thread(target=lambda: (time.sleep(0.2), os._exit(7))).start()"
+        )
+        assert sandbox.process is not None
+        await sandbox.process.wait()  # the thread ended the helper between the calls
+        late = await sandbox.exec("print('never runs')")
+        with pytest.raises(SandboxClosedError, match=r"os\._exit\(7\)"):
+            await sandbox.manifest()
+    assert started.ok
+    assert (late.exit_code, late.exit_reason) == (7, ExitReason.ERROR)
+    assert "between execs" in late.stderr and late.stdout == ""
+
+
+async def test_used_up_descriptors_are_data_and_close_the_session(make) -> None:  # type: ignore[no-untyped-def]
+    code = (
+        "import os, resource\n"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))\n"
+        "held = []\n"
+        "try:\n    while True:\n        held.append(os.open(os.devnull, os.O_RDONLY))\n"
+        "except OSError:\n    print('held', len(held) > 10)"
+    )
+    async with make() as sandbox:
+        result = await sandbox.exec(code)
+        with pytest.raises(SandboxClosedError, match="file descriptors"):
+            await sandbox.manifest()
+    assert (result.exit_code, result.exit_reason) == (1, ExitReason.ERROR)
+    assert result.stdout == "held True\n"
+    assert "execloop: the script used up the file descriptors" in result.stderr
+
+
+async def test_an_exhausted_address_space_is_data_and_closes_the_session(make) -> None:  # type: ignore[no-untyped-def]
+    code = (
+        "import mmap, resource, threading\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (2 * 1024**3, resource.RLIM_INFINITY))\n"
+        "held = []\n"
+        "def grab():\n    size = 1 << 30\n    while size >= 1 << 16:\n"
+        "        try:\n            held.append(mmap.mmap(-1, size))\n"
+        "        except (OSError, MemoryError):\n            size //= 2\n"
+        "thread = threading.Thread(target=grab)\nthread.start()\nthread.join()"
+    )
+    async with make() as sandbox:
+        result = await sandbox.exec(code)
+        with pytest.raises(SandboxClosedError, match="no memory"):
+            await sandbox.exec("print(1)")
+    assert (result.exit_code, result.exit_reason) == (1, ExitReason.OOM)
+    assert "execloop: the script left the helper no memory" in result.stderr
+
+
+async def test_a_failure_in_the_helpers_own_work_is_data(make) -> None:  # type: ignore[no-untyped-def]
+    sabotage = (  # the user's code shares the helper's process: break its output buffer
+        "import sys\ndef boom(self):\n    raise MemoryError\n"
+        "sys.modules['__main__']._Bounded.text = boom\nprint('lost')"
+    )
+    async with make() as sandbox:
+        result = await sandbox.exec(sabotage)
+        with pytest.raises(SandboxClosedError, match="the helper failed after the script ran"):
+            await sandbox.exec("print(1)")
+    assert (result.exit_code, result.exit_reason) == (1, ExitReason.OOM)
+    assert "execloop: the helper failed after the script ran (no memory)" in result.stderr
+
+
+async def test_scripts_are_compiled_as_python_compiles_files(make) -> None:  # type: ignore[no-untyped-def]
+    async with make() as sandbox:
+        await sandbox.upload(
+            {
+                "latin.py": b"# -*- coding: latin-1 -*-\nprint('caf\xe9')\n",
+                "broken.py": b"print('\xff\xfe')\n",
+            }
+        )
+        latin = await sandbox.exec_file("latin.py")
+        broken = await sandbox.exec_file("broken.py")
+        after = await sandbox.exec("print('still here')")
+    assert (latin.exit_code, latin.stdout) == (0, "café\n")
+    assert (broken.exit_code, broken.exit_reason) == (1, ExitReason.ERROR)
+    assert "SyntaxError" in broken.stderr and "utf-8" in broken.stderr
+    assert after.stdout == "still here\n"
+
+
+@pytest.mark.parametrize("timeout", [-1, 0, float("nan"), float("inf"), True, "5"])
+async def test_bad_timeouts_are_refused_before_anything_happens(make, timeout: object) -> None:  # type: ignore[no-untyped-def]
+    async with make() as sandbox:
+        with pytest.raises(ConfigError, match="timeout"):
+            await sandbox.exec("print(1)", timeout=timeout)
+        with pytest.raises(ConfigError, match="timeout"):
+            await sandbox.exec_file("x.py", timeout=timeout)
+        after = await sandbox.exec("print('alive')")
+    assert after.stdout == "alive\n" and sandbox.exec_count == 1
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda s: s.upload({"a\0b": "x"}), "NUL byte"),
+        (lambda s: s.upload({"x": 42}), "must be bytes or str, not int"),
+        (lambda s: s.upload({"n" * 256: "x"}), "at most 255"),
+        (lambda s: s.upload({"": "x"}), "does not name a file"),
+        (lambda s: s.upload("in.txt"), r"wrap a host path in Path"),
+        (lambda s: s.upload({"x": "y"}, dest="a\0"), "NUL byte"),
+        (lambda s: s.manifest("a\0b"), "NUL byte"),
+        (lambda s: s.read_file("a\0b"), "NUL byte"),
+        (lambda s: s.exec_file("a\0b"), "NUL byte"),
+        (lambda s: s.exec_file("x.py", args="ab"), "sequence of str"),
+        (lambda s: s.exec(b"print(1)"), "code must be a str"),
+    ],
+)
+async def test_bad_arguments_are_clear_config_errors(make, call, message: str) -> None:  # type: ignore[no-untyped-def]
+    async with make() as sandbox:
+        with pytest.raises(ConfigError, match=message):
+            await call(sandbox)
+        manifest = await sandbox.manifest()
+    assert manifest.total_files == 0
+
+
+async def test_host_folders_stream_in_and_out_without_links(make, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    source = tmp_path / "src"
+    (source / "sub" / "empty").mkdir(parents=True)
+    (source / "sub" / "data.bin").write_bytes(bytes(range(256)) * 8193)
+    (source / "run.sh").write_text("echo hi\n")
+    (source / "run.sh").chmod(0o755)
+    (source / "link").symlink_to("/etc/passwd")
+    os.mkfifo(source / "fifo")
+    async with make() as sandbox:
+        await sandbox.upload(source, "in")
+        listed = await sandbox.manifest("in")
+        modes = await sandbox.exec("import os\nprint(oct(os.stat('in/run.sh').st_mode & 0o777))")
+        copied = await sandbox.download("in", tmp_path / "back")
+        whole = await sandbox.read_file("in/sub/data.bin")
+    assert [a.path for a in listed.files] == ["in/run.sh", "in/sub/data.bin"]
+    assert modes.stdout == "0o755\n"
+    assert sorted(p.relative_to(tmp_path / "back").as_posix() for p in copied) == [
+        "run.sh",
+        "sub/data.bin",
+    ]
+    assert whole == (source / "sub" / "data.bin").read_bytes()
+
+
+async def test_an_upload_that_cannot_fit_is_refused_before_it_starts(  # type: ignore[no-untyped-def]
+    make, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    huge = tmp_path_factory.mktemp("host") / "huge.bin"  # not in the sandbox's workspace
+    with huge.open("wb") as handle:
+        handle.truncate(1 << 43)  # sparse: 8 TiB that take no disk
+    async with make() as sandbox:
+        with pytest.raises(TransferError, match=r"needs .* free; raise workspace_size"):
+            await sandbox.upload(huge)
+        listed = await sandbox.manifest()
+    assert listed.total_files == 0
+
+
+async def test_a_download_larger_than_the_cap_is_refused(
+    make, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr("execloop.sandboxes.stateful.MAX_DOWNLOAD_BYTES", 1 << 20)
+    async with make() as sandbox:
+        await sandbox.exec("open('big', 'wb').write(b'x' * (3 << 20))")
+        with pytest.raises(TransferError, match="larger than"):
+            await sandbox.read_file("big")
+        assert (await sandbox.exec("print('in sync')")).stdout == "in sync\n"

@@ -77,7 +77,11 @@ def test_memory_error_is_oom() -> None:
         ("None", (0, "")),
         ("0", (0, "")),
         ("3", (3, "")),
-        ("-2", (-2, "")),
+        ("-2", (254, "")),  # what the OS keeps of it, as `python script.py; echo $?` says
+        ("256", (0, "")),
+        (str(2**100), (255, "")),
+        ("True", (1, "")),
+        ("False", (0, "")),
         ("bye", (1, "bye\n")),
     ],
 )
@@ -110,3 +114,12 @@ def test_rich_outputs_are_returned_for_saving_and_a_result_is_printed() -> None:
 
 def test_strip_ansi() -> None:
     assert strip_ansi("\x1b[0;31mred\x1b[0m \x1b[1mbold") == "red bold"
+
+
+def test_the_exit_hook_message_records_the_status_and_shows_nothing() -> None:
+    from execloop.sandboxes.kernel_messages import EXIT_MIME
+
+    c = collector()
+    assert c.add(msg("display_data", data={EXIT_MIME: {"status": 3}}, metadata={})) == []
+    c.add(msg("display_data", data={EXIT_MIME: "garbage"}, metadata={}))
+    assert c.exit_status == 3 and c.stdout.text() == ""

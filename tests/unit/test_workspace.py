@@ -114,3 +114,37 @@ def test_manifest_is_bounded_sorted_and_counts_everything(workspace: Workspace) 
 def test_manifest_limit_is_checked(workspace: Workspace, limit: object) -> None:
     with pytest.raises(ConfigError, match="manifest limit"):
         workspace.manifest(limit=limit)  # type: ignore[arg-type]
+
+
+def test_host_folders_are_copied_in_and_out_in_chunks(workspace: Workspace, tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "big.bin").write_bytes(os.urandom(3 << 20))
+    (source / "tool").write_text("#!/bin/sh\n")
+    (source / "tool").chmod(0o755)
+    (source / "link").symlink_to("/etc/passwd")
+    workspace.copy_in(source, "in")
+    assert [a.path for a in workspace.manifest().files] == ["in/sub/big.bin", "in/tool"]
+    assert os.stat(workspace.root / "in" / "tool").st_mode & 0o777 == 0o755
+    copied = workspace.copy_out("in", tmp_path / "out")
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in copied) == [
+        "sub/big.bin",
+        "tool",
+    ]
+    assert (tmp_path / "out" / "sub" / "big.bin").read_bytes() == (
+        source / "sub" / "big.bin"
+    ).read_bytes()
+    assert workspace.read("in/tool") == b"#!/bin/sh\n"
+    with pytest.raises(TransferError, match="not a single regular file"):
+        workspace.read("in/sub")
+
+
+def test_an_upload_larger_than_the_free_space_is_refused_first(
+    workspace: Workspace, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    huge = tmp_path_factory.mktemp("host") / "huge.bin"
+    with huge.open("wb") as handle:
+        handle.truncate(1 << 43)  # sparse
+    with pytest.raises(TransferError, match=r"needs .* free"):
+        workspace.copy_in(huge)
+    assert workspace.manifest().total_files == 0

@@ -1,0 +1,95 @@
+"""Code execloop runs inside a Jupyter kernel, as cells (the kernel has no execloop package).
+
+Each snippet cleans up after itself: no name is left in the user's namespace, except the
+health check, which lives in ``builtins`` where ``user_expressions`` can reach it.
+"""
+
+from __future__ import annotations
+
+from execloop.sandboxes.kernel_messages import EXIT_MIME
+
+__all__ = ["HEALTH_EXPRESSION", "REAP_ZOMBIES", "RUN_FILE", "SESSION_HOOKS"]
+
+# Runs a workspace file as __main__ the way the helper does: its globals join the session, its
+# bytes are compiled as Python compiles a file (PEP 263), and SystemExit with anything but an
+# int or None is printed and becomes 1, as Python exits (the kernel only reports str(code)).
+RUN_FILE = """\
+def __execloop_run_file(path, args):
+    import os, sys
+    saved = sys.argv, sys.path[:1]
+    sys.argv, sys.path[:1] = [path, *args], [os.path.dirname(path)]
+    scope = {{"__name__": "__main__", "__file__": path}}
+    try:
+        with open(path, "rb") as handle:
+            code = compile(handle.read(), path, "exec")
+        try:
+            exec(code, scope)
+        except SystemExit as exc:
+            if exc.code is None or isinstance(exc.code, int):
+                raise
+            print(exc.code, file=sys.stderr)
+            raise SystemExit(1) from None
+    finally:
+        sys.argv, sys.path[:1] = saved
+        globals().update((k, v) for k, v in scope.items() if not k.startswith("__"))
+try:
+    __execloop_run_file({path!r}, {args!r})
+finally:
+    del __execloop_run_file
+"""
+
+# Run once per kernel. os._exit kills the kernel at once: the hook first flushes the output,
+# says which status it was (a display message of execloop's own type) and gives the kernel's
+# I/O thread a moment to send. The health check says, after each cell, whether the script left
+# the kernel a file descriptor and some address space: "" if so, else "reason:why".
+SESSION_HOOKS = f"""\
+def __execloop_hooks():
+    import builtins, errno, mmap, os, sys, time
+    real, parent = os._exit, os.getpid()
+    def _exit(status, /):
+        code = status.__index__()
+        if os.getpid() == parent:
+            try:
+                from IPython.display import publish_display_data
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except Exception:
+                        pass
+                publish_display_data({{{EXIT_MIME!r}: {{"status": code}}}})
+                time.sleep(0.3)
+            finally:
+                real(code)
+        real(code)
+    def health():
+        try:
+            os.close(os.dup(2))
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                return "error:the script used up the file descriptors (EMFILE)"
+        try:
+            mmap.mmap(-1, 8 << 20).close()
+        except (OSError, MemoryError):
+            return "oom:the script left the kernel no memory (threads or data fill it)"
+        return ""
+    os._exit = _exit
+    builtins.__execloop_health = health
+__execloop_hooks()
+del __execloop_hooks
+"""
+HEALTH_EXPRESSION = "__execloop_health()"
+
+# Only a parent reaps its zombies, and the kernel's killed children would count against the
+# pids limit: reaped by the kernel itself, silently, leaving no name behind.
+REAP_ZOMBIES = """\
+def __execloop_reap():
+    import os
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                return
+        except ChildProcessError:
+            return
+__execloop_reap()
+del __execloop_reap
+"""
