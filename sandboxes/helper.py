@@ -690,7 +690,7 @@ class _Session:
                 return "error", "the script used up the file descriptors (EMFILE)"
             return "error", f"the helper lost its control socket ({exc.strerror})"
         try:  # address space, not a free-list chunk: what the helper's next requests map
-            mmap.mmap(-1, _HEADROOM_BYTES).close()
+            mmap.mmap(-1, _HEADROOM_BYTES, flags=mmap.MAP_PRIVATE).close()  # as RLIMIT_DATA counts
         except (OSError, MemoryError):
             return "oom", "the script left the helper no memory (threads or data fill it)"
         return None
