@@ -80,7 +80,7 @@ _PIPE_CHUNK = 1 << 16
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _RESERVE_BYTES = 4 << 20  # freed to report a MemoryError in the helper's own work
-_HEADROOM_BYTES = 8 << 20  # address space serving needs after an exec; less ends the session
+_HEADROOM_BYTES = 2 * CHUNK_BYTES  # private memory a transfer needs after an exec; less ends it
 _FLUSH_WAIT_S = 10.0
 _real_exit = os._exit
 
