@@ -1,0 +1,2 @@
+"""Executors that plug execloop's sandboxes into other agent frameworks, one module per
+framework, each behind an optional extra (``pip install 'execloop[smolagents]'``)."""
