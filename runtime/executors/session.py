@@ -9,7 +9,7 @@ infrastructure failure (the sandbox cannot start) raises.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -79,11 +79,18 @@ def render(result: ExecResult, *, limit: int = OUTPUT_CHARS, note: str = "") -> 
 class SandboxSession:
     """One sandbox for a conversation: started on first use, kept between execs (state
     persists), and replaced by a fresh one when it ended (a timeout, memory, a kill); the
-    next exec's ``note`` then says that earlier state is gone. ``async with`` or ``aclose()``
-    closes it."""
+    next exec's ``note`` then says that earlier state is gone. ``on_start`` runs on each new
+    sandbox before anything else (a framework re-defines its tools there); if it raises, that
+    sandbox is closed. ``async with`` or ``aclose()`` closes it."""
 
-    def __init__(self, *, spec: SandboxSpec | Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        spec: SandboxSpec | Mapping[str, Any] | None = None,
+        on_start: Callable[[Sandbox], Awaitable[None]] | None = None,
+    ) -> None:
         self.spec = coerce_spec(spec)
+        self.on_start = on_start
         self.sandbox: Sandbox | None = None
         self._lock = anyio.Lock()
         self._lost: str | None = None  # why the previous sandbox ended, until reported
@@ -110,6 +117,13 @@ class SandboxSession:
             self.sandbox = None
         sandbox = create_sandbox(self.spec)
         await sandbox.__aenter__()  # closes what it started if the start fails
+        try:
+            if self.on_start is not None:
+                await self.on_start(sandbox)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await sandbox.close()
+            raise
         self.sandbox = sandbox
         self.starts += 1
         return sandbox
