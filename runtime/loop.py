@@ -37,8 +37,15 @@ from execloop.runtime.prompts import (
     extract_script,
     failure_report,
 )
-from execloop.runtime.skills import TASK_JSON, Skill
-from execloop.runtime.task import AttemptRecord, Result, Task, TaskStatus, Timings
+from execloop.runtime.skills import TASK_JSON, Skill, resolve_skill
+from execloop.runtime.task import (
+    AttemptRecord,
+    ErrorKind,
+    Result,
+    Task,
+    TaskStatus,
+    Timings,
+)
 from execloop.runtime.tokens import TOKENIZER_NAME, count_tokens
 from execloop.sandboxes import Artifact, ExecResult, Sandbox, SandboxSpec, create_sandbox
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
@@ -91,15 +98,18 @@ class SubAgent:
         on_event: Callable[[LoopEvent], None] | None = None,
         registry: ToolRegistry | None = None,
         tool_call_budget: int = 1000,
+        skill_dirs: Sequence[Path] = (),
     ) -> None:
         if task.tools and registry is None:
             raise ConfigError(
                 f"task {task.id} allows tools {list(task.tools)} but no ToolRegistry was given"
             )
+        if skill is None and task.skill is not None:  # built-in names, then skill_dirs
+            skill = resolve_skill(task.skill, skill_dirs=skill_dirs)
         if task.skill != (skill.name if skill else None):
             raise ConfigError(
                 f"task {task.id} names skill {task.skill!r} but SubAgent was given "
-                f"{skill.name if skill else None!r}: pass skill=find_skill(task.skill)"
+                f"{skill.name if skill else None!r}: leave skill= out to resolve the task's"
             )
         self.task = task
         self.registry = registry
@@ -179,9 +189,12 @@ class SubAgent:
             level = logging.INFO if isinstance(exc, ConfigError) else logging.WARNING
             log.log(level, "task %s ended in error: %s", self.task.id, exc)
             status, error = TaskStatus.ERROR, f"{type(exc).__name__}: {exc}"
+            kind: ErrorKind | None = ErrorKind.of(exc)
+        else:
+            kind = ErrorKind.BUDGET if status is TaskStatus.BUDGET_EXHAUSTED else None
         if status is TaskStatus.BUDGET_EXHAUSTED and error is None:
             error = "token budget exhausted"
-        result = self._result(status, error, time.monotonic() - started)
+        result = self._result(status, error, kind, time.monotonic() - started)
         self._on_event(LoopEvent("finished", len(self._state.records), {"result": result}))
         return result
 
@@ -391,7 +404,9 @@ class SubAgent:
         record = self._state.records[-1]
         self._on_event(LoopEvent("recorded", number, {"record": record}))
 
-    def _result(self, status: TaskStatus, error: str | None, total_s: float) -> Result:
+    def _result(
+        self, status: TaskStatus, error: str | None, kind: ErrorKind | None, total_s: float
+    ) -> Result:
         state = self._state
         return Result(
             task_id=self.task.id,
@@ -415,4 +430,5 @@ class SubAgent:
             scripted=self.model.scripted,
             tokenizer=TOKENIZER_NAME,
             error=error,
+            error_kind=kind,
         )
