@@ -156,7 +156,7 @@ class Result(BaseModel):
     def _kind_given(self) -> Result:
         ended_early = self.status in (TaskStatus.ERROR, TaskStatus.BUDGET_EXHAUSTED)
         if ended_early and self.error_kind is None:
-            raise ValueError(f"a {self.status.value} result needs its error_kind")
+            raise ValueError(f"a result with status {self.status.value} needs its error_kind")
         if self.error_kind is not None and self.error is None:
             raise ValueError("error_kind needs the error's text in `error`")
         return self

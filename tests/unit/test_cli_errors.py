@@ -26,7 +26,13 @@ import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from execloop.errors import ConfigError, ExecloopError, SkillError
+from execloop.errors import (
+    BrokerBusyError,
+    BrokerStoppedError,
+    ConfigError,
+    ExecloopError,
+    SkillError,
+)
 from execloop.runtime.checks import ExpressionCheck
 from execloop.runtime.cli import cli
 from execloop.runtime.cli_boundary import GuardedGroup, flags
@@ -368,10 +374,20 @@ API_CASES: list[tuple[str, Callable[[Path], object], type[BaseException], str]] 
         '"_x" is an invalid attribute name',
     ),
     (
-        "SubAgent without the task's skill",
-        lambda t: SubAgent(Task(goal="g", skill="data-clean"), model=_CountingModel()),
+        "SubAgent with an unknown skill",
+        lambda t: SubAgent(Task(goal="g", skill="no-such-skill"), model=_CountingModel()),
+        SkillError,
+        "unknown skill 'no-such-skill'; available: data-balance, data-clean,",
+    ),
+    (
+        "SubAgent given another skill than the task's",
+        lambda t: SubAgent(
+            Task(goal="g", skill="data-clean"),
+            model=_CountingModel(),
+            skill=find_skill("data-balance"),
+        ),
         ConfigError,
-        "names skill 'data-clean' but SubAgent was given None",
+        "names skill 'data-clean' but SubAgent was given 'data-balance'",
     ),
     (
         "SKILL.md not UTF-8",
@@ -515,8 +531,12 @@ def test_cli_preflight_result_has_no_attempts_and_no_model_request(tmp_path: Pat
 
 def test_execloop_errors_from_commands_are_one_line() -> None:
     """Every ExecloopError subclass reaching the boundary is one line, exit 2."""
+    fields: dict[type[ExecloopError], dict[str, Any]] = {
+        BrokerBusyError: {"pending": 2, "max_pending": 2},
+        BrokerStoppedError: {"task_id": "t"},
+    }
     for kind in ExecloopError.__subclasses__():
-        group = _boundary_with(kind("first line\nsecond line"))
+        group = _boundary_with(kind("first line\nsecond line", **fields.get(kind, {})))
         done = CliRunner().invoke(group, ["boom"], prog_name="execloop")
         assert done.exit_code == 2
         assert _error_lines(done.stderr) == ["error: first line; second line"], kind
