@@ -22,7 +22,7 @@ import anyio
 from execloop.errors import ConfigError, ExecloopError
 from execloop.runtime import bounds
 from execloop.runtime.bridge import ToolBridge, ToolCallRecord, ToolRegistry, render_tool_api
-from execloop.runtime.check_runner import reverify, run_checks
+from execloop.runtime.check_runner import OutputReader, reverify, run_checks
 from execloop.runtime.checks import CheckOutcome, CheckSpec, ExitStatusCheck
 from execloop.runtime.classic import CallTrace, ClassicEstimate, estimate_classic
 from execloop.runtime.host_files import human_bytes
@@ -46,7 +46,7 @@ from execloop.runtime.task import (
     TaskStatus,
     Timings,
 )
-from execloop.runtime.tokens import TOKENIZER_NAME, count_tokens
+from execloop.runtime.tokens import TOKENIZER_NAME
 from execloop.sandboxes import Artifact, ExecResult, Sandbox, SandboxSpec, create_sandbox
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
@@ -140,8 +140,11 @@ class SubAgent:
         )
         # Older attempts are summarised in at most a fifth of the fixed prompt (and never more
         # than SUMMARY_TOKENS), so attempt 20's prompt stays within 1.25x of attempt 3's.
-        self._system_tokens = sum(map(count_tokens, self.system))  # counted once: it never changes
-        fixed = self._system_tokens + count_tokens(self.task_text)
+        # the request without memory (attempt 1's): its count sizes the memory, once
+        self._bare = ModelRequest(
+            system=self.system, messages=(Message(role="user", content=self.task_text),)
+        )
+        fixed = self._bare.prompt_tokens
         self.memory = AttemptMemory(summary_tokens=min(bounds.SUMMARY_TOKENS, fixed // 5))
         self._state = _State()
         self._staged = StagedInputs(None)  # set for the duration of run()
@@ -226,13 +229,15 @@ class SubAgent:
     def request(self, number: int) -> ModelRequest:
         """The prompt of attempt ``number``: stable prefix + task + bounded memory."""
         memory = self.memory.render(number)
-        text = self.task_text + ("\n\n" + memory if memory else "")
+        if not memory:
+            return self._bare
+        text = self.task_text + "\n\n" + memory
         return ModelRequest(system=self.system, messages=(Message(role="user", content=text),))
 
     async def _attempt(self, number: int) -> bool:
         state = self._state
         request = self.request(number)
-        prompt_tokens = self._system_tokens + count_tokens(request.messages[0].content)
+        prompt_tokens = request.prompt_tokens  # the one count; a scripted model reads it too
         began = time.monotonic()
         reply = await self.model.complete(request)
         state.model_s += time.monotonic() - began
@@ -286,8 +291,13 @@ class SubAgent:
             state.sandbox_s += time.monotonic() - began
             self._on_event(LoopEvent("ran", number, {"run": run}))
             checked = time.monotonic()
+            reader = OutputReader(sandbox)  # result.json: fetched once, for checks and answer
             outcomes = await run_checks(
-                self.checks, sandbox=sandbox, run=run, check_files_root=self.check_root
+                self.checks,
+                sandbox=sandbox,
+                run=run,
+                check_files_root=self.check_root,
+                outputs=reader,
             )
             state.checks_s += time.monotonic() - checked
             self._on_event(LoopEvent("checked", number, {"outcomes": outcomes}))
@@ -295,7 +305,7 @@ class SubAgent:
                 manifest = await sandbox.manifest(limit=bounds.ARTIFACTS_LISTED)
                 state.artifacts = manifest.files
                 state.artifacts_total = (manifest.total_files, manifest.total_bytes)
-                state.answer = await self._answer(sandbox, run)
+                state.answer = await _answer(reader, run)
                 if all(o.passed for o in outcomes):
                     state.outputs_refused = await self._keep_outputs(sandbox, outputs)
         return run, outcomes
@@ -357,24 +367,22 @@ class SubAgent:
             ]
         began = time.monotonic()
         staged = self._staged.folder
+        restore = [outputs] if staged is None else [outputs, staged]
+        reader = OutputReader(folders=restore)  # the bytes re-verified are the answer's
         try:
-            return await reverify(
+            outcomes = await reverify(
                 self.checks,
                 sandbox_factory=lambda: self._factory(self.spec),
-                restore=[outputs] if staged is None else [outputs, staged],
+                restore=restore,
                 run=run,
                 check_files_root=self.check_root,
+                outputs=reader,
             )
+            if all(o.passed for o in outcomes):
+                self._state.answer = await _answer(reader, run)
+            return outcomes
         finally:
             self._state.checks_s += time.monotonic() - began
-
-    @staticmethod
-    async def _answer(sandbox: Sandbox, run: ExecResult) -> str:
-        try:
-            raw = await sandbox.read_file("result.json")
-            return bounds.head(json.dumps(json.loads(raw), indent=1), bounds.ANSWER_CHARS)
-        except (ExecloopError, ValueError):
-            return bounds.tail(run.stdout, bounds.ANSWER_CHARS)
 
     # -- bookkeeping -----------------------------------------------------------------------
     def _record(
@@ -432,3 +440,11 @@ class SubAgent:
             error=error,
             error_kind=kind,
         )
+
+
+async def _answer(reader: OutputReader, run: ExecResult) -> str:
+    """``result.json`` pretty-printed, else the stdout tail; bounded."""
+    loaded = await reader.load("result.json")
+    if isinstance(loaded, str):  # missing, too big or not JSON
+        return bounds.tail(run.stdout, bounds.ANSWER_CHARS)
+    return bounds.head(json.dumps(loaded[1], indent=1), bounds.ANSWER_CHARS)
