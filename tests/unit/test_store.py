@@ -77,7 +77,10 @@ def test_only_the_owner_stores_the_one_result(tmp_path: Path) -> None:
     store = TaskStore(tmp_path / "runs.db")
     store.add_task(TASK, "run-a", owner=LIVE, lease_s=30)
     failed = Result(
-        task_id="t-1", status=TaskStatus.ERROR, error="internal: 't-1'", error_kind=ErrorKind.INTERNAL
+        task_id="t-1",
+        status=TaskStatus.ERROR,
+        error="internal: 't-1'",
+        error_kind=ErrorKind.INTERNAL,
     )
     assert not store.put_result(failed, owner=DEAD)  # another broker's crash cannot poison it
     assert store.mark_running("t-1", owner=DEAD) is None
