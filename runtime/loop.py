@@ -260,8 +260,9 @@ class SubAgent:
                 outcomes = await self._reverify(run, outputs)
                 if not all(o.passed for o in outcomes):
                     note = _REVERIFY_FAILED
-        finally:
-            await anyio.to_thread.run_sync(remove_temp_dir, outputs)
+        finally:  # shielded: a cancelled task must not leave its outputs behind
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(remove_temp_dir, outputs)
         state.outcomes = outcomes
         self._record(number, run, outcomes, reply.usage, prompt_tokens, len(script), began)
         passed = all(o.passed for o in outcomes)
