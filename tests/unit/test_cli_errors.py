@@ -86,6 +86,12 @@ def _file(tmp: Path, name: str, data: bytes | str) -> str:
     return str(path)
 
 
+_MINE = (
+    "---\nname: mine\ndescription: A skill from a --skill-dir.\nversion: 1.0.0\n"
+    "inputs: {type: object, required: [rows], properties: {rows: {type: integer}}}\n---\nDo it.\n"
+)
+
+
 def _skill_dir(tmp: Path, **files: bytes | str) -> str:
     for name, data in files.items():
         _file(tmp / "skills" / name, "SKILL.md", data)
@@ -150,6 +156,18 @@ CLI_CASES = [
         _task("--skill", "nope"),
         2,
         ("--skill: unknown skill 'nope'; available: data-balance, data-clean",),
+    ),
+    Case(
+        "unknown skill, with a skill dir",
+        lambda t: _task("--skill", "nope", "--skill-dir", _skill_dir(t, mine=_MINE))(t),
+        2,
+        ("--skill: unknown skill 'nope'; available: data-balance, data-clean,", "mine"),
+    ),
+    Case(
+        "skill dir missing",
+        _task("--skill", "x", "--skill-dir", "/nonexistent/skills"),
+        2,
+        ("'--skill-dir'", "does not exist"),
     ),
     Case("two inputs, one name", _same_name_inputs, 2, ("--input:", "x.csv")),
     Case("missing input", _task("--input", "/nonexistent/in.csv"), 2, ("'--input'", "not exist")),
@@ -527,6 +545,23 @@ def test_cli_preflight_result_has_no_attempts_and_no_model_request(tmp_path: Pat
     human = _invoke(args[:-1])
     assert "attempt 0" not in human.output and "│ 0 " not in human.output  # no phantom row
     assert "error after 0 attempt(s)" in human.stderr
+
+
+def test_task_resolves_a_skill_from_skill_dir(tmp_path: Path) -> None:
+    """The skill is found in --skill-dir and judges the task before anything runs: its
+    required input is missing, so the result is an invalid_task error, shown with its kind."""
+    args = _task("--skill", "mine", "--skill-dir", _skill_dir(tmp_path, mine=_MINE))(tmp_path)
+    done = _invoke([*args, "--json"])
+    assert done.exit_code == 2, done.output
+    result = json.loads(done.stdout)
+    assert (result["status"], result["error_kind"], result["attempts"]) == (
+        "error",
+        "invalid_task",
+        0,
+    )
+    assert "skill 'mine' needs the input(s) rows" in result["error"]
+    human = _invoke(args)
+    assert "invalid_task error: ConfigError: skill 'mine' needs" in " ".join(human.stderr.split())
 
 
 def test_execloop_errors_from_commands_are_one_line() -> None:
