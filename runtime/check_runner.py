@@ -27,6 +27,7 @@ import jsonschema.exceptions
 import jsonschema.validators
 
 from execloop.errors import ExecloopError, SandboxClosedError, TransferError
+from execloop.runtime import bounds
 from execloop.runtime.check_dataset import run_dataset
 from execloop.runtime.check_expression import evaluate_bounded
 from execloop.runtime.check_pytest import run_pytest
@@ -213,6 +214,13 @@ class OutputReader:
             raw = await (self._fetch(path) if self.sandbox else self._read_host(path))
             self._cache[path] = raw if isinstance(raw, str) else _parsed(path, raw)
         return self._cache[path]
+
+    async def answer(self, run: ExecResult) -> str:
+        """The task's answer: ``result.json`` pretty-printed, else the stdout tail; bounded."""
+        loaded = await self.load("result.json")
+        if isinstance(loaded, str):  # missing, too big or not JSON
+            return bounds.tail(run.stdout, bounds.ANSWER_CHARS)
+        return bounds.head(json.dumps(loaded[1], indent=1), bounds.ANSWER_CHARS)
 
     async def _fetch(self, path: str) -> bytes | str:
         assert self.sandbox is not None

@@ -8,7 +8,6 @@ is reported ``passed`` (a background thread left by the script cannot fake a ver
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -38,14 +37,7 @@ from execloop.runtime.prompts import (
     failure_report,
 )
 from execloop.runtime.skills import TASK_JSON, Skill, resolve_skill
-from execloop.runtime.task import (
-    AttemptRecord,
-    ErrorKind,
-    Result,
-    Task,
-    TaskStatus,
-    Timings,
-)
+from execloop.runtime.task import AttemptRecord, ErrorKind, Result, Task, TaskStatus, Timings
 from execloop.runtime.tokens import TOKENIZER_NAME
 from execloop.sandboxes import Artifact, ExecResult, Sandbox, SandboxSpec, create_sandbox
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
@@ -306,7 +298,7 @@ class SubAgent:
                 manifest = await sandbox.manifest(limit=bounds.ARTIFACTS_LISTED)
                 state.artifacts = manifest.files
                 state.artifacts_total = (manifest.total_files, manifest.total_bytes)
-                state.answer = await _answer(reader, run)
+                state.answer = await reader.answer(run)
                 if all(o.passed for o in outcomes):
                     state.outputs_refused = await self._keep_outputs(sandbox, outputs)
         return run, outcomes
@@ -380,7 +372,7 @@ class SubAgent:
                 outputs=reader,
             )
             if all(o.passed for o in outcomes):
-                self._state.answer = await _answer(reader, run)
+                self._state.answer = await reader.answer(run)
             return outcomes
         finally:
             self._state.checks_s += time.monotonic() - began
@@ -441,11 +433,3 @@ class SubAgent:
             error=error,
             error_kind=kind,
         )
-
-
-async def _answer(reader: OutputReader, run: ExecResult) -> str:
-    """``result.json`` pretty-printed, else the stdout tail; bounded."""
-    loaded = await reader.load("result.json")
-    if isinstance(loaded, str):  # missing, too big or not JSON
-        return bounds.tail(run.stdout, bounds.ANSWER_CHARS)
-    return bounds.head(json.dumps(loaded[1], indent=1), bounds.ANSWER_CHARS)
