@@ -6,9 +6,12 @@ checks, re-verification, error kinds, and what is fetched and counted per attemp
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from execloop.errors import ModelError, SandboxStartError, SkillError
@@ -18,6 +21,7 @@ from execloop.runtime.loop import SubAgent
 from execloop.runtime.models.base import Message, ModelRequest
 from execloop.runtime.task import Budget, ErrorKind, Result, Task, TaskStatus
 from execloop.sandboxes import ExecResult, ExitReason, SandboxSpec
+from execloop.sandboxes.tempdirs import PREFIX
 from execloop.testing import FakeBackend, FakeRun, FunctionModel, ScriptedModel
 
 pytestmark = pytest.mark.anyio
@@ -245,3 +249,26 @@ def test_an_unknown_skill_lists_the_known_ones(tmp_path: Path) -> None:
     skills = _skill_folder(tmp_path)
     with pytest.raises(SkillError, match=r"unknown skill 'nope'; available: .*totals"):
         SubAgent(Task(goal="g", skill="nope"), model=ScriptedModel(["x"]), skill_dirs=[skills])
+
+
+def _my_temp_dirs() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob(f"{PREFIX}*-{os.getpid()}.*"))
+
+
+async def test_the_wall_time_budget_stops_a_hung_run_and_leaves_no_temp_dir(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data.csv"
+    data.write_text("x\n1\n")  # staged in a temp dir for the task's sandboxes
+    before = _my_temp_dirs()
+
+    async def hang(run: FakeRun) -> None:
+        await anyio.sleep_forever()
+
+    task = _task(inputs=(data,), budget=Budget(max_wall_time_s=0.2))
+    backend = FakeBackend(hang)
+    result = await _run(task, ScriptedModel([program()]), backend)
+    assert (result.status, result.error_kind) == (TaskStatus.BUDGET_EXHAUSTED, ErrorKind.BUDGET)
+    assert result.error == "wall-time budget exhausted"
+    assert backend.sandboxes[0].closed
+    assert _my_temp_dirs() == before  # the staged inputs and the outputs folder: removed
