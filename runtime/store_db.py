@@ -115,6 +115,8 @@ def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
 def with_error_kind(raw: str) -> str:
     """A stored result's JSON with its ``error_kind``: results of schema 2 and older have none,
     so it is derived, once, from their status and error text."""
+    if '"error_kind":' in raw:  # only a key is followed by a colon: a current result
+        return raw
     data = json.loads(raw)
     if not isinstance(data, dict) or "error_kind" in data:
         return raw
