@@ -77,7 +77,8 @@ class ExecloopExecutor(RemotePythonExecutor):  # type: ignore[misc]
     ) -> None:
         super().__init__(
             list(additional_imports or []),
-            logger if logger is not None else AgentLogger(level=LogLevel.INFO),
+            # quiet by default: the CodeAgent's own logger reports each step and its error
+            logger if logger is not None else AgentLogger(level=LogLevel.OFF),
             allow_pickle,
         )
         self.session = SandboxSession(spec=spec, on_start=self._replay)
