@@ -48,9 +48,15 @@ _Step = tuple[ExecResult, str, str | None]
 # Where the wrapper leaves a final answer (workspace-relative; removed once read).
 ANSWER_FILE = ".execloop-final-answer"
 
+# Runs one step; its source is registered with linecache so that tracebacks show its lines.
 _WRAPPER = """\
+import linecache as _execloop_linecache
+_execloop_code, _execloop_name = {code!r}, "<step-{number}>"
+_execloop_linecache.cache[_execloop_name] = (
+    len(_execloop_code), None, _execloop_code.splitlines(True), _execloop_name
+)
 try:
-    exec(compile({code!r}, "<step>", "exec"), globals())
+    exec(compile(_execloop_code, _execloop_name, "exec"), globals())
 except BaseException as _execloop_exc:
     if type(_execloop_exc).__name__ != {exception!r}:
         raise
@@ -58,6 +64,8 @@ except BaseException as _execloop_exc:
         _execloop_file.write(_execloop_exc.value)
     del _execloop_file
     print({sentinel!r})
+finally:
+    del _execloop_linecache, _execloop_code, _execloop_name
 """
 
 
@@ -86,6 +94,7 @@ class ExecloopExecutor(RemotePythonExecutor):  # type: ignore[misc]
         # the code that defined variables and tools, replayed into a replacement sandbox
         self._prelude: dict[str, str] = {}
         self._recording: str | None = None
+        self._steps = 0
         self._sentinel = f"execloop-final-answer-{secrets.token_hex(8)}"
         self._portal: BlockingPortal | None = None
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
@@ -149,8 +158,10 @@ class ExecloopExecutor(RemotePythonExecutor):  # type: ignore[misc]
         return self._portal.call(func, code)
 
     async def _run_step(self, code: str) -> _Step:
+        self._steps += 1
         wrapped = _WRAPPER.format(
             code=code,
+            number=self._steps,
             exception=self.FINAL_ANSWER_EXCEPTION,
             path=ANSWER_FILE,
             sentinel=self._sentinel,
