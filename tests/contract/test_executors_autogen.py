@@ -4,14 +4,22 @@ exit-code mapping, restart and serialization, and nothing left behind after ``st
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
-from autogen_agentchat.agents import ApprovalRequest, ApprovalResponse, CodeExecutorAgent
-from autogen_agentchat.messages import CodeExecutionEvent
-from autogen_core import CancellationToken
+from autogen_agentchat.agents import (
+    ApprovalRequest,
+    ApprovalResponse,
+    AssistantAgent,
+    CodeExecutorAgent,
+)
+from autogen_agentchat.messages import CodeExecutionEvent, ToolCallExecutionEvent
+from autogen_core import CancellationToken, FunctionCall
 from autogen_core.code_executor import CodeBlock
+from autogen_core.models import CreateResult, ModelInfo, RequestUsage
 from autogen_ext.models.replay import ReplayChatCompletionClient
+from autogen_ext.tools.code_execution import PythonCodeExecutionTool
 
 from execloop.runtime.executors.autogen import ExecloopCodeExecutor
 from tests.contract.backends import leftovers
@@ -115,6 +123,45 @@ async def test_timeout_maps_to_124_and_the_next_block_gets_a_new_sandbox() -> No
         assert len(loud.output) <= 2000
         assert "characters omitted" in loud.output
         assert executor.session.starts == 2
+
+
+async def test_assistant_agent_calls_it_as_a_tool() -> None:
+    """AutoGen's other path: ``PythonCodeExecutionTool`` called by an ``AssistantAgent``."""
+    calls = [
+        CreateResult(
+            finish_reason="function_calls",
+            content=[FunctionCall(id=str(n), name="CodeExecutor", arguments=json.dumps(args))],
+            usage=RequestUsage(prompt_tokens=0, completion_tokens=0),
+            cached=False,
+        )
+        for n, args in enumerate([{"code": "k = 5\nprint(k * 24)"}, {"code": "print(k / 0)"}])
+    ]
+    model = ReplayChatCompletionClient(
+        [calls[0], "120", calls[1], "failed"],
+        model_info=ModelInfo(
+            vision=False,
+            function_calling=True,
+            json_output=False,
+            family="unknown",
+            structured_output=False,
+        ),
+    )
+    async with ExecloopCodeExecutor(spec={"backend": "local", "timeout_s": 30}) as executor:
+        agent = AssistantAgent(
+            "assistant",
+            model_client=model,
+            tools=[PythonCodeExecutionTool(executor)],
+            reflect_on_tool_use=True,
+        )
+        results = []
+        for task in ("compute", "divide"):
+            async for event in agent.run_stream(task=task):
+                if isinstance(event, ToolCallExecutionEvent):
+                    results.extend(event.content)
+    ok, failed = results
+    assert (ok.content, ok.is_error) == ("120\n", False)
+    assert "ZeroDivisionError" in failed.content
+    assert "[execloop: error, exit status 1]" in failed.content
 
 
 async def test_component_config_round_trips() -> None:

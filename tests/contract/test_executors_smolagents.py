@@ -78,6 +78,7 @@ def test_code_agent_runs_its_code_and_tools_in_the_sandbox(
         assert "[execloop: error, exit status 1]" in str(failed.error)
         assert "dividing" in str(failed.error)
         assert "ZeroDivisionError" in str(failed.error)
+        assert "print(y / 0)" in str(failed.error)  # the traceback quotes the step's line
         assert final.is_final_answer
         assert executor.session.sandbox is not None
         session_id = executor.session.sandbox.session_id
