@@ -74,10 +74,12 @@ class SandboxSpec(BaseModel):
     image: str | None = Field(
         default=None, description="Image to run; None means execloop's own python image."
     )
-    cpus: float = Field(default=1.0, gt=0, le=512)
+    cpus: float = Field(default=1.0, gt=0, le=512, allow_inf_nan=False)
     memory: ByteCount = Field(default=1024**3, ge=16 * 1024**2)
     pids: int = Field(default=256, ge=16, le=65536)
-    timeout_s: float = Field(default=60.0, gt=0, description="Default per-exec wall-clock limit.")
+    timeout_s: float = Field(
+        default=60.0, gt=0, allow_inf_nan=False, description="Default per-exec wall-clock limit."
+    )
     workspace_size: ByteCount = Field(default=512 * 1024**2, ge=1024**2)
     workspace_dir: Path | None = Field(
         default=None,
@@ -99,7 +101,7 @@ class SandboxSpec(BaseModel):
         default=(), description="GPU device ids to pin (e.g. ('0',)); empty means no GPU."
     )
     runtime: str | None = Field(default=None, description="OCI runtime, e.g. 'runsc' (gVisor).")
-    start_timeout_s: float = Field(default=60.0, gt=0)
+    start_timeout_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
 
     @field_validator("env")
     @classmethod
