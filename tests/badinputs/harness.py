@@ -50,7 +50,7 @@ CLI = (sys.executable, "-m", "execloop.runtime.cli")
 _SETTLE_S = 15.0  # a janitor cleans up after its owner ends: give it this long
 # The API wrapper: an execloop (or pydantic: ValueError) error is the API's clear refusal,
 # printed as one line with exit 2; anything else escapes as a traceback.
-_API = """\
+API_WRAPPER = """\
 import sys
 from execloop.errors import ExecloopError
 try:
@@ -127,7 +127,7 @@ class Context:
         return self.finish(self.spawn([*CLI, *args]))
 
     def api(self, code: str) -> tuple[int, str, str]:
-        return self.finish(self.spawn([sys.executable, "-c", _API, code]))
+        return self.finish(self.spawn([sys.executable, "-c", API_WRAPPER, code]))
 
 
 Command = Callable[[Context], list[str]]
@@ -210,11 +210,14 @@ def _written_text(case: Case, root: Path) -> Iterator[bytes]:
                     yield path.read_bytes()
 
 
-def _marked_processes(marker: str) -> list[str]:
+def _marked_processes(ctx: Context) -> list[str]:
+    """Processes carrying the case's marker, or naming its folder (a sandbox's tree gets no
+    host environment, but its command line names the folders bound into it)."""
     found = []
-    for process in psutil.process_iter(["pid", "name"]):
+    for process in psutil.process_iter(["pid", "name", "cmdline"]):
         with contextlib.suppress(psutil.Error):
-            if process.environ().get(MARKER_ENV) == marker:
+            named = any(str(ctx.root) in arg for arg in process.info["cmdline"] or ())
+            if named or process.environ().get(MARKER_ENV) == ctx.marker:
                 found.append(f"{process.info['name']}[{process.info['pid']}]")
     return found
 
@@ -241,7 +244,7 @@ def leftovers(ctx: Context, docker: Any) -> list[str]:
     deadline = time.monotonic() + _SETTLE_S
     while True:
         left = [
-            *(f"process {p}" for p in _marked_processes(ctx.marker)),
+            *(f"process {p}" for p in _marked_processes(ctx)),
             *(f"temp dir {p}" for p in _temp_dirs(ctx)),
             *(f"container {c}" for c in _containers(ctx, docker)),
         ]
@@ -285,6 +288,7 @@ def judge(case: Case, ctx: Context, status: int, stdout: str, stderr: str, *, do
 def run_case(case: Case, *, base: Path, docker: Any = None) -> Verdict:
     """Set the case up under ``base``, run it, judge it, remove its folder."""
     root = Path(tempfile.mkdtemp(prefix="case-", dir=base))
+    root.chmod(0o755)  # a sandbox runs as uid 1000: TMPDIR and inputs must be reachable
     ctx = Context(root=root, marker=uuid.uuid4().hex, timeout_s=case.timeout_s)
     for folder in ("tmp", "cwd", "host"):
         (root / folder).mkdir()
