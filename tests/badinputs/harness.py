@@ -229,7 +229,7 @@ def _temp_dirs(ctx: Context) -> list[str]:
     return sorted(str(p) for p in [*ctx.tmp.glob("execloop-*"), *mine])
 
 
-def _containers(ctx: Context, docker: Any) -> list[str]:
+def containers_of(ctx: Context, docker: Any) -> list[str]:
     if docker is None:
         return []
     owners = tuple(f"{socket.gethostname()}:{pid}:" for pid in ctx.pids)
@@ -246,11 +246,25 @@ def leftovers(ctx: Context, docker: Any) -> list[str]:
         left = [
             *(f"process {p}" for p in _marked_processes(ctx)),
             *(f"temp dir {p}" for p in _temp_dirs(ctx)),
-            *(f"container {c}" for c in _containers(ctx, docker)),
+            *(f"container {c}" for c in containers_of(ctx, docker)),
         ]
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.25)
+
+
+def _clean_up(ctx: Context, docker: Any) -> None:
+    """Remove what a failing case left, so that one failure does not spill into the next."""
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if process.environ().get(MARKER_ENV) == ctx.marker:
+                process.kill()
+    if docker is not None:
+        for name in containers_of(ctx, docker):
+            with contextlib.suppress(Exception):
+                docker.containers.get(name).remove(force=True)
+    for path in _temp_dirs(ctx):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def folded(text: str) -> str:
@@ -313,6 +327,7 @@ def run_case(case: Case, *, base: Path, docker: Any = None) -> Verdict:
     for name in sorted(set(before) | set(after)):
         if before.get(name) != after.get(name):
             problems.append(("lost data", f"{name} changed outside the workspace"))
+    _clean_up(ctx, docker)
     order = {outcome: rank for rank, outcome in enumerate(OUTCOMES[1:])}
     problems.sort(key=lambda problem: order[problem[0]])
     shutil.rmtree(root, ignore_errors=True)
