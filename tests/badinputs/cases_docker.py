@@ -48,8 +48,12 @@ def _on_a_terminal(ctx: Context) -> tuple[int, str, str]:
     leader, follower = pty.openpty()
     script = ctx.path("escapes.py")
     process = subprocess.Popen(
-        [*CLI, "run", script], cwd=ctx.root / "cwd", env=ctx.env(), stdin=subprocess.DEVNULL,
-        stdout=follower, stderr=follower,
+        [*CLI, "run", script],
+        cwd=ctx.root / "cwd",
+        env=ctx.env(),
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
     )
     ctx.pids.append(process.pid)
     os.close(follower)
@@ -157,18 +161,125 @@ def _docker(*args: Any, **fields: Any) -> Case:
 
 
 DOCKER_CASES: list[Case] = [
-    _docker("docker: print then os._exit(3)", 3, ("error s.py: exit 3", "bye", "the script called os._exit(3)"), never=("killed",), cli=_script(BYE_EXIT_3)),
-    _docker("docker: sys.exit(256) is status 0, as in Python", 0, ("ok s.py: exit 0",), cli=_script("import sys\nsys.exit(256)\n")),
-    _docker("docker: non-UTF-8 script", 1, ("error s.py: exit 1", "SyntaxError", "utf-8"), cli=_script(b"print('caf\xe9')\n")),
-    _docker("docker: latin-1 script with a PEP 263 cookie", 0, ("ok s.py: exit 0", "caf\u00e9"), cli=_script(b"# -*- coding: latin-1 -*-\nprint('caf\xe9')\n")),
-    _docker("docker: the script exhausts file descriptors", 1, ("exit 1", "exhausted True 24", "used up the file descriptors"), cli=_script(FD_BOMB)),
-    _docker("docker: threads left exhausting memory", 0, ("ok s.py: exit 0", "left threads"), cli=_script(MEMORY_THREADS)),
-    _docker("docker: 100k output files, a bounded table", 0, ("… and 99,952 more files, 2.0 kB",), cli=lambda ctx: ["run", ctx.file("many.py", MANY_FILES), "--timeout", "300"], slow=True, timeout_s=400, verify=lambda ctx, out: [] if sum("many/f" in line for line in out.splitlines()) == 49 else ["table not capped at 50 rows"]),
-    _docker("docker: terminal escapes in output, on a terminal", 0, ("A\\x1b]0;pwned\\x07B\\x1b[2JC\\x9bD\\x0dE",), never=("\x1b]0;pwned", "\x1b[2J", "\x9b"), drive=_on_a_terminal, setup=lambda ctx: _files(ctx, {"escapes.py": ESCAPES})),
-    _docker("docker: a workspace run keeps outputs and removes main.py", 0, ("ok s.py",), cli=lambda ctx: ["run", ctx.file("s.py", "open('out.txt', 'w').write('x')\n"), "--workspace", _workspace(ctx)], writable=("ws",), verify=lambda ctx, _: [] if sorted(os.listdir(ctx.root / "ws")) == ["out.txt"] else [f"workspace holds {sorted(os.listdir(ctx.root / 'ws'))}"]),
-    _docker("docker: two runs sharing a workspace", 2, ("is in use by another execloop run", "first ran; main.py is mine: True"), drive=_shared_workspace, writable=("ws",), setup=lambda ctx: _files(ctx, {"first.py": WAIT_FOR_GO, "second.py": "print('second ran')\n"})),
-    _docker("docker: SIGKILL'd run, janitor cleans up", 0, (), drive=lambda ctx: _killed_run(ctx, janitor_too=False), setup=lambda ctx: _files(ctx, {"sleeper.py": SLEEPER})),
-    _docker("docker: SIGKILL'd run and janitor, then execloop reap", 0, ("removed", "container(s)", "temporary directory(ies)"), drive=lambda ctx: _killed_run(ctx, janitor_too=True), setup=lambda ctx: _files(ctx, {"sleeper.py": SLEEPER})),
-    _docker("docker: two demos on one --out at once", 0, ("passed",), never=("internal",), drive=_two_demos, writable=("d",), verify=_all_passed(tasks=2 * DEMO_TASKS), slow=True, timeout_s=600),
-    _docker("docker: SIGKILL of a demo, re-run on the same --out", 0, ("resuming", "unfinished task(s) of an earlier run", "resumed from an earlier run"), never=("internal",), drive=_killed_demo_rerun, writable=("d",), verify=_all_passed(tasks=2 * DEMO_TASKS), slow=True, timeout_s=600),
+    _docker(
+        "docker: print then os._exit(3)",
+        3,
+        ("error s.py: exit 3", "bye", "the script called os._exit(3)"),
+        never=("killed",),
+        cli=_script(BYE_EXIT_3),
+    ),
+    _docker(
+        "docker: sys.exit(256) is status 0, as in Python",
+        0,
+        ("ok s.py: exit 0",),
+        cli=_script("import sys\nsys.exit(256)\n"),
+    ),
+    _docker(
+        "docker: non-UTF-8 script",
+        1,
+        ("error s.py: exit 1", "SyntaxError", "utf-8"),
+        cli=_script(b"print('caf\xe9')\n"),
+    ),
+    _docker(
+        "docker: latin-1 script with a PEP 263 cookie",
+        0,
+        ("ok s.py: exit 0", "caf\u00e9"),
+        cli=_script(b"# -*- coding: latin-1 -*-\nprint('caf\xe9')\n"),
+    ),
+    _docker(
+        "docker: the script exhausts file descriptors",
+        1,
+        ("exit 1", "exhausted True 24", "used up the file descriptors"),
+        cli=_script(FD_BOMB),
+    ),
+    _docker(
+        "docker: threads left exhausting memory",
+        0,
+        ("ok s.py: exit 0", "left threads"),
+        cli=_script(MEMORY_THREADS),
+    ),
+    _docker(
+        "docker: 100k output files, a bounded table",
+        0,
+        ("… and 99,952 more files, 2.0 kB",),
+        cli=lambda ctx: ["run", ctx.file("many.py", MANY_FILES), "--timeout", "300"],
+        slow=True,
+        timeout_s=400,
+        verify=lambda ctx, out: (
+            []
+            if sum("many/f" in line for line in out.splitlines()) == 49
+            else ["table not capped at 50 rows"]
+        ),
+    ),
+    _docker(
+        "docker: terminal escapes in output, on a terminal",
+        0,
+        ("A\\x1b]0;pwned\\x07B\\x1b[2JC\\x9bD\\x0dE",),
+        never=("\x1b]0;pwned", "\x1b[2J", "\x9b"),
+        drive=_on_a_terminal,
+        setup=lambda ctx: _files(ctx, {"escapes.py": ESCAPES}),
+    ),
+    _docker(
+        "docker: a workspace run keeps outputs and removes main.py",
+        0,
+        ("ok s.py",),
+        cli=lambda ctx: [
+            "run",
+            ctx.file("s.py", "open('out.txt', 'w').write('x')\n"),
+            "--workspace",
+            _workspace(ctx),
+        ],
+        writable=("ws",),
+        verify=lambda ctx, _: (
+            []
+            if sorted(os.listdir(ctx.root / "ws")) == ["out.txt"]
+            else [f"workspace holds {sorted(os.listdir(ctx.root / 'ws'))}"]
+        ),
+    ),
+    _docker(
+        "docker: two runs sharing a workspace",
+        2,
+        ("is in use by another execloop run", "first ran; main.py is mine: True"),
+        drive=_shared_workspace,
+        writable=("ws",),
+        setup=lambda ctx: _files(
+            ctx, {"first.py": WAIT_FOR_GO, "second.py": "print('second ran')\n"}
+        ),
+    ),
+    _docker(
+        "docker: SIGKILL'd run, janitor cleans up",
+        0,
+        (),
+        drive=lambda ctx: _killed_run(ctx, janitor_too=False),
+        setup=lambda ctx: _files(ctx, {"sleeper.py": SLEEPER}),
+    ),
+    _docker(
+        "docker: SIGKILL'd run and janitor, then execloop reap",
+        0,
+        ("removed", "container(s)", "temporary directory(ies)"),
+        drive=lambda ctx: _killed_run(ctx, janitor_too=True),
+        setup=lambda ctx: _files(ctx, {"sleeper.py": SLEEPER}),
+    ),
+    _docker(
+        "docker: two demos on one --out at once",
+        0,
+        ("passed",),
+        never=("internal",),
+        drive=_two_demos,
+        writable=("d",),
+        verify=_all_passed(tasks=2 * DEMO_TASKS),
+        slow=True,
+        timeout_s=600,
+    ),
+    _docker(
+        "docker: SIGKILL of a demo, re-run on the same --out",
+        0,
+        ("resuming", "unfinished task(s) of an earlier run", "resumed from an earlier run"),
+        never=("internal",),
+        drive=_killed_demo_rerun,
+        writable=("d",),
+        verify=_all_passed(tasks=2 * DEMO_TASKS),
+        slow=True,
+        timeout_s=600,
+    ),
 ]

@@ -47,7 +47,6 @@ OUTCOMES = (
 )
 MARKER_ENV = "EXECLOOP_BADINPUT_CASE"
 CLI = (sys.executable, "-m", "execloop.runtime.cli")
-_SETTLE_S = 15.0  # a janitor cleans up after its owner ends: give it this long
 # The API wrapper: an execloop (or pydantic: ValueError) error is the API's clear refusal,
 # printed as one line with exit 2; anything else escapes as a traceback.
 API_WRAPPER = """\
@@ -157,6 +156,7 @@ class Case:
     docker: bool = False
     slow: bool = False
     timeout_s: float = 120.0
+    settle_s: float = 10.0  # how long a janitor may take to clean up after its owner ended
 
 
 @dataclass(frozen=True)
@@ -239,9 +239,9 @@ def containers_of(ctx: Context, docker: Any) -> list[str]:
     return [c.name for c in listed if c.labels.get("org.execloop.owner", "").startswith(owners)]
 
 
-def leftovers(ctx: Context, docker: Any) -> list[str]:
-    """What the case left, after giving janitors time to finish."""
-    deadline = time.monotonic() + _SETTLE_S
+def leftovers(ctx: Context, docker: Any, *, settle_s: float = 10.0) -> list[str]:
+    """What the case left, after giving janitors up to ``settle_s`` to finish."""
+    deadline = time.monotonic() + settle_s
     while True:
         left = [
             *(f"process {p}" for p in _marked_processes(ctx)),
@@ -271,9 +271,9 @@ def folded(text: str) -> str:
     return " ".join(text.split())
 
 
-def judge(case: Case, ctx: Context, status: int, stdout: str, stderr: str, *, docker: Any) -> list[
-    tuple[str, str]
-]:
+def judge(
+    case: Case, ctx: Context, status: int, stdout: str, stderr: str, *, docker: Any
+) -> list[tuple[str, str]]:
     """Every (outcome, problem) the case shows; empty when it is clear."""
     problems: list[tuple[str, str]] = []
     output = folded(stdout + "\n" + stderr)
@@ -282,9 +282,11 @@ def judge(case: Case, ctx: Context, status: int, stdout: str, stderr: str, *, do
     if "Traceback" in stdout + stderr:
         problems.append(("traceback", "printed a traceback"))
     secret = ctx.secret.read_text()
-    if secret in stdout + stderr or any(secret.encode() in t for t in _written_text(case, ctx.root)):
+    if secret in stdout + stderr or any(
+        secret.encode() in t for t in _written_text(case, ctx.root)
+    ):
         problems.append(("host-file exposure", "the host secret reached the output"))
-    for what in leftovers(ctx, docker):
+    for what in leftovers(ctx, docker, settle_s=case.settle_s):
         problems.append(("leak", what))
     if status != case.status:
         problems.append(("wrong status", f"exit {status}, expected {case.status}"))
