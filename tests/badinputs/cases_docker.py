@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tests.badinputs.cases_api import BYE_EXIT_3, FD_BOMB, MEMORY_THREADS, SLEEPER
@@ -115,7 +116,10 @@ def _two_demos(ctx: Context) -> tuple[int, str, str]:
     return max(d[0] for d in done), "".join(d[1] for d in done), "".join(d[2] for d in done)
 
 
-def _all_passed(*, tasks: int) -> object:
+def _all_passed(*, tasks: int, launched_once: bool) -> Callable[[Context, str], list[str]]:
+    """Every task of the demo database has one result, passed (and, with ``launched_once``,
+    was launched by one broker only: none was run by both)."""
+
     def verify(ctx: Context, output: str) -> list[str]:
         from execloop.runtime.store import TaskStore
         from execloop.runtime.task import TaskStatus
@@ -132,6 +136,10 @@ def _all_passed(*, tasks: int) -> object:
             for row, r in zip(rows, results, strict=True)
             if r is None or r.status is not TaskStatus.PASSED
         ]
+        if launched_once:
+            problems += [
+                f"task {row.id} launched {row.launches}x" for row in rows if row.launches != 1
+            ]
         return problems
 
     return verify
@@ -267,7 +275,7 @@ DOCKER_CASES: list[Case] = [
         never=("internal",),
         drive=_two_demos,
         writable=("d",),
-        verify=_all_passed(tasks=2 * DEMO_TASKS),
+        verify=_all_passed(tasks=2 * DEMO_TASKS, launched_once=True),
         slow=True,
         timeout_s=600,
     ),
@@ -278,7 +286,7 @@ DOCKER_CASES: list[Case] = [
         never=("internal",),
         drive=_killed_demo_rerun,
         writable=("d",),
-        verify=_all_passed(tasks=2 * DEMO_TASKS),
+        verify=_all_passed(tasks=2 * DEMO_TASKS, launched_once=False),
         slow=True,
         timeout_s=600,
     ),

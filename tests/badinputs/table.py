@@ -6,11 +6,12 @@ from __future__ import annotations
 from tests.badinputs.cases_api import API_CASES
 from tests.badinputs.cases_cli import CLI_CASES
 from tests.badinputs.cases_docker import DOCKER_CASES
+from tests.badinputs.cases_files import FILE_CASES
 from tests.badinputs.harness import Case
 
 __all__ = ["CASES", "SELF_CHECKS"]
 
-CASES: list[Case] = [*CLI_CASES, *API_CASES, *DOCKER_CASES]
+CASES: list[Case] = [*CLI_CASES, *FILE_CASES, *API_CASES, *DOCKER_CASES]
 
 
 SELF_CHECKS: list[tuple[Case, str]] = [
@@ -24,7 +25,8 @@ SELF_CHECKS: list[tuple[Case, str]] = [
             "self: a process left behind",
             0,
             (),
-            api="import subprocess\nsubprocess.Popen(['sleep', '60'], start_new_session=True)",
+            api="import subprocess as s\n"
+            "s.Popen(['sleep', '60'], start_new_session=True, stdout=s.DEVNULL, stderr=s.DEVNULL)",
             settle_s=1,
         ),
         "leak",
