@@ -204,6 +204,14 @@ CLI_CASES: list[Case] = [
         setup=fifo,
     ),
     Case(
+        "task --input dir holding a fifo",
+        2,
+        ("--input:", "/p is a fifo; only regular files and directories can be inputs"),
+        cli=lambda ctx: task("--input", ctx.path("dd"))(ctx),
+        setup=lambda ctx: (ctx.file("dd/a.txt", "x"), os.mkfifo(ctx.root / "dd" / "p")),
+        timeout_s=60,
+    ),
+    Case(
         "task --input missing",
         2,
         ("'--input'", "does not exist"),
@@ -307,5 +315,37 @@ CLI_CASES: list[Case] = [
     ),
     Case("run --memory lots", 2, ("--memory: expected a size",), cli=run("--memory", "lots")),
     Case("run --pids 1", 2, ("--pids: must be at least 16 (got 1)",), cli=run("--pids", "1")),
-    Case("run --cpus 0", 2, ("--cpus:",), cli=run("--cpus", "0")),
+    Case("run --cpus 0", 2, ("--cpus: must be greater than 0",), cli=run("--cpus", "0")),
+    Case(
+        "run --image that is no image reference",
+        2,
+        ("--image: 'bad image name!' is not an image reference; use NAME[:TAG]",),
+        cli=run("--image", "bad image name!"),
+    ),
+    Case(
+        "run --workspace is the home directory",
+        2,
+        ("is a system directory (or your home directory itself)",),
+        never=("chown",),
+        cli=run("--workspace", os.path.expanduser("~")),
+    ),
+    Case(
+        "demo --concurrency 0",
+        2,
+        ("'--concurrency'", "0 is not in the range x>=1"),
+        cli=lambda ctx: ["demo", "--concurrency", "0", "--out", ctx.path("d")],
+    ),
+    Case(
+        "task anthropic model without a key",
+        2,
+        ("--model: AnthropicModel: no API key", "ANTHROPIC_API_KEY"),
+        cli=lambda ctx: ["task", "g", "--model", "anthropic:claude-x"],
+    ),
+    Case(
+        "task openai model at a closed port",
+        2,
+        ("error after 0 attempt(s)", "ModelError", "connection failed"),
+        never=("│ 0 ",),
+        cli=lambda ctx: ["task", "g", "--model", "openai:http://127.0.0.1:9/v1#m"],
+    ),
 ]

@@ -207,6 +207,57 @@ DOCKER_CASES: list[Case] = [
         cli=_script(MEMORY_THREADS),
     ),
     _docker(
+        "docker: --image that does not exist",
+        2,
+        ("image not found", "nope-not-built:latest", "execloop images build"),
+        cli=lambda ctx: ["run", ctx.file("s.py", "print(1)\n"), "--image", "nope-not-built:latest"],
+    ),
+    _docker(
+        "docker: a script past --timeout",
+        124,
+        ("timeout s.py", "the sandbox was killed (timeout)"),
+        cli=lambda ctx: [
+            "run",
+            ctx.file("s.py", "import time\ntime.sleep(60)\n"),
+            "--timeout",
+            "1",
+        ],
+    ),
+    _docker(
+        "docker: a forked child outliving --timeout",
+        124,
+        ("timeout s.py", "the sandbox was killed (timeout)"),
+        cli=lambda ctx: [
+            "run",
+            ctx.file("s.py", "import os, time\nos.fork() or os._exit(0)\ntime.sleep(60)\n"),
+            "--timeout",
+            "2",
+        ],
+    ),
+    _docker(
+        "docker: a script past --memory",
+        137,
+        ("oom s.py", "the sandbox was killed (oom)"),
+        cli=lambda ctx: [
+            "run",
+            ctx.file("s.py", "x = bytearray(600 * 1024 * 1024)\n"),
+            "--memory",
+            "256m",
+        ],
+    ),
+    _docker(
+        "docker: a script that SIGKILLs itself",
+        137,
+        ("killed s.py", "the sandbox was killed (killed)"),
+        cli=_script("import os\nos.kill(os.getpid(), 9)\n"),
+    ),
+    _docker(
+        "docker: endless output stops at the output limit",
+        1,
+        ("output_limit s.py", "stdout (truncated)", "bytes omitted"),
+        cli=_script("import sys\nwhile True:\n    sys.stdout.write('y' * 65536)\n"),
+    ),
+    _docker(
         "docker: 100k output files, a bounded table",
         0,
         ("… and 99,952 more files, 2.0 kB",),

@@ -154,14 +154,42 @@ FILE_CASES: list[Case] = [
     Case(
         "runs --db that does not exist",
         2,
-        ("typo.db",),
+        ("no database at", "typo.db: check the path"),
         cli=lambda ctx: ["runs", "--db", ctx.path("typo.db")],
         verify=lambda ctx, _: ["created typo.db"] if (ctx.root / "typo.db").exists() else [],
     ),
     Case(
+        "runs --db a fifo",
+        2,
+        ("is not a regular file, so it is not an execloop database",),
+        cli=lambda ctx: ["runs", "--db", ctx.path("fifo")],
+        setup=fifo,
+        timeout_s=60,
+    ),
+    Case(
+        "runs --db a directory",
+        2,
+        ("'--db'", "is a directory"),
+        cli=lambda ctx: ["runs", "--db", ctx.path("host")],
+    ),
+    Case(
+        "skills list --dir a fifo",
+        2,
+        ("not a folder of skills",),
+        cli=lambda ctx: ["skills", "list", "--dir", ctx.path("fifo")],
+        setup=fifo,
+        timeout_s=60,
+    ),
+    Case(
+        "skills validate a folder without SKILL.md",
+        1,
+        ("SKILL.md: not found; a skill is a folder with a SKILL.md",),
+        cli=lambda ctx: ["skills", "validate", ctx.path("host")],
+    ),
+    Case(
         "runs --db corrupt",
         2,
-        ("junk.db",),
+        ("junk.db is not an execloop database",),
         cli=lambda ctx: ["runs", "--db", ctx.file("junk.db", b"not a database at all" * 100)],
     ),
     Case(
@@ -174,7 +202,7 @@ FILE_CASES: list[Case] = [
     Case(
         "report unknown run",
         2,
-        ("nope",),
+        ("no run 'nope' in", "lists them"),
         cli=lambda ctx: ["report", "nope", "--db", db(ctx, "runs.db"), "--out", ctx.path("rep")],
         writable=("rep",),
     ),

@@ -88,8 +88,9 @@ class Context:
         return str(target)
 
     def env(self) -> dict[str, str]:
+        keys = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")  # no case ever reaches a real LLM API
         return {
-            **os.environ,
+            **{name: value for name, value in os.environ.items() if name not in keys},
             "TMPDIR": str(self.tmp),
             MARKER_ENV: self.marker,
             "COLUMNS": "300",  # long paths are not folded over two lines
