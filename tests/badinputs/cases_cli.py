@@ -222,6 +222,8 @@ CLI_CASES: list[Case] = [
         2,
         ("skill 'data-clean' needs the input(s) data, schema", "error after 0 attempt(s)"),
         cli=task("--skill", "data-clean"),
+        never=("│ 0 ",),  # no phantom "attempt 0" row in the live table
+        one_line=False,  # ends as a Result (status error, no attempt), summarised
     ),
     Case(
         "task task.json breaks the skill schema",
@@ -230,6 +232,7 @@ CLI_CASES: list[Case] = [
         cli=lambda ctx: task(
             "--skill", "data-clean", "--input", ctx.file("task.json", '{"data": "x.txt"}')
         )(ctx),
+        one_line=False,  # ends as a Result (status error, no attempt), summarised
     ),
     Case(
         "task task.json not UTF-8",
@@ -238,12 +241,14 @@ CLI_CASES: list[Case] = [
         cli=lambda ctx: task(
             "--skill", "data-clean", "--input", ctx.file("task.json", b'{"data": "\xff"}')
         )(ctx),
+        one_line=False,  # ends as a Result (status error, no attempt), summarised
     ),
     Case(
         "task task.json not an object",
         2,
         ("task.json: must be a JSON object, got list",),
         cli=lambda ctx: task("--skill", "data-clean", "--input", ctx.file("task.json", "[1]"))(ctx),
+        one_line=False,  # ends as a Result (status error, no attempt), summarised
     ),
     # -- wrong names ---------------------------------------------------------------------------
     Case(
@@ -347,5 +352,6 @@ CLI_CASES: list[Case] = [
         ("error after 0 attempt(s)", "ModelError", "connection failed"),
         never=("│ 0 ",),
         cli=lambda ctx: ["task", "g", "--model", "openai:http://127.0.0.1:9/v1#m"],
+        one_line=False,  # ends as a Result (status error, no attempt), summarised
     ),
 ]

@@ -152,6 +152,7 @@ class Case:
     setup: Callable[[Context], None] | None = None
     verify: Callable[[Context, str], list[str]] | None = None
     never: tuple[str, ...] = ()
+    one_line: bool = True  # a refused command says why in one "error: " line (not a Result)
     writable: tuple[str, ...] = ()
     keep: tuple[str, ...] = ()
     docker: bool = False
@@ -291,6 +292,9 @@ def judge(
         problems.append(("leak", what))
     if status != case.status:
         problems.append(("wrong status", f"exit {status}, expected {case.status}"))
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    if case.cli is not None and case.one_line and status == 2 and len(errors) != 1:
+        problems.append(("wrong status", f"{len(errors)} 'error: ' lines, expected one"))
     for words in case.says:
         if folded(words) not in output:
             problems.append(("wrong status", f"missing {words!r}"))
