@@ -15,13 +15,16 @@ is the final answer: the model sees what the code prints.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import queue
 import secrets
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import AbstractContextManager
 from typing import Any
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+import anyio
+from anyio.from_thread import BlockingPortal
 
 from execloop.runtime.executors.session import (
     OUTPUT_CHARS,
@@ -96,8 +99,7 @@ class ExecloopExecutor(RemotePythonExecutor):  # type: ignore[misc]
         self._recording: str | None = None
         self._steps = 0
         self._sentinel = f"execloop-final-answer-{secrets.token_hex(8)}"
-        self._portal: BlockingPortal | None = None
-        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
+        self._loop: _LoopThread | None = None
 
     # -- smolagents' interface -------------------------------------------------------------
     def run_code_raise_errors(self, code: str) -> CodeOutput:
@@ -131,15 +133,15 @@ class ExecloopExecutor(RemotePythonExecutor):  # type: ignore[misc]
         return []
 
     def cleanup(self) -> None:
-        """Close the sandbox and its event loop (idempotent)."""
-        portal, cm = self._portal, self._portal_cm
-        self._portal = self._portal_cm = None
-        if portal is None or cm is None:
+        """Close the sandbox and its event loop (idempotent; also run at interpreter exit)."""
+        loop, self._loop = self._loop, None
+        if loop is None:
             return
+        atexit.unregister(self.cleanup)
         try:
-            portal.call(self.session.aclose)
+            loop.portal.call(self.session.aclose)
         finally:
-            cm.__exit__(None, None, None)
+            loop.stop()
 
     # -- internals ----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -152,10 +154,10 @@ class ExecloopExecutor(RemotePythonExecutor):  # type: ignore[misc]
             self._recording = None
 
     def _call(self, func: Callable[[str], Awaitable[_Step]], code: str) -> _Step:
-        if self._portal is None:
-            self._portal_cm = start_blocking_portal()
-            self._portal = self._portal_cm.__enter__()
-        return self._portal.call(func, code)
+        if self._loop is None:
+            self._loop = _LoopThread()
+            atexit.register(self.cleanup)  # a forgotten cleanup() must not leave a sandbox
+        return self._loop.portal.call(func, code)
 
     async def _run_step(self, code: str) -> _Step:
         self._steps += 1
@@ -185,3 +187,34 @@ class ExecloopExecutor(RemotePythonExecutor):  # type: ignore[misc]
                     + render(result, limit=self.max_output_chars),
                     self.logger,
                 )
+
+
+class _LoopThread:
+    """An event loop in a daemon thread, reached through a blocking portal. Daemon, unlike
+    anyio's ``start_blocking_portal`` (a thread pool's thread, joined at exit): a program that
+    never calls ``cleanup()`` must still exit (the atexit hook then closes the sandbox)."""
+
+    def __init__(self) -> None:
+        handoff: queue.Queue[BlockingPortal | BaseException] = queue.Queue()
+
+        async def serve() -> None:
+            async with BlockingPortal() as portal:
+                handoff.put(portal)
+                await portal.sleep_until_stopped()
+
+        def run() -> None:
+            try:
+                anyio.run(serve)
+            except BaseException as exc:  # reported to the caller waiting for the portal
+                handoff.put(exc)
+
+        self._thread = threading.Thread(target=run, name="execloop-smolagents", daemon=True)
+        self._thread.start()
+        got = handoff.get()
+        if isinstance(got, BaseException):
+            raise got
+        self.portal = got
+
+    def stop(self) -> None:
+        self.portal.call(self.portal.stop)
+        self._thread.join()

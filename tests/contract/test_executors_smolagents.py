@@ -6,6 +6,8 @@ nothing behind."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -102,3 +104,24 @@ def test_timed_out_step_is_an_error_and_the_new_sandbox_has_the_tools_again() ->
         assert "[execloop: timeout, exit status 124]" in str(slow.error)
         assert "new sandbox, earlier state is gone" in final.observations
         assert executor.session.starts == 2
+
+
+FORGETFUL = """
+from execloop.runtime.executors.smolagents import ExecloopExecutor
+
+executor = ExecloopExecutor(spec={"backend": "local"})
+print(executor.run_code_raise_errors("print(7)").logs.strip())
+print(executor.session.sandbox.session_id)
+"""
+
+
+def test_a_program_that_never_calls_cleanup_still_exits_and_leaves_nothing(
+    docker_client: Any,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", FORGETFUL], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    printed, session_id = done.stdout.split()
+    assert printed == "7"
+    assert leftovers(session_id, docker_client) == []
