@@ -20,6 +20,7 @@ from execloop.runtime import bounds
 from execloop.runtime.executors.session import (
     OUTPUT_CHARS,
     SandboxSession,
+    check_output_chars,
     exit_code,
     missing_extra,
     render,
@@ -66,7 +67,7 @@ class ExecloopCodeExecutor(CodeExecutor, Component[ExecloopCodeExecutorConfig]):
         max_output_chars: int = OUTPUT_CHARS,
     ) -> None:
         self._session = SandboxSession(spec=spec)
-        self._max_output_chars = max_output_chars
+        self._max_output_chars = check_output_chars(max_output_chars)
 
     @property
     def session(self) -> SandboxSession:

@@ -26,6 +26,7 @@ from execloop.errors import ConfigError
 from execloop.runtime.executors.session import (
     OUTPUT_CHARS,
     SandboxSession,
+    check_output_chars,
     missing_extra,
     render,
 )
@@ -71,7 +72,7 @@ class ThreadSandboxes:
             raise ConfigError(f"max_threads must be a positive integer, not {max_threads!r}")
         self.spec = coerce_spec(spec)
         self.max_threads = max_threads
-        self.max_output_chars = max_output_chars
+        self.max_output_chars = check_output_chars(max_output_chars)
         self._sessions: OrderedDict[str, SandboxSession] = OrderedDict()  # oldest use first
         self._forgotten: OrderedDict[str, None] = OrderedDict()
         self._closing: set[SandboxSession] = set()

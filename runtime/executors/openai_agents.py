@@ -22,6 +22,7 @@ from execloop.errors import ConfigError
 from execloop.runtime.executors.session import (
     OUTPUT_CHARS,
     SandboxSession,
+    check_output_chars,
     missing_extra,
     render,
 )
@@ -45,6 +46,7 @@ class SandboxContext:
     last_result: ExecResult | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        self.max_output_chars = check_output_chars(self.max_output_chars)
         self.session = SandboxSession(spec=self.spec)
 
     async def aclose(self) -> None:

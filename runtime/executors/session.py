@@ -21,8 +21,10 @@ from execloop.sandboxes import ExecResult, ExitReason, Sandbox, SandboxSpec, cre
 from execloop.sandboxes.spec import coerce_spec
 
 __all__ = [
+    "MIN_OUTPUT_CHARS",
     "OUTPUT_CHARS",
     "SandboxSession",
+    "check_output_chars",
     "exit_code",
     "missing_extra",
     "render",
@@ -31,6 +33,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 OUTPUT_CHARS = 20_000  # text of one exec handed to a framework's model (head + tail)
+MIN_OUTPUT_CHARS = 200  # room for the status line, the cut marker and some output
 
 # The shell's statuses, as `execloop run` exits: a framework that wants an int gets these
 # when the process never reported one (the host ended it).
@@ -46,6 +49,15 @@ def missing_extra(exc: ModuleNotFoundError, *, extra: str) -> MissingExtraError:
         extra=extra,
         name=module,
     )
+
+
+def check_output_chars(value: object) -> int:
+    """``value`` if it is a usable bound on a model's text, else ``ConfigError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < MIN_OUTPUT_CHARS:
+        raise ConfigError(
+            f"max_output_chars must be an integer of at least {MIN_OUTPUT_CHARS}, not {value!r}"
+        )
+    return value
 
 
 def exit_code(result: ExecResult) -> int:

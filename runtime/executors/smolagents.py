@@ -29,6 +29,7 @@ from anyio.from_thread import BlockingPortal
 from execloop.runtime.executors.session import (
     OUTPUT_CHARS,
     SandboxSession,
+    check_output_chars,
     missing_extra,
     render,
 )
@@ -93,7 +94,7 @@ class ExecloopExecutor(RemotePythonExecutor):  # type: ignore[misc]
             allow_pickle,
         )
         self.session = SandboxSession(spec=spec, on_start=self._replay)
-        self.max_output_chars = max_output_chars
+        self.max_output_chars = check_output_chars(max_output_chars)
         # the code that defined variables and tools, replayed into a replacement sandbox
         self._prelude: dict[str, str] = {}
         self._recording: str | None = None

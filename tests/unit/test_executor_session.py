@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from execloop.errors import ConfigError
 from execloop.runtime.executors.session import exit_code, render
 from execloop.sandboxes import ExecResult, ExitReason
 
@@ -96,3 +97,30 @@ def test_missing_framework_names_the_extra(module: str) -> None:
     fields, message = done.stdout.splitlines()
     assert fields.split() == [extra, package, "True"]
     assert f"pip install 'execloop[{extra}]'" in message
+
+
+@pytest.mark.parametrize("bad", [0, 199, -1, True, 2.5, "20000"])
+def test_every_executor_refuses_an_unusable_output_bound(bad: object) -> None:
+    from execloop.runtime.executors.autogen import ExecloopCodeExecutor
+    from execloop.runtime.executors.langgraph import ThreadSandboxes
+    from execloop.runtime.executors.openai_agents import SandboxContext
+    from execloop.runtime.executors.smolagents import ExecloopExecutor
+
+    for make in (ExecloopCodeExecutor, ThreadSandboxes, SandboxContext, ExecloopExecutor):
+        with pytest.raises(ConfigError, match="max_output_chars"):
+            make(max_output_chars=bad)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("bad", [0, -3, True, "4"])
+def test_thread_bound_is_checked(bad: object) -> None:
+    from execloop.runtime.executors.langgraph import ThreadSandboxes
+
+    with pytest.raises(ConfigError, match="max_threads"):
+        ThreadSandboxes(max_threads=bad)  # type: ignore[arg-type]
+
+
+def test_a_bad_spec_names_the_field() -> None:
+    from execloop.runtime.executors.langgraph import ThreadSandboxes
+
+    with pytest.raises(ConfigError, match="memroy"):
+        ThreadSandboxes(spec={"backend": "local", "memroy": "1g"})
