@@ -4,7 +4,8 @@ sandbox held by the run context: ``Agent(tools=[run_python])`` run with
 
 The sandbox starts on the first call and lasts as long as the context, so state carries
 across tool calls and across runs that share the context; ``async with SandboxContext()`` (or
-``run_with_sandbox``, which wraps one ``Runner.run``) closes it. A context type of your own
+``run_with_sandbox``, which wraps one ``Runner.run``) closes it; after ``Runner.run_sync``,
+``context.close()`` does. A context type of your own
 can subclass ``SandboxContext``. The tool returns stdout, or the exit reason, status, output
 and traceback of a failure, bounded; ``context.last_result`` is the whole ``ExecResult``. An
 infrastructure failure (the sandbox cannot start) is raised out of the run, not shown to the
@@ -13,6 +14,7 @@ model as a generic tool error.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -44,6 +46,8 @@ class SandboxContext:
     max_output_chars: int = OUTPUT_CHARS
     session: SandboxSession = field(init=False)
     last_result: ExecResult | None = field(default=None, init=False)
+    # the loop the sandbox runs on, for close() after Runner.run_sync
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.max_output_chars = check_output_chars(self.max_output_chars)
@@ -52,6 +56,15 @@ class SandboxContext:
     async def aclose(self) -> None:
         """Close the sandbox (idempotent; a later call starts a new one)."""
         await self.session.aclose()
+
+    def close(self) -> None:
+        """``aclose()`` from synchronous code (after ``Runner.run_sync``): on the event loop
+        the sandbox runs on, which ``run_sync`` keeps, so its processes are reaped there."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and not loop.is_running():
+            loop.run_until_complete(self.aclose())
+        else:
+            asyncio.run(self.aclose())
 
     async def __aenter__(self) -> Self:
         return self
@@ -80,6 +93,7 @@ async def run_python(ctx: RunContextWrapper[SandboxContext], code: str) -> str:
             "run_python needs Runner.run(..., context=SandboxContext(...)) (or a subclass); "
             f"the run's context is {type(context).__name__}"
         )
+    context._loop = asyncio.get_running_loop()
     result, note = await context.session.exec(code)
     context.last_result = result
     return render(result, note=note, limit=context.max_output_chars)

@@ -77,3 +77,17 @@ async def test_a_run_without_a_sandbox_context_is_refused() -> None:
         await Runner.run(agent, "go", context={"not": "it"}, run_config=NO_TRACING)
     assert isinstance(caught.value.__cause__, ConfigError)
     assert "context=SandboxContext" in str(caught.value.__cause__)
+
+
+def test_run_sync_keeps_state_and_close_reaps_the_sandbox(docker_client: Any) -> None:
+    context = SandboxContext(spec={"backend": "local"})
+    first = _agent(_call("m = 9", "c1"), [assistant_message("set")])
+    Runner.run_sync(first, "set", context=context, run_config=NO_TRACING)
+    second = _agent(_call("print(m * 2)", "c2"), [assistant_message("18")])
+    result = Runner.run_sync(second, "use", context=context, run_config=NO_TRACING)
+    assert _outputs(result) == ["18\n"]
+    assert context.session.sandbox is not None
+    session_id = context.session.sandbox.session_id
+    context.close()
+    assert context.session.sandbox is None
+    assert leftovers(session_id, docker_client) == []
