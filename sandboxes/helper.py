@@ -37,10 +37,10 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import fcntl
 import json
 import mmap
 import os
-import select
 import signal
 import socket
 import struct
@@ -77,6 +77,10 @@ CHUNK_BYTES = 1 << 20
 # a size and a path of several hundred characters); past it, files are counted, not listed.
 MANIFEST_ENTRY_BUDGET = 1024
 _PIPE_CHUNK = 1 << 16
+_PIPE_BYTES = 1 << 20  # the default pipe-max-size
+_DRAIN_POLL_S = 0.005  # while the user's code runs (the output limit is checked as often)
+_DRAIN_IDLE_S = 0.05  # between execs: only background processes write
+_DRAIN_BUSY_READS = 4  # reads in one round that mean output is pouring in
 _RECV_BYTES = 1 << 16  # read-ahead of the control socket (a whole request, usually)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -369,10 +373,12 @@ class _OutputLimitExceededError(BaseException):
 
 
 class _Capture:
-    """fds 1 and 2 become pipes for the helper's lifetime. A thread drains them while the
-    user's code runs; once it is done, the main thread reads what is left itself (no hand-off
-    between threads per exec). Reading and keeping happen under one lock, so whatever was
-    written before ``finish`` is kept by the time it returns."""
+    """fds 1 and 2 become pipes for the helper's lifetime. When the user's code is done, the
+    main thread reads what is left itself; a thread drains them meanwhile, but by polling
+    every few milliseconds rather than waking on each write: a thread woken by ``print``
+    takes the GIL, and on a busy machine the main thread then waits a scheduler slice for it
+    back. The pipes are enlarged so that a poll's worth of output fits. Reading and keeping
+    happen under one lock, so whatever was written before ``finish`` is kept once it returns."""
 
     def __init__(self) -> None:
         self._out_r, out_w = os.pipe()
@@ -383,6 +389,8 @@ class _Capture:
         os.close(err_w)
         for fd in (self._out_r, self._err_r):
             os.set_blocking(fd, False)
+            with contextlib.suppress(OSError):  # past the system's limit it keeps its size
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         self._lock = threading.Lock()
         self._main = threading.main_thread().ident
         self.armed = False  # True while the user's code runs: only then may the limit fire
@@ -432,18 +440,20 @@ class _Capture:
         return True
 
     def _drain(self) -> None:
+        busy = False
         while True:
+            if not busy:  # a round that found plenty goes again at once
+                time.sleep(_DRAIN_POLL_S if self.armed else _DRAIN_IDLE_S)
             try:
-                readable, _, _ = select.select([self._out_r, self._err_r], [], [])
-                if self._out_r in readable:
-                    self._read(self._out_r, "out")
-                if self._err_r in readable:
-                    self._read(self._err_r, "err")
+                rounds = 0
+                while self._read(self._out_r, "out") | self._read(self._err_r, "err"):
+                    rounds += 1
+                busy = rounds >= _DRAIN_BUSY_READS
             except OSError:  # the user's code closed our pipes: finish() will say so
                 return
             except MemoryError:
                 self.lost = True
-                time.sleep(0.01)
+                busy = False
 
 
 _counter_fds: dict[str, tuple[int, int, int]] = {}  # path: (fd, st_dev, st_ino)
