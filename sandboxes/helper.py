@@ -678,6 +678,14 @@ class _Session:
     def op_ping(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
         return {}, b""
 
+    def op_warm(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
+        """An exec of ``pass`` that leaves no trace (no count, no output), before any user code
+        ran: the first real exec then finds everything opened, imported and paged in."""
+        warm = {"code": "pass", "keep": 1024, "limit": 1 << 20, "keep_background": True}
+        reply, _ = self.op_exec(warm, b"")
+        self.counter -= 1
+        return {"ended": reply["ended"]} if "ended" in reply else {}, b""
+
     def op_exec(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
         self.counter += 1
         self._oom_before = _oom_kills() if self.use_cgroup else None

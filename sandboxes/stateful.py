@@ -311,6 +311,14 @@ class HelperSandbox(Sandbox):
             await self._terminate(_plain(ended))
         return result
 
+    async def warm(self) -> None:
+        outcome = await self._file_call(
+            lambda channel, deadline: channel.request({"op": "warm"}, deadline=deadline),
+            scoped=False,
+        )
+        if not outcome[0].get("ok"):
+            raise ProtocolError(f"the helper failed its warm-up: {_plain(outcome[0].get('error'))}")
+
     async def upload_tar(self, archive: bytes, dest: str = ".") -> None:
         transfer.check_archive(archive)
         await self._put_archive(archive, dest)
