@@ -344,7 +344,7 @@ class _Bounded:
         self.tail = bytearray()
         self.total = 0
 
-    def add(self, data: bytes) -> None:
+    def add(self, data: bytes | memoryview) -> None:
         self.total += len(data)
         room = self.head_cap - len(self.head)
         if room > 0:
@@ -392,6 +392,7 @@ class _Capture:
             with contextlib.suppress(OSError):  # past the system's limit it keeps its size
                 fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         self._lock = threading.Lock()
+        self._scratch = bytearray(_PIPE_CHUNK)  # what each read lands in (under the lock)
         self._main = threading.main_thread().ident
         self.armed = False  # True while the user's code runs: only then may the limit fire
         self.begin(keep=1024, limit=1 << 62)
@@ -422,15 +423,17 @@ class _Capture:
         return True
 
     def _read(self, fd: int, which: str) -> bool:
+        # Into a buffer allocated once: the main thread may read with no memory left to
+        # allocate (a script that filled its address space), and its output is still kept.
         with self._lock:
             try:
-                data = os.read(fd, _PIPE_CHUNK)
+                size = os.readv(fd, [self._scratch])
             except BlockingIOError:
                 return False
-            if not data:
+            if not size:
                 return False
             try:
-                (self.out if which == "out" else self.err).add(data)
+                (self.out if which == "out" else self.err).add(memoryview(self._scratch)[:size])
             except MemoryError:
                 self.lost = True
             if not self.limit_hit and self.out.total + self.err.total > self.limit:
