@@ -76,12 +76,15 @@ CHUNK_BYTES = 1 << 20
 # A manifest's listing may take this many bytes of JSON per listed file on average (a sha256,
 # a size and a path of several hundred characters); past it, files are counted, not listed.
 MANIFEST_ENTRY_BUDGET = 1024
-_PIPE_CHUNK = 1 << 16
-_PIPE_BYTES = 1 << 20  # the default pipe-max-size
+_PIPE_CHUNK = 1 << 14  # per read of the output pipes: a buffer kept for good, so small
+# 5 ms of output at 50 MB/s; pipe pages count against a per-user quota (pipe-user-pages-soft,
+# 64 MiB) that every sandbox of the same uid shares, so no more than that
+_PIPE_BYTES = 1 << 18
 _DRAIN_POLL_S = 0.005  # while the user's code runs (the output limit is checked as often)
 _DRAIN_IDLE_S = 0.05  # between execs: only background processes write
 _DRAIN_BUSY_READS = 4  # reads in one round that mean output is pouring in
-_RECV_BYTES = 1 << 16  # read-ahead of the control socket (a whole request, usually)
+_THREAD_STACK_BYTES = 4 << 20  # half the default: the helper's threads run shallow code
+_RECV_BYTES = 1 << 12  # read-ahead of the control socket: a whole request, usually
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _RESERVE_BYTES = 4 << 20  # freed to report a MemoryError in the helper's own work
@@ -396,8 +399,7 @@ class _Capture:
         self._main = threading.main_thread().ident
         self.armed = False  # True while the user's code runs: only then may the limit fire
         self.begin(keep=1024, limit=1 << 62)
-        self._thread = threading.Thread(target=self._drain, name="execloop-drain", daemon=True)
-        self._thread.start()
+        self._thread = _start_thread(self._drain, "execloop-drain")
 
     def begin(self, *, keep: int, limit: int) -> None:
         with self._lock:
@@ -592,6 +594,19 @@ def _kill_other_processes(me: int) -> None:
             break
 
 
+def _start_thread(target: Any, name: str) -> threading.Thread:
+    """A helper thread on a small stack: a thread's stack is private writable memory, which
+    RLIMIT_DATA counts, and the default (8 MiB, kept cached after the thread ends) would be
+    taken from the user's memory limit. The user's own threads keep the default."""
+    default = threading.stack_size(_THREAD_STACK_BYTES)
+    try:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+    finally:
+        threading.stack_size(default)
+    return thread
+
+
 def _preload() -> None:
     """Import what an exec's reply needs while imports still work (see the imports above)."""
     with contextlib.suppress(Exception):
@@ -649,7 +664,7 @@ class _Session:
     def serve(self) -> None:
         self._send(encode_frame({"op": "hello", "pid": self.pid, "python": sys.version}))
         with contextlib.suppress(RuntimeError):  # no thread to spare: imports happen inline
-            threading.Thread(target=_preload, name="execloop-preload", daemon=True).start()
+            _start_thread(_preload, "execloop-preload")
         while True:
             try:
                 header, body = self.receiver.frame()
