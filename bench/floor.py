@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -108,7 +107,8 @@ class FloorRepl:
         waiter = asyncio.get_running_loop().create_future()
         self.protocol.waiter = waiter
         self.transport.write(len(encoded).to_bytes(4, "big") + encoded)
-        return await waiter
+        reply: bytes = await waiter
+        return reply
 
     async def aclose(self) -> None:
         self.transport.close()
@@ -184,5 +184,3 @@ async def floor_pair(floors: list[FloorRepl], code: str, k: int) -> float:
         for floor in floors:
             group.start_soon(run, floor)
     return len(floors) * k / (time.perf_counter() - start)
-
-

@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import anyio
 import anyio.to_thread
@@ -29,7 +29,7 @@ __all__ = ["jupyter_execs", "jupyter_targets"]
 CODE = "print(1+1)"
 RAW_KERNEL_PYTHON = "/opt/execloop/venv/bin/python"
 SLEEPER = {"detach": True, "network_mode": "none", "init": True}
-PLACEMENTS = ("docker", "bubblewrap")
+PLACEMENTS: tuple[Literal["docker", "bubblewrap"], ...] = ("docker", "bubblewrap")
 
 
 def names(placement: str) -> tuple[str, str]:
@@ -107,7 +107,7 @@ async def docker_raw_kernel(client: Any, image: str, folder: Path, labels: dict[
     )
     container = await anyio.to_thread.run_sync(run)
     kc = AsyncKernelClient()
-    kc.load_connection_info(info)
+    kc.load_connection_info(cast(Any, info))  # a plain dict, as write_connection_file gives
     kc.start_channels(hb=False)
 
     async def stop() -> None:
@@ -128,7 +128,7 @@ async def host_raw_kernel(folder: Path) -> Any:
     """A plain ipykernel of this interpreter, started by jupyter_client on the ipc transport."""
     from jupyter_client.manager import AsyncKernelManager
 
-    folder.mkdir(mode=0o700)
+    await anyio.Path(folder).mkdir(mode=0o700)
     manager = AsyncKernelManager(
         kernel_name="python3", transport="ipc", connection_file=str(folder / "kernel.json")
     )
@@ -173,7 +173,7 @@ async def jupyter_execs(
                 warm = await sandbox.exec(CODE), await raw_kernel_run(kc, CODE)
                 if warm[0].stdout != "2\n" or warm[1] != "2\n":
                     raise RuntimeError(f"unexpected warm-up output: {warm!r}")
-                steps = [
+                steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
                     (ours, functools.partial(sandbox.exec, CODE)),
                     (raw, functools.partial(raw_kernel_run, kc, CODE)),
                 ]
@@ -192,5 +192,6 @@ def jupyter_targets(p50: dict[str, float]) -> list[tuple[str, float, str, float]
     for placement in PLACEMENTS:
         ours, raw = names(placement)
         if ours in p50:
-            rows.append((f"jupyter exec / raw kernel, {placement}", p50[ours] / p50[raw], "<=", 1.1))
+            ratio = p50[ours] / p50[raw]
+            rows.append((f"jupyter exec / raw kernel, {placement}", ratio, "<=", 1.1))
     return rows

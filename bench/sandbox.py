@@ -105,7 +105,7 @@ async def execs(client: Any, image: str, reps: int, per_round: int) -> dict[str,
         warm = await sandbox.exec(CODE), await python()
         if warm[0].stdout != "2\n" or warm[1].output != b"2\n":
             raise RuntimeError(f"unexpected warm-up output: {warm!r}")
-        steps = [
+        steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
             (EXEC, functools.partial(sandbox.exec, CODE)),
             (FLOOR_STDIO, functools.partial(floors[0].exec, CODE)),
             (FLOOR_SOCKET, functools.partial(floors[1].exec, CODE)),
