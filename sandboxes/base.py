@@ -166,6 +166,11 @@ class Sandbox(abc.ABC):
     async def close(self) -> None:
         """Tear everything down. Idempotent; never leaves a container or process behind."""
 
+    async def warm(self) -> None:
+        """Rehearse a call once, leaving no trace, so that the first real one costs what later
+        ones do (a pool does this before it hands a started sandbox out)."""
+        return None  # nothing to rehearse unless a backend says otherwise
+
     async def __aenter__(self) -> Self:
         try:
             await self.start()

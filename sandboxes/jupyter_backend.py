@@ -219,7 +219,7 @@ class JupyterSandbox(Sandbox):
             if not self.spec.keep_background_processes and await provisioner.reap_strays():
                 await self._kernel.run_silently(REAP_ZOMBIES)
             peak, oom_after = await provisioner.memory()
-            trouble = await self._kernel.health()
+            trouble = end.trouble if end.checked else await self._kernel.health()
         exit_code: int | None
         if end.died is not None and collector.exit_status is not None:  # the script's os._exit
             exit_code = collector.exit_status & 0xFF

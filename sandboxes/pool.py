@@ -169,13 +169,16 @@ class SandboxPool:
                 self._closing -= 1
                 self._changed.notify_all()
 
-    async def _start_one(self) -> Sandbox:
-        """Start a sandbox; the caller has already counted it in ``_starting``."""
+    async def _start_one(self, *, warm: bool = False) -> Sandbox:
+        """Start a sandbox (and ``warm`` it, when it will wait idle); the caller has already
+        counted it in ``_starting``."""
         try:
             async with self._start_slots:
                 sandbox = self._factory(self.spec)
                 try:
                     await sandbox.start()
+                    if warm:  # its first exec then costs what later ones do
+                        await sandbox.warm()
                 except BaseException:
                     with anyio.CancelScope(shield=True):
                         await sandbox.close()
@@ -208,7 +211,7 @@ class SandboxPool:
 
     async def _warm_one(self) -> None:
         try:
-            sandbox = await self._start_one()
+            sandbox = await self._start_one(warm=True)
         except Exception as exc:
             log.warning("pool could not start a %s sandbox: %s", self.spec.backend, exc)
             return

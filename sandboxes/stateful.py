@@ -12,6 +12,7 @@ still returns an ``ExecResult``, and later calls raise ``SandboxClosedError`` na
 from __future__ import annotations
 
 import abc
+import asyncio
 import json
 import logging
 import tempfile
@@ -73,7 +74,7 @@ class HelperSandbox(Sandbox):
         super().__init__(spec)
         self.socket_dir: Path | None = None
         self._channel: HelperChannel | None = None
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)  # no loop pass when uncontended
         self._dead: str | None = None
         self.exec_count = 0
 
@@ -131,7 +132,7 @@ class HelperSandbox(Sandbox):
         listener = await private_unix_listener(path, owner=self.socket_owner)
         try:
             await self._launch(self.socket_dir)
-            self._channel = HelperChannel(await self._accept(listener))
+            self._channel = await HelperChannel.connect(await self._accept(listener))
         finally:
             await listener.aclose()
             path.unlink(missing_ok=True)
@@ -178,10 +179,18 @@ class HelperSandbox(Sandbox):
 
     # -- calls ------------------------------------------------------------------------------
     async def _call(
-        self, exchange: Callable[[HelperChannel], Awaitable[T]], *, timeout: float
+        self,
+        exchange: Callable[[HelperChannel, float], Awaitable[T | None]],
+        *,
+        timeout: float,
+        scoped: bool,
     ) -> T | Reply | ExitReason:
         """One exchange under a host-side deadline: its result, a salvaged reply saying how
-        the session ended, or the ``ExitReason`` of a sandbox that is gone."""
+        the session ended, or the ``ExitReason`` of a sandbox that is gone.
+
+        ``exchange(channel, deadline)`` returns None if the deadline (the event loop's clock)
+        passed. One that also waits on other things (the host's files) is ``scoped``: a
+        cancel scope bounds it as a whole. An exec needs only the channel's timer."""
         self._ensure_open()
         if self._channel is None:
             raise SandboxClosedError("the sandbox was never started; use `async with` or start()")
@@ -189,9 +198,16 @@ class HelperSandbox(Sandbox):
             self._ensure_open()  # an earlier call may have ended the session meanwhile
             channel = self._channel
             assert channel is not None
+            deadline = asyncio.get_running_loop().time() + timeout
             try:
-                with anyio.move_on_after(timeout):
-                    return await exchange(channel)
+                outcome: T | None = None
+                if scoped:
+                    with anyio.move_on_after(timeout):
+                        outcome = await exchange(channel, deadline)
+                else:
+                    outcome = await exchange(channel, deadline)
+                if outcome is not None:
+                    return outcome
                 await self._terminate("timed out")
                 return ExitReason.TIMEOUT
             except _STREAM_ERRORS:
@@ -216,9 +232,11 @@ class HelperSandbox(Sandbox):
                 self._channel = None
             await self._remove()
 
-    async def _file_call(self, exchange: Callable[[HelperChannel], Awaitable[T]]) -> T:
+    async def _file_call(
+        self, exchange: Callable[[HelperChannel, float], Awaitable[T | None]], *, scoped: bool
+    ) -> T:
         """A file operation: a sandbox that ended or died is ``SandboxClosedError``."""
-        outcome = await self._call(exchange, timeout=self.spec.timeout_s)
+        outcome = await self._call(exchange, timeout=self.spec.timeout_s, scoped=scoped)
         if isinstance(outcome, ExitReason):
             raise SandboxClosedError(
                 f"the sandbox ended ({outcome.value}) during a file transfer",
@@ -266,11 +284,11 @@ class HelperSandbox(Sandbox):
         }
         started = time.monotonic()
 
-        async def exchange(channel: HelperChannel) -> Reply:
-            reply, _ = await channel.request(request)
-            return reply
+        async def exchange(channel: HelperChannel, deadline: float) -> Reply | None:
+            reply = await channel.request(request, deadline=deadline)
+            return None if reply is None else reply[0]
 
-        outcome = await self._call(exchange, timeout=timeout or self.spec.timeout_s)
+        outcome = await self._call(exchange, timeout=timeout or self.spec.timeout_s, scoped=False)
         if isinstance(outcome, ExitReason):
             return ExecResult(
                 exit_code=None,
@@ -301,6 +319,14 @@ class HelperSandbox(Sandbox):
             await self._terminate(_plain(ended))
         return result
 
+    async def warm(self) -> None:
+        outcome = await self._file_call(
+            lambda channel, deadline: channel.request({"op": "warm"}, deadline=deadline),
+            scoped=False,
+        )
+        if not outcome[0].get("ok"):
+            raise ProtocolError(f"the helper failed its warm-up: {_plain(outcome[0].get('error'))}")
+
     async def upload_tar(self, archive: bytes, dest: str = ".") -> None:
         transfer.check_archive(archive)
         await self._put_archive(archive, dest)
@@ -326,7 +352,9 @@ class HelperSandbox(Sandbox):
         transfer.check_name(dest, what="upload destination")
         request = {"op": "put", "dest": dest, "bytes": size, "files": files}
         try:
-            reply = await self._file_call(lambda channel: channel.put(request, chunks))
+            reply = await self._file_call(
+                lambda channel, _: channel.put(request, chunks), scoped=True
+            )
         finally:
             await chunks.aclose()
         self._raise_for(reply)
@@ -336,7 +364,8 @@ class HelperSandbox(Sandbox):
         transfer.check_name(path)
         request = {"op": "get", "path": path}
         reply = await self._file_call(
-            lambda channel: channel.get(request, sink, max_bytes=MAX_DOWNLOAD_BYTES)
+            lambda channel, _: channel.get(request, sink, max_bytes=MAX_DOWNLOAD_BYTES),
+            scoped=True,
         )
         self._raise_for(reply)
 
@@ -363,7 +392,8 @@ class HelperSandbox(Sandbox):
         request = {"op": "manifest", "path": path, "limit": limit}
         bound = helper.manifest_body_bound(limit)
         reply, body = await self._file_call(
-            lambda channel: channel.request(request, max_body=bound)
+            lambda channel, deadline: channel.request(request, max_body=bound, deadline=deadline),
+            scoped=False,
         )
         self._raise_for(reply)
         try:

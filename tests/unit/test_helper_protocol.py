@@ -418,3 +418,13 @@ def test_reap_all_is_refused_outside_a_private_pid_namespace(tmp_path: Path) -> 
     finally:
         decoy.kill()
         decoy.wait()
+
+
+async def test_a_warmed_session_shows_no_trace_of_the_rehearsal(make) -> None:  # type: ignore[no-untyped-def]
+    async with make() as sandbox:
+        await sandbox.warm()
+        first = await sandbox.exec("print(sorted(k for k in globals() if not k.startswith('__')))")
+        failed = await sandbox.exec("1/0")
+    assert (first.stdout, first.stderr) == ("[]\n", "")
+    assert 'File "<exec-2>", line 1' in failed.stderr  # numbered as if no rehearsal had run
+    assert sandbox.exec_count == 2
