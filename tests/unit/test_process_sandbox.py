@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from execloop.errors import ConfigError
-from execloop.sandboxes.process_backend import (
+from execloop.sandboxes.placements.process import (
     NOFILE,
     cpu_seconds,
     kill_tree,
