@@ -12,10 +12,13 @@ from execloop.sandboxes.placements.container import (
     default_client,
     run_as_ids,
 )
+from execloop.sandboxes.placements.process import refuse
 from execloop.sandboxes.spec import SandboxSpec
 from execloop.sandboxes.stateful import HelperSandbox
 
 __all__ = ["DockerSandbox", "container_request", "default_client", "run_as_ids"]
+
+_UNSUPPORTED = {"placement": "placement only applies to backend='jupyter'"}
 
 
 class DockerSandbox(HelperSandbox):
@@ -29,6 +32,7 @@ class DockerSandbox(HelperSandbox):
     def __init__(self, spec: SandboxSpec | None = None, *, client: Any = None) -> None:
         spec = spec or SandboxSpec()
         check_backend(spec, "docker", type(self).__name__)
+        refuse(spec, backend="docker", unsupported=_UNSUPPORTED)
         super().__init__(
             spec,
             placement=lambda session: ContainerPlacement(
