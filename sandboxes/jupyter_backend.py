@@ -37,8 +37,9 @@ from execloop.sandboxes.base import (
 )
 from execloop.sandboxes.kernel_code import REAP_ZOMBIES, RUN_FILE, SESSION_HOOKS
 from execloop.sandboxes.kernel_messages import OutputCollector
-from execloop.sandboxes.kernel_provisioners import check_placement, sandbox_owner
+from execloop.sandboxes.kernel_provisioners import check_placement
 from execloop.sandboxes.kernel_session import KernelSession, RunEnd
+from execloop.sandboxes.placements.base import workspace_owner
 from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
 from execloop.sandboxes.stateful import MAX_DOWNLOAD_BYTES
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
@@ -92,7 +93,7 @@ class JupyterSandbox(Sandbox):
     def control_owner(self) -> tuple[int, int] | None:
         if os.geteuid() != 0 or self.workspace_dir is None:
             return None
-        return sandbox_owner(self.workspace_dir)
+        return workspace_owner(self.workspace_dir)
 
     @property
     def kernel_manager(self) -> AsyncKernelManager | None:
@@ -120,7 +121,7 @@ class JupyterSandbox(Sandbox):
             self._own_workspace = True
             if os.geteuid() == 0:  # the kernel never runs as root: it gets the workspace
                 os.chown(self.workspace_dir, SANDBOX_UID, SANDBOX_UID)
-        self._files = Workspace(self.workspace_dir, owner=sandbox_owner(self.workspace_dir))
+        self._files = Workspace(self.workspace_dir, owner=workspace_owner(self.workspace_dir))
 
     async def _start_kernel(self) -> None:
         placement = self.spec.placement

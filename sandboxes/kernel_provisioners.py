@@ -36,7 +36,7 @@ from execloop.errors import ConfigError
 from execloop.sandboxes import janitor, kernelspecs
 from execloop.sandboxes.base import ExitReason
 from execloop.sandboxes.cgroup_host import detect_cgroups
-from execloop.sandboxes.placements.base import Placement
+from execloop.sandboxes.placements.base import Launch, Placement, workspace_owner
 from execloop.sandboxes.placements.bubblewrap import BubblewrapPlacement
 from execloop.sandboxes.placements.container import ContainerPlacement
 from execloop.sandboxes.placements.process import kill_tree, refuse
@@ -44,7 +44,7 @@ from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
 from execloop.sandboxes.spec import Placement as PlacementName
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
-__all__ = ["SandboxKernelProvisioner", "check_placement", "sandbox_owner"]
+__all__ = ["SandboxKernelProvisioner", "check_placement", "make_placement"]
 
 
 def check_placement(spec: SandboxSpec) -> None:
@@ -63,17 +63,6 @@ def check_placement(spec: SandboxSpec) -> None:
         refuse(spec, backend="jupyter (bubblewrap)", unsupported=unsupported)
 
 
-def sandbox_owner(workspace: Path) -> tuple[int, int]:
-    """The kernel runs as the owner of its workspace, which must not be root."""
-    info = workspace.stat()
-    if info.st_uid == 0:
-        raise ConfigError(
-            f"workspace {workspace} belongs to root and kernels never run as root; "
-            f"`chown {SANDBOX_UID}:{SANDBOX_UID} {workspace}`"
-        )
-    return info.st_uid, info.st_gid
-
-
 def make_placement(
     name: PlacementName, spec: SandboxSpec, *, session_id: str, workspace: Path
 ) -> Placement:
@@ -83,7 +72,7 @@ def make_placement(
             spec,
             session_id=session_id,
             label="jupyter",
-            user=sandbox_owner(workspace),
+            user=workspace_owner(workspace),
             mount_helper=False,
             inspect=True,  # strays, interrupts and memory are read from the host's view
         )
@@ -152,7 +141,7 @@ class SandboxKernelProvisioner(KernelProvisionerBase):
                 self._own_workspace.mkdir(mode=0o755)
                 if os.geteuid() == 0:
                     os.chown(self._own_workspace, SANDBOX_UID, SANDBOX_UID)
-        owner = sandbox_owner(self.workspace_dir)
+        owner = workspace_owner(self.workspace_dir)
         if os.geteuid() == 0:  # the kernel creates its sockets in there
             os.chown(self.control_dir, *owner)
         return owner
@@ -209,7 +198,12 @@ class SandboxKernelProvisioner(KernelProvisionerBase):
         where = self._placement()
         try:
             await where.launch(
-                cmd, control_dir=self.control_dir, workspace=self.workspace_dir, env=self._env
+                Launch(
+                    command=cmd,
+                    control_dir=self.control_dir,
+                    workspace=self.workspace_dir,
+                    env=self._env,
+                )
             )
         except BaseException:
             with anyio.CancelScope(shield=True):

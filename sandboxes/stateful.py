@@ -39,7 +39,7 @@ from execloop.sandboxes.base import (
     check_manifest_limit,
 )
 from execloop.sandboxes.channel import HelperChannel, Reply, private_unix_listener
-from execloop.sandboxes.placements.base import Placement
+from execloop.sandboxes.placements.base import Launch, Placement
 from execloop.sandboxes.spec import SandboxSpec
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
@@ -130,11 +130,11 @@ class HelperSandbox(Sandbox):
         return {"HOME": "/tmp", **self.spec.env}
 
     async def _launch(self, socket_dir: Path) -> None:
+        command, env = self._command(socket_dir), self._environment()
         await self.placement.launch(
-            self._command(socket_dir),
-            control_dir=socket_dir,
-            workspace=self.spec.workspace_dir,
-            env=self._environment(),
+            Launch(
+                command=command, control_dir=socket_dir, workspace=self.spec.workspace_dir, env=env
+            )
         )
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -14,18 +14,42 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
+from execloop.errors import ConfigError
 from execloop.sandboxes import helper as helper_module
 from execloop.sandboxes.base import GUEST_CONTROL_DIR, ExitReason
 from execloop.sandboxes.cgroups import Cgroup
-from execloop.sandboxes.spec import SandboxSpec
+from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
 
-__all__ = ["GUEST_WORKSPACE", "Placement"]
+__all__ = ["GUEST_WORKSPACE", "Launch", "Placement", "workspace_owner"]
 
 GUEST_WORKSPACE = "/workspace"
+
+
+def workspace_owner(workspace: Path) -> tuple[int, int]:
+    """The owner of a bound workspace, whom the sandbox runs as; never root."""
+    info = workspace.stat()
+    if info.st_uid == 0:
+        raise ConfigError(
+            f"workspace {workspace} belongs to root and the sandbox never runs as root; "
+            f"`chown {SANDBOX_UID}:{SANDBOX_UID} {workspace}` (or use a directory you own)"
+        )
+    return info.st_uid, info.st_gid
+
+
+@dataclass(frozen=True, kw_only=True)
+class Launch:
+    """What a placement starts: ``command`` (argv inside) with only ``env``, the host's
+    ``control_dir`` and ``workspace`` (None: a private, size-capped one of its own)."""
+
+    command: Sequence[str]
+    control_dir: Path
+    workspace: Path | None
+    env: Mapping[str, str]
 
 
 class Placement(abc.ABC):
@@ -69,16 +93,8 @@ class Placement(abc.ABC):
 
     # -- life ----------------------------------------------------------------------------
     @abc.abstractmethod
-    async def launch(
-        self,
-        command: Sequence[str],
-        *,
-        control_dir: Path,
-        workspace: Path | None,
-        env: Mapping[str, str],
-    ) -> None:
-        """Start ``command`` (argv inside) with only ``env``; ``workspace`` None: a private,
-        size-capped one of the placement's own. Raises ``SandboxStartError``."""
+    async def launch(self, what: Launch) -> None:
+        """Start it (``SandboxStartError`` if it cannot)."""
 
     @abc.abstractmethod
     async def exit_status(self) -> int | None:

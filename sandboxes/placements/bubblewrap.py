@@ -44,7 +44,7 @@ from execloop.sandboxes import helper
 from execloop.sandboxes.base import GUEST_CONTROL_DIR
 from execloop.sandboxes.cgroup_host import sandbox_cgroup
 from execloop.sandboxes.cgroups import Cgroup
-from execloop.sandboxes.placements.base import GUEST_WORKSPACE
+from execloop.sandboxes.placements.base import GUEST_WORKSPACE, Launch, workspace_owner
 from execloop.sandboxes.placements.process import ProcessPlacement, rlimit_argv
 from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
 
@@ -180,15 +180,7 @@ def host_ids(spec: SandboxSpec) -> tuple[int, int] | None:
         if workspace is not None and not os.access(workspace, os.W_OK | os.X_OK):
             raise ConfigError(f"workspace {workspace} is not writable by uid {os.geteuid()}")
         return None
-    if workspace is None:
-        return SANDBOX_UID, SANDBOX_UID
-    stat = workspace.stat()
-    if stat.st_uid == 0:
-        raise ConfigError(
-            f"workspace {workspace} belongs to root and the sandbox never runs as root; "
-            f"`chown {SANDBOX_UID}:{SANDBOX_UID} {workspace}` (or use a directory you own)"
-        )
-    return stat.st_uid, stat.st_gid
+    return (SANDBOX_UID, SANDBOX_UID) if workspace is None else workspace_owner(workspace)
 
 
 def system_argv() -> list[str]:
@@ -349,17 +341,10 @@ class BubblewrapPlacement(ProcessPlacement):
     def guest_workspace(self, workspace: Path | None) -> str:
         return GUEST_WORKSPACE
 
-    async def launch(
-        self,
-        command: Sequence[str],
-        *,
-        control_dir: Path,
-        workspace: Path | None,
-        env: Mapping[str, str],
-    ) -> None:
+    async def launch(self, what: Launch) -> None:
         spec = self.spec
-        if workspace != spec.workspace_dir:
-            spec = spec.model_copy(update={"workspace_dir": workspace})
+        if what.workspace != spec.workspace_dir:
+            spec = spec.model_copy(update={"workspace_dir": what.workspace})
             self._run_as = host_ids(spec)
         tools = await available_tools()
         state_dir = self.make_state_dir()
@@ -367,9 +352,9 @@ class BubblewrapPlacement(ProcessPlacement):
         self.cgroup = sandbox_cgroup(spec, tag=self.session_id)
         argv = bwrap_argv(
             spec,
-            command=command,
-            env=env,
-            control_dir=control_dir,
+            command=what.command,
+            env=what.env,
+            control_dir=what.control_dir,
             state_dir=state_dir,
             python=self._layout,
             tools=tools,

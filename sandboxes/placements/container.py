@@ -26,14 +26,19 @@ import psutil
 
 from execloop.errors import (
     BackendUnavailableError,
-    ConfigError,
     ImageError,
     SandboxError,
     SandboxStartError,
 )
 from execloop.sandboxes import janitor
 from execloop.sandboxes.base import GUEST_CONTROL_DIR, ExitReason
-from execloop.sandboxes.placements.base import GUEST_WORKSPACE, Placement
+from execloop.sandboxes.cgroups import Cgroup
+from execloop.sandboxes.placements.base import (
+    GUEST_WORKSPACE,
+    Launch,
+    Placement,
+    workspace_owner,
+)
 from execloop.sandboxes.reaper import LABEL_SESSION, remove_orphans_once, sandbox_labels
 from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
 
@@ -179,47 +184,25 @@ def container_request(
 def run_as_ids(spec: SandboxSpec) -> tuple[int, int]:
     """Who the container runs as: the owner of a bound workspace (so the sandbox can write to
     it), else uid 1000 when execloop is root, else the caller (who then owns its sockets)."""
-    path = spec.workspace_dir
-    if path is not None:
-        stat = path.stat()
-        if stat.st_uid == 0:
-            raise ConfigError(
-                f"workspace {path} belongs to root and the sandbox never runs as root; "
-                f"`chown {SANDBOX_UID}:{SANDBOX_UID} {path}` (or use a directory you own)"
-            )
-        return stat.st_uid, stat.st_gid
+    if spec.workspace_dir is not None:
+        return workspace_owner(spec.workspace_dir)
     if os.geteuid() == 0:
         return SANDBOX_UID, SANDBOX_UID
     return os.getuid(), os.getgid()
 
 
-def cgroup_dir(container_id: str) -> Path | None:
-    """The container's memory cgroup on this host (v1 or v2, cgroupfs or systemd driver);
-    None when there is none here (a remote daemon)."""
-    for folder in (
-        f"/sys/fs/cgroup/memory/docker/{container_id}",
-        f"/sys/fs/cgroup/memory/system.slice/docker-{container_id}.scope",
-        f"/sys/fs/cgroup/docker/{container_id}",
-        f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope",
+def cgroup_dir(container_id: str) -> Cgroup | None:
+    """The container's memory cgroup on this host (v1 or v2, cgroupfs or systemd driver), to
+    read (Docker's, not ours to remove); None when there is none here (a remote daemon)."""
+    for version, folder in (
+        (1, f"/sys/fs/cgroup/memory/docker/{container_id}"),
+        (1, f"/sys/fs/cgroup/memory/system.slice/docker-{container_id}.scope"),
+        (2, f"/sys/fs/cgroup/docker/{container_id}"),
+        (2, f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope"),
     ):
         path = Path(folder)
         if path.is_dir():
-            return path
-    return None
-
-
-def _read_number(folder: Path | None, name: str, key: str | None = None) -> int | None:
-    """A number from a cgroup file: its first word, or the value on the line ``key``."""
-    if folder is None:
-        return None
-    with contextlib.suppress(OSError, ValueError):
-        text = (folder / name).read_text()
-        if key is None:
-            return int(text.split()[0])
-        for line in text.splitlines():
-            name, _, value = line.partition(" ")
-            if name == key:
-                return int(value)
+            return Cgroup(version=version, dirs={"memory": path})  # type: ignore[arg-type]
     return None
 
 
@@ -252,7 +235,7 @@ class ContainerPlacement(Placement):
         self._inspect = inspect
         self._watched: janitor.Resource | None = None
         self._init: psutil.Process | None = None
-        self._cgroup: Path | None = None
+        self._cgroup: Cgroup | None = None  # Docker's: read, never removed
         self._final: dict[str, Any] | None = None  # the State of a container that ended
         self._final_logs = ""
 
@@ -276,31 +259,24 @@ class ContainerPlacement(Placement):
     def _user(self) -> tuple[int, int]:
         return self.user if self.user is not None else run_as_ids(self.spec)
 
-    async def launch(
-        self,
-        command: Sequence[str],
-        *,
-        control_dir: Path,
-        workspace: Path | None,
-        env: Mapping[str, str],
-    ) -> None:
+    async def launch(self, what: Launch) -> None:
         if self._client is None:
             self._client = await anyio.to_thread.run_sync(default_client)
         await remove_orphans_once(self._client)
         spec = self.spec
-        if workspace != spec.workspace_dir:
-            spec = spec.model_copy(update={"workspace_dir": workspace})
+        if what.workspace != spec.workspace_dir:
+            spec = spec.model_copy(update={"workspace_dir": what.workspace})
         uid, gid = self._user()
         labels = sandbox_labels(backend=self.label, session=self.session_id)
         request = container_request(
             spec,
             image=default_image() if self.own_image else str(spec.image),
             own_image=self.own_image or not self._mount_helper,
-            control_dir=control_dir,
+            control_dir=what.control_dir,
             labels=labels,
             user=f"{uid}:{gid}",
-            command=command,
-            environment=env,
+            command=what.command,
+            environment=what.env,
         )
         # before the create: if this process dies at any point from here, the container goes
         self._watched = janitor.watch(janitor.containers(labels))
@@ -369,14 +345,9 @@ class ContainerPlacement(Placement):
         return ExitReason.KILLED
 
     async def memory(self, *, main: psutil.Process | None = None) -> tuple[int | None, int | None]:
-        folder = self._cgroup  # v1 names first, then v2's
-        peak = _read_number(folder, "memory.max_usage_in_bytes")
-        if peak is None:
-            peak = _read_number(folder, "memory.peak")
-        oom = _read_number(folder, "memory.oom_control", "oom_kill")
-        if oom is None:
-            oom = _read_number(folder, "memory.events", "oom_kill")
-        return peak, oom
+        if self._cgroup is None:
+            return None, None
+        return self._cgroup.peak_memory(), self._cgroup.oom_kills()
 
     async def logs(self) -> str:
         if self.container is None:
@@ -393,7 +364,7 @@ class ContainerPlacement(Placement):
         if self._cgroup is None:
             return self.container is not None
         with contextlib.suppress(OSError):  # more than docker-init and the main process?
-            return len((self._cgroup / "cgroup.procs").read_text().split()) > 2
+            return len((self._cgroup.dirs["memory"] / "cgroup.procs").read_text().split()) > 2
         return True
 
     async def remove(self) -> None:

@@ -31,7 +31,7 @@ from execloop.sandboxes import janitor
 from execloop.sandboxes.base import ExitReason
 from execloop.sandboxes.cgroups import Cgroup
 from execloop.sandboxes.helper import _Bounded
-from execloop.sandboxes.placements.base import Placement
+from execloop.sandboxes.placements.base import Launch, Placement
 from execloop.sandboxes.spec import SandboxSpec
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
@@ -230,16 +230,9 @@ class ProcessPlacement(Placement):
             self.state_dir = make_temp_dir("state")
         return self.state_dir
 
-    async def launch(
-        self,
-        command: Sequence[str],
-        *,
-        control_dir: Path,
-        workspace: Path | None,
-        env: Mapping[str, str],
-    ) -> None:
+    async def launch(self, what: Launch) -> None:
         self.make_state_dir()
-        self._start([*rlimit_argv(self.spec), *command], env=env)
+        self._start([*rlimit_argv(self.spec), *what.command], env=what.env)
 
     def _start(self, argv: Sequence[str], *, env: Mapping[str, str]) -> None:
         self._started = _Started(argv, env)
