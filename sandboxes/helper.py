@@ -960,6 +960,28 @@ def _print_exception(exc: BaseException, *, tb: Any = None, limit: int | None = 
             os.write(2, f"{type(exc).__name__}: {exc}\n".encode(errors="replace"))
 
 
+# The initial PID namespace's inode number is fixed by the kernel (PROC_PID_INIT_INO).
+_INIT_PID_NAMESPACE = 0xEFFFFFFC
+
+
+def private_pid_namespace_problem() -> str | None:
+    """Why ``--reap-all`` must not run here, or None inside a sandbox's own PID namespace.
+
+    ``--reap-all`` kills every process but PID 1 and the helper after each exec. That is the
+    sandbox's cleanup only where the helper is the child of the namespace's init (docker-init,
+    bwrap); run by hand on a host it would kill the host's processes.
+    """
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError as exc:
+        return f"cannot read /proc/self/ns/pid ({exc.strerror})"
+    if namespace == _INIT_PID_NAMESPACE:
+        return "this is the host's initial PID namespace"
+    if os.getppid() != 1:
+        return f"the helper's parent is pid {os.getppid()}, not the namespace's init"
+    return None
+
+
 def main(argv: list[str] | None = None, *, session_class: type[_Session] = _Session) -> None:
     """``helper.py SOCKET [--workspace DIR] [--session ID] [--reap-all]`` (no argparse: it
     would slow every start)."""
@@ -967,6 +989,9 @@ def main(argv: list[str] | None = None, *, session_class: type[_Session] = _Sess
     reap_all = "--reap-all" in args
     if reap_all:  # kill every other process after each exec: only in a private PID namespace
         args.remove("--reap-all")
+        problem = private_pid_namespace_problem()
+        if problem is not None:
+            sys.exit(f"helper.py: refusing --reap-all (it kills every other process): {problem}")
     options = {"--workspace": os.getcwd(), "--session": ""}
     for flag in options:  # --session only marks the command line, so leaks can be found
         if flag in args:

@@ -372,3 +372,26 @@ async def test_a_download_larger_than_the_cap_is_refused(
         with pytest.raises(TransferError, match="larger than"):
             await sandbox.read_file("big")
         assert (await sandbox.exec("print('in sync')")).stdout == "in sync\n"
+
+
+def test_reap_all_is_refused_outside_a_private_pid_namespace(tmp_path: Path) -> None:
+    """``--reap-all`` run by hand on a host would kill the host's processes after one exec:
+    the helper refuses before it even connects (the socket here does not exist)."""
+    import subprocess
+
+    decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        finished = subprocess.run(
+            [sys.executable, helper.__file__, str(tmp_path / "none.sock"), "--reap-all"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert finished.returncode == 1
+        assert "refusing --reap-all" in finished.stderr
+        assert "Traceback" not in finished.stderr
+        assert decoy.poll() is None
+    finally:
+        decoy.kill()
+        decoy.wait()
