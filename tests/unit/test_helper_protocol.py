@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 
 import anyio
@@ -15,6 +16,7 @@ import anyio.to_thread
 import pytest
 
 from execloop.errors import ConfigError, SandboxClosedError, TransferError
+from execloop.sandboxes import helper
 from execloop.sandboxes.base import ExitReason
 from execloop.sandboxes.placements.process import ProcessPlacement, ProcessView
 from execloop.sandboxes.spec import SandboxSpec
