@@ -10,13 +10,20 @@ from execloop.sandboxes.placements.container import (
     ContainerPlacement,
     container_request,
     default_client,
+    removed_already,
     run_as_ids,
 )
 from execloop.sandboxes.placements.process import refuse
 from execloop.sandboxes.spec import SandboxSpec
 from execloop.sandboxes.stateful import HelperSandbox
 
-__all__ = ["DockerSandbox", "container_request", "default_client", "run_as_ids"]
+__all__ = [
+    "DockerSandbox",
+    "container_request",
+    "default_client",
+    "removed_already",
+    "run_as_ids",
+]
 
 _UNSUPPORTED = {"placement": "placement only applies to backend='jupyter'"}
 

@@ -17,6 +17,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ from execloop.errors import (
     BackendUnavailableError,
     ImageError,
     SandboxError,
+    SandboxGoneError,
     SandboxStartError,
 )
 from execloop.sandboxes import janitor
@@ -51,6 +53,7 @@ __all__ = [
     "default_client",
     "default_image",
     "docker_call",
+    "removed_already",
     "run_as_ids",
 ]
 
@@ -59,7 +62,6 @@ OWN_HELPER = "/opt/execloop/helper.py"
 OWN_PYTHON = "/opt/execloop/venv/bin/python"
 MOUNTED_HELPER = "/opt/execloop-host/helper.py"
 _ENDED = ("exited", "dead")
-_GONE = ("No such container", "in progress")  # removal raced with another: nothing left to do
 
 log = logging.getLogger("execloop.sandboxes.placements")
 _client_lock = threading.Lock()
@@ -103,12 +105,24 @@ async def docker_call(function: Callable[..., T], *args: Any, **kwargs: Any) -> 
         raise ImageError(
             f"image not found: {exc.explanation}; build it with `execloop images build`"
         ) from exc
+    except docker.errors.NotFound as exc:  # the container is gone: data, never its message
+        raise SandboxGoneError(
+            f"Docker has no such container: {exc.explanation or exc}", status_code=404
+        ) from exc
     except docker.errors.APIError as exc:
-        raise SandboxError(f"Docker refused the request: {exc.explanation or exc}") from exc
+        raise SandboxError(
+            f"Docker refused the request: {exc.explanation or exc}", status_code=exc.status_code
+        ) from exc
     except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
         raise BackendUnavailableError(
             f"the Docker daemon stopped answering: {exc}; run `execloop doctor`"
         ) from exc
+
+
+def removed_already(exc: SandboxError) -> bool:
+    """Whether a failed container removal means it is gone or going: no such container, or
+    Docker's 409 Conflict for a removal already in progress."""
+    return isinstance(exc, SandboxGoneError) or exc.status_code == HTTPStatus.CONFLICT
 
 
 def container_request(
@@ -303,10 +317,8 @@ class ContainerPlacement(Placement):
             return None
         try:
             await docker_call(self.container.reload)
-        except SandboxError as exc:
-            if "No such container" in str(exc):
-                return None
-            raise
+        except SandboxGoneError:
+            return None
         state: dict[str, Any] = self.container.attrs.get("State", {})
         if state.get("Status") in _ENDED:  # it exited: keep what is asked, remove it
             self._final, self._final_logs = state, await self.logs()
@@ -374,7 +386,7 @@ class ContainerPlacement(Placement):
             try:
                 await docker_call(container.remove, force=True)
             except SandboxError as exc:  # still watched: the janitor removes it at our exit
-                if not any(gone in str(exc) for gone in _GONE):
+                if not removed_already(exc):
                     raise
         if watched is not None:
             janitor.forget(watched)

@@ -26,7 +26,13 @@ import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from execloop.errors import ConfigError, ExecloopError, SkillError
+from execloop.errors import (
+    BrokerBusyError,
+    BrokerStoppedError,
+    ConfigError,
+    ExecloopError,
+    SkillError,
+)
 from execloop.runtime.checks import ExpressionCheck
 from execloop.runtime.cli import cli
 from execloop.runtime.cli_boundary import GuardedGroup, flags
@@ -78,6 +84,12 @@ def _file(tmp: Path, name: str, data: bytes | str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data.encode() if isinstance(data, str) else data)
     return str(path)
+
+
+_MINE = (
+    "---\nname: mine\ndescription: A skill from a --skill-dir.\nversion: 1.0.0\n"
+    "inputs: {type: object, required: [rows], properties: {rows: {type: integer}}}\n---\nDo it.\n"
+)
 
 
 def _skill_dir(tmp: Path, **files: bytes | str) -> str:
@@ -144,6 +156,18 @@ CLI_CASES = [
         _task("--skill", "nope"),
         2,
         ("--skill: unknown skill 'nope'; available: data-balance, data-clean",),
+    ),
+    Case(
+        "unknown skill, with a skill dir",
+        lambda t: _task("--skill", "nope", "--skill-dir", _skill_dir(t, mine=_MINE))(t),
+        2,
+        ("--skill: unknown skill 'nope'; available: data-balance, data-clean,", "mine"),
+    ),
+    Case(
+        "skill dir missing",
+        _task("--skill", "x", "--skill-dir", "/nonexistent/skills"),
+        2,
+        ("'--skill-dir'", "does not exist"),
     ),
     Case("two inputs, one name", _same_name_inputs, 2, ("--input:", "x.csv")),
     Case("missing input", _task("--input", "/nonexistent/in.csv"), 2, ("'--input'", "not exist")),
@@ -368,10 +392,20 @@ API_CASES: list[tuple[str, Callable[[Path], object], type[BaseException], str]] 
         '"_x" is an invalid attribute name',
     ),
     (
-        "SubAgent without the task's skill",
-        lambda t: SubAgent(Task(goal="g", skill="data-clean"), model=_CountingModel()),
+        "SubAgent with an unknown skill",
+        lambda t: SubAgent(Task(goal="g", skill="no-such-skill"), model=_CountingModel()),
+        SkillError,
+        "unknown skill 'no-such-skill'; available: data-balance, data-clean,",
+    ),
+    (
+        "SubAgent given another skill than the task's",
+        lambda t: SubAgent(
+            Task(goal="g", skill="data-clean"),
+            model=_CountingModel(),
+            skill=find_skill("data-balance"),
+        ),
         ConfigError,
-        "names skill 'data-clean' but SubAgent was given None",
+        "names skill 'data-clean' but SubAgent was given 'data-balance'",
     ),
     (
         "SKILL.md not UTF-8",
@@ -513,31 +547,69 @@ def test_cli_preflight_result_has_no_attempts_and_no_model_request(tmp_path: Pat
     assert "error after 0 attempt(s)" in human.stderr
 
 
+def test_task_resolves_a_skill_from_skill_dir(tmp_path: Path) -> None:
+    """The skill is found in --skill-dir and judges the task before anything runs: its
+    required input is missing, so the result is an invalid_task error, shown with its kind."""
+    args = _task("--skill", "mine", "--skill-dir", _skill_dir(tmp_path, mine=_MINE))(tmp_path)
+    done = _invoke([*args, "--json"])
+    assert done.exit_code == 2, done.output
+    result = json.loads(done.stdout)
+    assert (result["status"], result["error_kind"], result["attempts"]) == (
+        "error",
+        "invalid_task",
+        0,
+    )
+    assert "skill 'mine' needs the input(s) rows" in result["error"]
+    human = _invoke(args)
+    assert "invalid_task error: ConfigError: skill 'mine' needs" in " ".join(human.stderr.split())
+
+
 def test_execloop_errors_from_commands_are_one_line() -> None:
     """Every ExecloopError subclass reaching the boundary is one line, exit 2."""
+    fields: dict[type[ExecloopError], dict[str, Any]] = {
+        BrokerBusyError: {"pending": 2, "max_pending": 2},
+        BrokerStoppedError: {"task_id": "t"},
+    }
     for kind in ExecloopError.__subclasses__():
-        group = _boundary_with(kind("first line\nsecond line"))
+        group = _boundary_with(kind("first line\nsecond line", **fields.get(kind, {})))
         done = CliRunner().invoke(group, ["boom"], prog_name="execloop")
         assert done.exit_code == 2
         assert _error_lines(done.stderr) == ["error: first line; second line"], kind
 
 
-def test_ctrl_c_is_one_line_and_exit_130(tmp_path: Path) -> None:
-    replies = tmp_path / "slow.yaml"
-    replies.write_text('- {script: "print(1)", delay_s: 600}\n')  # the model "thinks" long
-    command = [sys.executable, "-m", "execloop.runtime.cli", "task", "g"]
-    process = subprocess.Popen(
-        [*command, "--model", f"scripted:{replies}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    assert "SCRIPTED MODEL" in process.stderr.readline()  # started: waiting for the reply
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130
-    assert _error_lines(stderr) == ["execloop: interrupted"] and stdout == ""
+def test_ctrl_c_is_one_line_and_exit_130() -> None:
+    """SIGINT while the model call is in flight (the fake has received it and holds the reply),
+    so the interrupt lands at the same point however loaded the machine is."""
+    import time
+
+    from tests.fakes.anthropic_server import FakeAnthropicServer
+
+    with FakeAnthropicServer() as server:
+        server.push_reply(script="print(1)", delay_s=600)  # the model "thinks" long
+        env = {**os.environ, "ANTHROPIC_BASE_URL": server.base_url, "ANTHROPIC_API_KEY": "sk-x"}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "execloop.runtime.cli", "task", "g", "--model", "anthropic:m"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            for _ in range(1200):  # until the request arrives (at most 2 minutes)
+                if server.requests or process.poll() is not None:
+                    break
+                time.sleep(0.1)
+            assert server.requests, "the CLI never called the model"
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 130, stderr
+    # the live table shows the attempt that was cut short; the last word is the interrupt
+    assert _error_lines(stderr)[-1] == "execloop: interrupted" and stdout == ""
+    assert "Traceback" not in stderr and "error" not in stderr
 
 
 # -- what reaches a terminal: control characters spelled out; --json exact --------------------

@@ -1,4 +1,4 @@
-"""ProcessSandbox's pure parts and its tree kill, on plain host processes (no bubblewrap)."""
+"""The process placement's pure parts and its tree kill, on plain host processes (no bubblewrap)."""
 
 from __future__ import annotations
 
