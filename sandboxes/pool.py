@@ -25,7 +25,13 @@ import anyio
 import anyio.abc
 
 from execloop.errors import ConfigError, SandboxClosedError
-from execloop.sandboxes.base import DEFAULT_MANIFEST_LIMIT, ExecResult, Manifest, Sandbox
+from execloop.sandboxes.base import (
+    DEFAULT_MANIFEST_LIMIT,
+    Capability,
+    ExecResult,
+    Manifest,
+    Sandbox,
+)
 from execloop.sandboxes.spec import SandboxSpec
 
 __all__ = ["PoolSet", "PoolStats", "PooledSandbox", "SandboxPool"]
@@ -295,10 +301,17 @@ class PooledSandbox(Sandbox):
             raise SandboxClosedError("the pooled sandbox is not acquired; use `async with`")
         return self._inner
 
-    def __getattr__(self, name: str) -> object:  # backend details, e.g. a helper's socket_dir
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return self.inner.capabilities
+
+    @property
+    def control_dir(self) -> Path | None:
+        return None if self._inner is None else self._inner.control_dir
+
+    @property
+    def control_owner(self) -> tuple[int, int] | None:
+        return None if self._inner is None else self._inner.control_owner
 
     @property
     def ended(self) -> str | None:

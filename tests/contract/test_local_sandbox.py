@@ -23,7 +23,7 @@ from execloop import ExitReason, SandboxClosedError, SandboxSpec
 from execloop.sandboxes.cgroup_host import ENV, remove_orphaned_cgroups
 from execloop.sandboxes.cgroups import is_orphan
 from execloop.sandboxes.local_backend import LocalSandbox
-from execloop.sandboxes.process_backend import nproc_per_sandbox
+from execloop.sandboxes.placements.process import nproc_per_sandbox
 
 pytestmark = pytest.mark.anyio
 
