@@ -15,7 +15,6 @@ import json
 import operator
 import os
 import platform
-import queue
 import statistics
 import sys
 import time
@@ -27,6 +26,8 @@ import anyio
 import anyio.to_thread
 import docker.errors
 from backends import backend_targets, local_execs, pool_acquires  # bench/backends.py
+from floor import FLOOR_SOCKET, FLOOR_STDIO, FloorRepl, floor_pair, start_floor
+from jupyter import jupyter_execs, jupyter_targets
 from rich.console import Console
 from rich.table import Table
 
@@ -42,6 +43,7 @@ SLEEPER = {"detach": True, "network_mode": "none", "init": True, "labels": BENCH
 START, CLOSE = "session start()", "session close()"
 RUN, RUN_NONE = "docker run --rm true", "docker run --rm --network none true"
 EXEC, DEXEC_PY, DEXEC_TRUE = "sandbox.exec(print)", "docker exec python3 -c", "docker exec true"
+SECTIONS = ("start", "exec", "jupyter", "local", "pool", "throughput")
 console = Console()
 
 
@@ -89,174 +91,91 @@ async def cold_starts(client: Any, image: str, reps: int) -> dict[str, list[floa
 
 
 async def execs(client: Any, image: str, reps: int, per_round: int) -> dict[str, list[float]]:
-    samples: dict[str, list[float]] = {EXEC: [], DEXEC_PY: [], DEXEC_TRUE: []}
+    """One session's exec beside the floors (and docker exec), interleaved in rotating order."""
+    samples: dict[str, list[float]] = {EXEC: [], FLOOR_STDIO: [], FLOOR_SOCKET: []}
+    samples.update({DEXEC_PY: [], DEXEC_TRUE: []})
     reference = await thread(client.containers.run, image, ["sleep", "infinity"], **SLEEPER)()
     python, true = (thread(reference.exec_run, cmd) for cmd in (["python3", "-c", CODE], ["true"]))
     sandbox = DockerSandbox(SandboxSpec(), client=client)
+    floors: list[FloorRepl] = []
     try:
         await sandbox.start()
+        for via in ("stdio", "socket"):
+            floors.append(await start_floor(client, image, BENCH_LABELS, via=via))
         warm = await sandbox.exec(CODE), await python()
         if warm[0].stdout != "2\n" or warm[1].output != b"2\n":
             raise RuntimeError(f"unexpected warm-up output: {warm!r}")
-        for _ in range(reps):
+        steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+            (EXEC, functools.partial(sandbox.exec, CODE)),
+            (FLOOR_STDIO, functools.partial(floors[0].exec, CODE)),
+            (FLOOR_SOCKET, functools.partial(floors[1].exec, CODE)),
+        ]
+        for round_ in range(reps):
             samples[DEXEC_PY].append(await timed(python))
             samples[DEXEC_TRUE].append(await timed(true))
-            for _ in range(per_round):
-                samples[EXEC].append(await timed(functools.partial(sandbox.exec, CODE)))
+            for name, step in steps[round_ % 3 :] + steps[: round_ % 3]:
+                for _ in range(per_round):
+                    samples[name].append(await timed(step))
     finally:
         await sandbox.close()
+        for floor in floors:
+            await floor.aclose()
         await thread(reference.remove, force=True)()
     return samples
 
 
-async def throughput(client: Any, k: int, rounds: int) -> dict[str, float]:
+async def throughput(client: Any, image: str, k: int, rounds: int) -> dict[str, float]:
+    """Execs/s of one session, two sessions at once, and two floors (stdio, socket) at once,
+    round by round in rotating order."""
+
     async def run(sandbox: DockerSandbox, count: int) -> None:
         for _ in range(count):
             result = await sandbox.exec(CODE)
             assert result.ok, result
 
+    async def pair_rate() -> float:
+        start = time.perf_counter()
+        async with anyio.create_task_group() as group:
+            for sandbox in pair:
+                group.start_soon(run, sandbox, k)
+        return 2 * k / (time.perf_counter() - start)
+
+    async def alone_rate() -> float:
+        return k / await timed(functools.partial(run, pair[0], k))
+
     pair = [DockerSandbox(SandboxSpec(), client=client) for _ in range(2)]
-    alone: list[float] = []
-    together: list[float] = []
+    floors: dict[str, list[FloorRepl]] = {"stdio": [], "socket": []}
+    rates: dict[str, list[float]] = {}
     try:
         async with anyio.create_task_group() as group:
             for sandbox in pair:
                 group.start_soon(sandbox.start)
+        for via, started in floors.items():
+            for _ in range(2):
+                started.append(await start_floor(client, image, BENCH_LABELS, via=via))
         for sandbox in pair:
             await run(sandbox, 10)  # warm-up
-        for _ in range(rounds):
-            alone.append(k / await timed(functools.partial(run, pair[0], k)))
-            start = time.perf_counter()
-            async with anyio.create_task_group() as group:
-                for sandbox in pair:
-                    group.start_soon(run, sandbox, k)
-            together.append(2 * k / (time.perf_counter() - start))
+        steps: list[tuple[str, Callable[[], Awaitable[float]]]] = [
+            ("one_session_per_s", alone_rate),
+            ("two_sessions_per_s", pair_rate),
+            ("two_stdio_floors_per_s", functools.partial(floor_pair, floors["stdio"], CODE, k)),
+            ("two_socket_floors_per_s", functools.partial(floor_pair, floors["socket"], CODE, k)),
+        ]
+        for round_ in range(rounds):
+            for name, step in steps[round_ % 4 :] + steps[: round_ % 4]:
+                rates.setdefault(name, []).append(await step())
     finally:
         for sandbox in pair:
             await sandbox.close()
-    one, two = statistics.median(alone), statistics.median(together)
-    return {
-        "execs_per_round": k,
-        "rounds": rounds,
-        "one_session_per_s": one,
-        "two_sessions_per_s": two,
-        "scaling": two / one,
-    }
-
-
-# -- jupyter: JupyterSandbox (docker placement) against a raw jupyter_client kernel ----------
-JUPYTER_EXEC, RAW_KERNEL_EXEC = "JupyterSandbox.exec(print)", "raw kernel client execute"
-RAW_KERNEL_PYTHON = "/opt/execloop/venv/bin/python"
-
-
-async def raw_kernel_run(kc: Any, code: str) -> str:
-    """Execute ``code`` through a plain AsyncKernelClient: iopub until idle, then the reply."""
-    msg_id = kc.execute(code, store_history=False, allow_stdin=False)
-    out = ""
-    while True:
-        msg = await kc.get_iopub_msg(timeout=30)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "stream":
-            out += msg["content"]["text"]
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
-    while (await kc.get_shell_msg(timeout=30))["parent_header"].get("msg_id") != msg_id:
-        pass
-    return out
-
-
-def raw_kernel_files(folder: Path) -> dict[str, Any]:
-    """Both connection files: the host's (ipc sockets in ``folder``), the kernel's (its mount)."""
-    from jupyter_client.connect import write_connection_file
-
-    folder.mkdir(mode=0o700)
-    _, info = write_connection_file(
-        str(folder / "host.json"),
-        ip=str(folder / "kernel"),
-        transport="ipc",
-        key=os.urandom(16).hex().encode(),
-    )
-    (folder / "kernel.json").write_text(json.dumps({**info, "ip": "/run/execloop/kernel"}))
-    for path in (folder, folder / "kernel.json"):
-        os.chown(path, 1000, 1000)
-    return dict(info)
-
-
-async def raw_kernel(client: Any, image: str, folder: Path) -> tuple[Any, Any]:
-    """A kernel started the simple way: the image's ipykernel on an ipc connection file in a
-    mounted directory, --network none, uid 1000; the client reads the host-side copy."""
-    from jupyter_client.asynchronous.client import AsyncKernelClient
-
-    info = raw_kernel_files(folder)
-    command = [RAW_KERNEL_PYTHON, "-m", "ipykernel_launcher", "-f", "/run/execloop/kernel.json"]
-    mount = {str(folder): {"bind": "/run/execloop", "mode": "rw"}}
-    container = await thread(
-        client.containers.run, image, command, volumes=mount, user="1000:1000", **SLEEPER
-    )()
-    kc = AsyncKernelClient()
-    kc.load_connection_info(info)
-    kc.start_channels(hb=False)
-    with anyio.fail_after(60):  # kernel_info until it answers, then until iopub delivers
-        while not await raw_kernel_answers(kc):
-            pass
-    return container, kc
-
-
-async def raw_kernel_answers(kc: Any) -> bool:
-    msg_id = kc.kernel_info()
-    try:
-        while (await kc.get_shell_msg(timeout=1))["parent_header"].get("msg_id") != msg_id:
-            pass
-        while True:
-            msg = await kc.get_iopub_msg(timeout=1)
-            if msg["msg_type"] == "iopub_welcome" or msg["parent_header"].get("msg_id") == msg_id:
-                return True
-    except queue.Empty:
-        return False
-
-
-async def jupyter_execs(
-    client: Any, image: str, reps: int, per_round: int
-) -> dict[str, list[float]]:
-    """``print(1+1)`` through JupyterSandbox and through the raw kernel, interleaved."""
-    import tempfile
-
-    from execloop.sandboxes.jupyter_backend import JupyterSandbox
-
-    samples: dict[str, list[float]] = {JUPYTER_EXEC: [], RAW_KERNEL_EXEC: []}
-    sandbox = JupyterSandbox(SandboxSpec(backend="jupyter", placement="docker"))
-    with tempfile.TemporaryDirectory(prefix="execloop-bench-") as scratch:
-        container, kc = await raw_kernel(client, image, Path(scratch) / "kernel")
-        try:
-            await sandbox.start()
-            warm = await sandbox.exec(CODE), await raw_kernel_run(kc, CODE)
-            if warm[0].stdout != "2\n" or warm[1] != "2\n":
-                raise RuntimeError(f"unexpected warm-up output: {warm!r}")
-            steps = [
-                (JUPYTER_EXEC, functools.partial(sandbox.exec, CODE)),
-                (RAW_KERNEL_EXEC, functools.partial(raw_kernel_run, kc, CODE)),
-            ]
-            for round_ in range(reps):
-                for name, step in steps[round_ % 2 :] + steps[: round_ % 2]:
-                    for _ in range(per_round):
-                        samples[name].append(await timed(step))
-        finally:
-            kc.stop_channels()
-            await sandbox.close()
-            await thread(container.remove, force=True)()
-    return samples
-
-
-def jupyter_targets(p50: dict[str, float]) -> list[tuple[str, float, str, float]]:
-    return [
-        (
-            "jupyter exec p50 / raw kernel exec p50",
-            p50[JUPYTER_EXEC] / p50[RAW_KERNEL_EXEC],
-            "<=",
-            1.2,
-        )
-    ]
+        for started in floors.values():
+            for floor in started:
+                await floor.aclose()
+    result: dict[str, float] = {"execs_per_round": k, "rounds": rounds}
+    result.update({name: statistics.median(values) for name, values in rates.items()})
+    result["scaling"] = result["two_sessions_per_s"] / result["one_session_per_s"]
+    result["vs_stdio_floor"] = result["two_sessions_per_s"] / result["two_stdio_floors_per_s"]
+    result["vs_socket_floor"] = result["two_sessions_per_s"] / result["two_socket_floors_per_s"]
+    return result
 
 
 def machine(client: Any) -> dict[str, Any]:
@@ -272,16 +191,23 @@ def machine(client: Any) -> dict[str, Any]:
     }
 
 
-def targets(latency: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+def targets(latency: dict[str, dict[str, float]], tp: dict[str, float]) -> list[dict[str, Any]]:
     p50 = {name: value["p50_ms"] for name, value in latency.items()}
-    rows = [
-        ("exec p50 speed-up vs docker exec python3 -c", p50[DEXEC_PY] / p50[EXEC], ">=", 50),
-        ("cold start p50 / docker run (default network)", p50[START] / p50[RUN], "<=", 1.3),
-        ("cold start p50 / docker run --network none", p50[START] / p50[RUN_NONE], "<=", 1.3),
-        ("teardown close() p50, ms", p50[CLOSE], "<", 100),
-    ]
-    if JUPYTER_EXEC in p50:
-        rows += jupyter_targets(p50)
+    rows: list[tuple[str, float, str, float]] = []
+    if EXEC in p50:
+        rows += [
+            ("exec p50 / stdio floor p50", p50[EXEC] / p50[FLOOR_STDIO], "<=", 1.1),
+            ("exec p50 speed-up vs docker exec python3 -c", p50[DEXEC_PY] / p50[EXEC], ">=", 50),
+        ]
+    if tp:
+        rows.append(("2-session execs/s / 2 stdio floors'", tp["vs_stdio_floor"], ">=", 0.9))
+    if START in p50:
+        rows += [
+            ("cold start p50 / docker run (default network)", p50[START] / p50[RUN], "<=", 1.3),
+            ("cold start p50 / docker run --network none", p50[START] / p50[RUN_NONE], "<=", 1.3),
+            ("teardown close() p50, ms", p50[CLOSE], "<", 100),
+        ]
+    rows += jupyter_targets(p50)
     rows += backend_targets(p50)
     ops = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
     return [
@@ -311,12 +237,21 @@ def report(result: dict[str, Any]) -> None:
         for t in result["targets"]
     ]
     console.print(table("targets", ("target", "measured", "goal", "verdict"), checks))
-    console.print("(sandboxes always run with --network none: the like-for-like ratio is the 2nd)")
+    if EXEC in result["latency_ms"]:
+        p50 = {name: value["p50_ms"] for name, value in result["latency_ms"].items()}
+        ratio = p50[EXEC] / p50[FLOOR_SOCKET]
+        console.print(f"exec p50 / socket floor p50 (execloop's own transport): x{ratio:.2f}")
     tp = result["throughput"]
+    if not tp:
+        return
     rows = [
         ("1 session alone", f"{tp['one_session_per_s']:.0f}"),
         ("2 concurrent sessions, total", f"{tp['two_sessions_per_s']:.0f}"),
+        ("2 stdio floors at once, total", f"{tp['two_stdio_floors_per_s']:.0f}"),
+        ("2 socket floors at once, total", f"{tp['two_socket_floors_per_s']:.0f}"),
         ("scaling (2 sessions / 1 session)", f"x{tp['scaling']:.2f}"),
+        ("2 sessions / 2 stdio floors", f"x{tp['vs_stdio_floor']:.2f}"),
+        ("2 sessions / 2 socket floors", f"x{tp['vs_socket_floor']:.2f}"),
     ]
     label = f"{tp['execs_per_round']} execs per session, median of {tp['rounds']}"
     console.print(table("throughput (execs/s)", (label, "value"), rows))
@@ -367,19 +302,27 @@ async def main(args: argparse.Namespace) -> int:
     host = await anyio.to_thread.run_sync(machine, client)
     console.print(f"image {image}, docker {host['docker_version']}, {host['cores']} cores")
     samples: dict[str, list[float]] = {}
+    tp: dict[str, float] = {}
+    only = set(args.only.split(",")) if args.only else set(SECTIONS)
     try:
-        console.print(f"cold start: {reps} rounds of session / docker run / run --network none")
-        samples.update(await cold_starts(client, image, reps))
-        console.print(f"exec: {reps} rounds of 2 docker execs and {per_round} session execs")
-        samples.update(await execs(client, image, reps, per_round))
-        console.print(f"jupyter: {reps} rounds of {per_round} execs, sandbox and raw kernel")
-        samples.update(await jupyter_execs(client, image, reps, per_round))
-        console.print(f"local: {reps} rounds of python3 -c, a one-shot and {per_round} execs")
-        samples.update(await local_execs(reps, per_round))
-        console.print(f"pool: {reps} acquires from a warm docker pool")
-        samples.update(await pool_acquires(reps))
-        console.print(f"throughput: {rounds} rounds of {k} execs, 1 session then 2 at once")
-        tp = await throughput(client, k, rounds)
+        if "start" in only:
+            console.print(f"cold start: {reps} rounds of session / docker run / run --network none")
+            samples.update(await cold_starts(client, image, reps))
+        if "exec" in only:
+            console.print(f"exec: {reps} rounds of 2 docker execs, {per_round} execs per floor")
+            samples.update(await execs(client, image, reps, per_round))
+        if "jupyter" in only:
+            console.print(f"jupyter: {reps} rounds of {per_round} execs, sandbox and raw kernel")
+            samples.update(await jupyter_execs(client, image, reps, per_round, BENCH_LABELS))
+        if "local" in only:
+            console.print(f"local: {reps} rounds of python3 -c, a one-shot and {per_round} execs")
+            samples.update(await local_execs(reps, per_round))
+        if "pool" in only:
+            console.print(f"pool: {reps} acquires and {reps} acquires + exec, warm docker pool")
+            samples.update(await pool_acquires(reps))
+        if "throughput" in only:
+            console.print(f"throughput: {rounds} rounds of {k} execs: 1 session, 2, 2 floors")
+            tp = await throughput(client, image, k, rounds)
     finally:
         leftovers = await thread(client.containers.list, all=True, filters=BENCH_FILTER)()
         for container in leftovers:
@@ -390,7 +333,7 @@ async def main(args: argparse.Namespace) -> int:
         "image": image,
         "quick": args.quick,
         "latency_ms": latency,
-        "targets": targets(latency),
+        "targets": targets(latency, tp),
         "throughput": tp,
         "raw_s": samples,
     }
@@ -407,5 +350,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="about 8 repetitions instead of 30")
     parser.add_argument("--json", type=Path, help="write every number (and the machine) here")
+    parser.add_argument("--only", help=f"comma-separated sections of {','.join(SECTIONS)}")
     parser.add_argument("--plot", type=Path, help="bar chart of p50 (p95 whiskers), log scale")
     sys.exit(anyio.run(main, parser.parse_args()))

@@ -38,7 +38,7 @@ from execloop.runtime.report import RunSummary, StageSummary, TaskSummary
 from execloop.runtime.skills import Skill, resolve_skill
 from execloop.runtime.store import TaskRow, TaskStore
 from execloop.runtime.task import ErrorKind, Result, Task, TaskStatus
-from execloop.sandboxes import Sandbox, SandboxSpec, create_sandbox
+from execloop.sandboxes import Sandbox, SandboxSpec, create_sandbox, remove_orphans_once
 from execloop.sandboxes.pool import PooledSandbox, PoolSet
 
 __all__ = ["Broker", "run_tasks", "summarize_run"]
@@ -172,13 +172,7 @@ class Broker:
     @staticmethod
     async def _reap_orphans() -> None:
         """Containers of a broker that died are nobody's children: remove them first."""
-        from execloop.sandboxes.docker_backend import default_client, reap_orphans_once
-
-        try:
-            client = await anyio.to_thread.run_sync(default_client)
-            await reap_orphans_once(client)
-        except ExecloopError as exc:  # no Docker here: nothing of ours can be orphaned in it
-            log.debug("no orphan reaping: %s", exc)
+        await remove_orphans_once()  # best effort: no Docker here, nothing orphaned in it
 
     # -- the orchestrator's API ---------------------------------------------------------
     async def submit(self, task: Task) -> str:

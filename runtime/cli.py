@@ -15,7 +15,6 @@ from rich.table import Table
 from rich.text import Text
 
 from execloop import __version__
-from execloop.errors import ExecloopError
 from execloop.runtime.cli_boundary import GuardedGroup, configure_logging, flags
 from execloop.runtime.terminal import one_line, printable
 from execloop.sandboxes import ExitReason, SandboxSpec
@@ -321,22 +320,15 @@ def kernels_install(prefix: Path | None) -> None:
 def reap(everything: bool) -> None:
     """Remove the sandbox containers, temporary directories and cgroups whose owning process
     is gone."""
-    from execloop.sandboxes.cgroup_host import remove_orphaned_cgroups
-    from execloop.sandboxes.docker_backend import default_client
-    from execloop.sandboxes.reaper import reap_orphans
-    from execloop.sandboxes.tempdirs import orphaned_temp_dirs, remove_temp_dir
+    from execloop.sandboxes import remove_orphans
 
-    directories = orphaned_temp_dirs()
-    for path in directories:
-        remove_temp_dir(path)
-    cgroups = remove_orphaned_cgroups()
-    try:
-        containers = f"{len(reap_orphans(default_client(), everything=everything))} container(s)"
-    except ExecloopError as exc:  # no daemon here: no container of ours can be orphaned in it
-        containers = f"no containers ({exc})"
+    removed = remove_orphans(everything=everything)
+    containers = f"{len(removed.containers)} container(s)"
+    if removed.no_containers is not None:  # no daemon here: none of ours can be orphaned in it
+        containers = f"no containers ({removed.no_containers})"
     out.print(
-        f"removed {containers}, {len(directories)} temporary directory(ies) "
-        f"and {len(cgroups)} cgroup(s)"
+        f"removed {containers}, {len(removed.temp_dirs)} temporary directory(ies) "
+        f"and {len(removed.cgroups)} cgroup(s)"
     )
 
 

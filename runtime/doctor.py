@@ -151,7 +151,7 @@ def _check_userns() -> Finding:
 
 def _check_bubblewrap() -> Finding:
     from execloop.errors import BackendUnavailableError
-    from execloop.sandboxes.local_backend import find_tools, probe_argv
+    from execloop.sandboxes.placements.bubblewrap import find_tools, probe_argv
 
     try:
         tools = find_tools()
@@ -177,7 +177,7 @@ def _check_local_limits() -> Finding:
     rlimits (per process and per uid)."""
     from execloop.errors import ConfigError
     from execloop.sandboxes.cgroup_host import ENV, detect_cgroups
-    from execloop.sandboxes.process_backend import nproc_per_sandbox
+    from execloop.sandboxes.placements.process import nproc_per_sandbox
     from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
 
     name = "local sandbox limits"

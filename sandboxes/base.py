@@ -25,18 +25,34 @@ from execloop.sandboxes.spec import SandboxSpec
 
 __all__ = [
     "Artifact",
+    "Capability",
     "DEFAULT_MANIFEST_LIMIT",
     "ExecResult",
     "ExitReason",
+    "GUEST_CONTROL_DIR",
     "MAX_MANIFEST_LIMIT",
     "Manifest",
     "Sandbox",
+    "check_backend",
     "check_exec_args",
     "check_manifest_limit",
 ]
 
 DEFAULT_MANIFEST_LIMIT = 1000
 MAX_MANIFEST_LIMIT = 100_000
+# Where the code in a sandbox sees ``Sandbox.control_dir`` (sockets, generated modules).
+GUEST_CONTROL_DIR = "/run/execloop"
+
+
+class Capability(enum.StrEnum):
+    """What a sandbox offers beyond the contract's calls; runtime/ asks these, never a name."""
+
+    STATEFUL = "stateful"  # consecutive exec() calls share variables
+    TOOLS = "tools"  # its code can import from and connect to GUEST_CONTROL_DIR (tool bridge)
+    GPU = "gpu"  # spec.gpus is honoured
+    RESTART = "restart"  # restart() gives a fresh interpreter on the same workspace
+    BINARY_STDOUT = "binary_stdout"  # sys.stdout.buffer exists (a kernel's OutStream has none)
+    RICH_OUTPUT = "rich_output"  # display outputs (PNG, HTML...) are saved under outputs/
 
 
 class ExitReason(enum.StrEnum):
@@ -135,6 +151,16 @@ def check_exec_args(
     return None if timeout is None else float(timeout)
 
 
+def check_backend(spec: SandboxSpec, backend: str, sandbox_class: str) -> None:
+    """Refuse a spec naming another backend: its fields were chosen for that one."""
+    if spec.backend != backend:
+        raise ConfigError(
+            f"{sandbox_class} runs backend={backend!r}, but the spec names "
+            f"backend={spec.backend!r}; use create_sandbox(spec) or "
+            f"SandboxSpec(backend={backend!r})"
+        )
+
+
 def check_manifest_limit(limit: object) -> int:
     """``limit`` if it is a valid manifest limit, else ``ConfigError`` saying what is."""
     if isinstance(limit, bool) or not isinstance(limit, int):
@@ -165,6 +191,11 @@ class Sandbox(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Tear everything down. Idempotent; never leaves a container or process behind."""
+
+    async def warm(self) -> None:
+        """Rehearse a call once, leaving no trace, so that the first real one costs what later
+        ones do (a pool does this before it hands a started sandbox out)."""
+        return None  # nothing to rehearse unless a backend says otherwise
 
     async def __aenter__(self) -> Self:
         try:
@@ -246,6 +277,23 @@ class Sandbox(abc.ABC):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """What this sandbox offers (``Capability``); a backend adds to the stateful default."""
+        return frozenset({Capability.STATEFUL})
+
+    @property
+    def control_dir(self) -> Path | None:
+        """The host directory the running sandbox sees at ``GUEST_CONTROL_DIR`` (where the tool
+        bridge puts its socket and module); None before start, after close, or without one."""
+        return None
+
+    @property
+    def control_owner(self) -> tuple[int, int] | None:
+        """The host uid/gid the sandbox's code connects as, when execloop (as root) must hand
+        a socket in ``control_dir`` over to it; None when it is this process's own user."""
+        return None
 
     @property
     def ended(self) -> str | None:

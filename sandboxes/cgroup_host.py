@@ -2,7 +2,7 @@
 
 Where this process may create cgroups (root, or a delegated v2 subtree), each ``local`` sandbox
 and each bubblewrap kernel gets its own (``cgroups.Cgroup``); otherwise rlimits stand in
-(``process_backend.rlimit_argv``). ``execloop doctor`` reports the mode.
+(``placements.process.rlimit_argv``). ``execloop doctor`` reports the mode.
 
 Where: on v1, under this process's own cgroup in the memory, pids and cpu hierarchies (a nested
 cgroup also stays within its parent's limits). On v2, under the nearest cgroup, from our own

@@ -9,10 +9,12 @@ it shares its process with the user's code.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -21,7 +23,6 @@ from typing import Any, BinaryIO
 import anyio
 import anyio.abc
 import anyio.to_thread
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from execloop.errors import ProtocolError, TransferError
 from execloop.sandboxes import helper
@@ -31,6 +32,8 @@ __all__ = ["HelperChannel", "Reply", "private_unix_listener"]
 Reply = dict[str, Any]
 _SALVAGE_S = 0.5
 _COALESCE_BYTES = helper.CHUNK_BYTES // 2
+_HIGH_WATER = 2 * helper.CHUNK_BYTES + 64 * 1024  # bytes read ahead of the reader, at most
+FRAME_PREFIX_BYTES = helper.FRAME_PREFIX.size
 
 
 async def private_unix_listener(
@@ -58,41 +61,191 @@ async def private_unix_listener(
     return listener
 
 
-class HelperChannel:
-    """Requests to one connected helper. Stream errors (``anyio.EndOfStream`` and kin) pass
-    through: the caller decides what a vanished helper means."""
+class _Frames(asyncio.Protocol):
+    """The socket's bytes, buffered until a whole frame is in: one wake-up per reply.
 
-    def __init__(self, stream: anyio.abc.SocketStream) -> None:
-        self.stream = stream
-        self._reader = BufferedByteReceiveStream(stream)
+    At most ``max(need, _HIGH_WATER)`` bytes (plus one read) are held: past that, reading
+    pauses until the channel takes frames out. Writes past the transport's high-water mark
+    wait in ``drain``."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.need = FRAME_PREFIX_BYTES  # bytes the reader waits for before it looks again
+        self.waiter: asyncio.Future[None] | None = None
+        self.drained: asyncio.Future[None] | None = None
+        self.transport: asyncio.Transport | None = None
+        self.eof = False
+        self.error: Exception | None = None
+        self.read_paused = False
+        self.write_paused = False
+        self.expired = False  # the current read's deadline passed
+
+    def expire(self) -> None:
+        self.expired = True
+        self._wake()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) >= self.need:
+            self._wake()
+        if not self.read_paused and len(self.buffer) >= max(self.need, _HIGH_WATER):
+            assert self.transport is not None
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False  # nothing is sent after the helper's end is gone: close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.error = exc
+        self._wake()
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+        self.drained = None
+
+    def consumed(self) -> None:
+        """The reader took bytes out: read more once there is room."""
+        if self.read_paused and len(self.buffer) < max(self.need, _HIGH_WATER):
+            assert self.transport is not None
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+        self.waiter = None
+
+
+class HelperChannel:
+    """Requests to one connected helper. A vanished helper raises ``anyio.EndOfStream`` (or
+    ``IncompleteRead`` mid-frame, ``BrokenResourceError`` on a reset, ``ClosedResourceError``
+    once closed): the caller decides what it means.
+
+    It drives the socket through one asyncio protocol rather than layered streams: a reply
+    costs one wake-up and one write, and a deadline is one timer, not a cancel scope."""
+
+    def __init__(self, transport: asyncio.Transport, frames: _Frames) -> None:
+        self._transport = transport
+        self._frames = frames
+        self._closed = False
+
+    @classmethod
+    async def connect(cls, stream: anyio.abc.SocketStream) -> HelperChannel:
+        """Take over the connected socket of ``stream`` (an accepted helper connection)."""
+        raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        sock = socket.socket(raw.family, raw.type, fileno=os.dup(raw.fileno()))
+        try:
+            await stream.aclose()
+            sock.setblocking(False)
+            frames = _Frames()
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.connect_accepted_socket(lambda: frames, sock)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(transport, frames)
 
     async def aclose(self) -> None:
-        await self.stream.aclose()
+        self._closed = True
+        self._transport.abort()  # nothing is owed to a helper being dropped
 
     async def send(self, frame: bytes) -> None:
-        await self.stream.send(frame)
+        self._check_open()
+        self._transport.write(frame)
+        frames = self._frames
+        if frames.write_paused:
+            if frames.drained is None:
+                frames.drained = asyncio.get_running_loop().create_future()
+            await frames.drained
+            self._check_open()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._frames.eof or self._transport.is_closing():
+            raise anyio.BrokenResourceError
 
     async def read_frame(
         self, *, max_body: int, chunk_ok: bool = False
     ) -> tuple[Reply | None, bytes]:
         """``(header, body)``; the header is None for a chunk (only if ``chunk_ok``)."""
-        prefix = await self._reader.receive_exactly(helper.FRAME_PREFIX.size)
-        header_len, body_len = helper.FRAME_PREFIX.unpack(prefix)
-        if header_len > helper.MAX_HEADER_BYTES or body_len > max_body:
-            raise ProtocolError(
-                f"helper frame too large (header {header_len} B, body {body_len} B)"
-            )
+        frame = await self._read(max_body=max_body, chunk_ok=chunk_ok, deadline=None)
+        assert frame is not None  # there was no deadline
+        return frame
+
+    async def _read(
+        self, *, max_body: int, chunk_ok: bool, deadline: float | None
+    ) -> tuple[Reply | None, bytes] | None:
+        """``read_frame``, or None once the event loop's clock passes ``deadline``."""
+        frames = self._frames
+        buffer = frames.buffer
+        loop = asyncio.get_running_loop()
+        frames.expired = False
+        timer = None if deadline is None else loop.call_at(deadline, frames.expire)
+        try:
+            while True:
+                if self._closed:
+                    raise anyio.ClosedResourceError
+                need = FRAME_PREFIX_BYTES
+                if len(buffer) >= need:
+                    header_len, body_len = helper.FRAME_PREFIX.unpack_from(buffer)
+                    if header_len > helper.MAX_HEADER_BYTES or body_len > max_body:
+                        raise ProtocolError(
+                            f"helper frame too large (header {header_len} B, body {body_len} B)"
+                        )
+                    need += header_len + body_len
+                    if len(buffer) >= need:
+                        return self._take(header_len, body_len, chunk_ok=chunk_ok)
+                if frames.eof:
+                    if frames.error is not None:
+                        raise anyio.BrokenResourceError from frames.error
+                    raise anyio.IncompleteRead if buffer else anyio.EndOfStream
+                if frames.expired:
+                    return None
+                frames.need = need
+                frames.consumed()  # a paused socket resumes if the frame needs more room
+                frames.waiter = loop.create_future()
+                await frames.waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            frames.need = FRAME_PREFIX_BYTES
+            frames.waiter = None
+
+    def _take(
+        self, header_len: int, body_len: int, *, chunk_ok: bool
+    ) -> tuple[Reply | None, bytes]:
+        frames = self._frames
+        buffer = frames.buffer
+        start = FRAME_PREFIX_BYTES + header_len
+        body = bytes(buffer[start : start + body_len])
+        raw_header = bytes(buffer[FRAME_PREFIX_BYTES:start]) if header_len else b""
+        del buffer[: start + body_len]
+        frames.consumed()
         if header_len == 0:
             if not chunk_ok or body_len == 0:
                 raise ProtocolError("the helper sent a stream chunk where a reply was due")
-            return None, await self._reader.receive_exactly(body_len)
+            return None, body
         try:
-            header = json.loads(await self._reader.receive_exactly(header_len))
+            header = json.loads(raw_header)
         except ValueError as exc:
             raise ProtocolError(f"helper sent invalid JSON: {exc}") from exc
         if not isinstance(header, dict):
             raise ProtocolError("helper sent a non-object header")
-        body = await self._reader.receive_exactly(body_len) if body_len else b""
         return header, body
 
     async def read_reply(self, *, max_body: int = 0) -> tuple[Reply, bytes]:
@@ -100,10 +253,18 @@ class HelperChannel:
         assert header is not None  # chunks were refused
         return header, body
 
-    async def request(self, header: Reply, *, max_body: int = 0) -> tuple[Reply, bytes]:
-        """A request whose reply is one frame (exec, manifest, ping)."""
+    async def request(
+        self, header: Reply, *, max_body: int = 0, deadline: float | None = None
+    ) -> tuple[Reply, bytes] | None:
+        """A request whose reply is one frame (exec, manifest, ping); None if the reply was
+        not in by ``deadline`` (the event loop's clock)."""
         await self.send(helper.encode_frame(header))
-        return await self.read_reply(max_body=max_body)
+        frame = await self._read(max_body=max_body, chunk_ok=False, deadline=deadline)
+        if frame is None:
+            return None
+        reply, body = frame
+        assert reply is not None  # chunks were refused
+        return reply, body
 
     async def put(self, header: Reply, chunks: AsyncGenerator[bytes, None]) -> Reply:
         """Upload: ask, and once the helper says ``go`` stream ``chunks`` (a tar). A failure
@@ -162,13 +323,13 @@ class HelperChannel:
     async def salvage(self) -> Reply | None:
         """After the stream broke: a last frame saying why the session ended, if the helper
         sent one before it went away (``os._exit`` from a thread between requests)."""
-        with anyio.move_on_after(_SALVAGE_S):
-            try:
-                header, _ = await self.read_frame(max_body=0)
-            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError):
-                return None
-            except (anyio.ClosedResourceError, ProtocolError):
-                return None
-            if header is not None and header.get("ended"):
-                return header
+        deadline = asyncio.get_running_loop().time() + _SALVAGE_S
+        try:
+            frame = await self._read(max_body=0, chunk_ok=False, deadline=deadline)
+        except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError):
+            return None
+        except (anyio.ClosedResourceError, ProtocolError):
+            return None
+        if frame is not None and frame[0] is not None and frame[0].get("ended"):
+            return frame[0]
         return None

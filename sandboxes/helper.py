@@ -37,10 +37,10 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import fcntl
 import json
 import mmap
 import os
-import select
 import signal
 import socket
 import struct
@@ -76,12 +76,19 @@ CHUNK_BYTES = 1 << 20
 # A manifest's listing may take this many bytes of JSON per listed file on average (a sha256,
 # a size and a path of several hundred characters); past it, files are counted, not listed.
 MANIFEST_ENTRY_BUDGET = 1024
-_PIPE_CHUNK = 1 << 16
+_PIPE_CHUNK = 1 << 14  # per read of the output pipes: a buffer kept for good, so small
+# 5 ms of output at 50 MB/s; pipe pages count against a per-user quota (pipe-user-pages-soft,
+# 64 MiB) that every sandbox of the same uid shares, so no more than that
+_PIPE_BYTES = 1 << 18
+_DRAIN_POLL_S = 0.005  # while the user's code runs (the output limit is checked as often)
+_DRAIN_IDLE_S = 0.05  # between execs: only background processes write
+_DRAIN_BUSY_READS = 4  # reads in one round that mean output is pouring in
+_THREAD_STACK_BYTES = 4 << 20  # half the default: the helper's threads run shallow code
+_RECV_BYTES = 1 << 12  # read-ahead of the control socket: a whole request, usually
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _RESERVE_BYTES = 4 << 20  # freed to report a MemoryError in the helper's own work
 _HEADROOM_BYTES = 2 * CHUNK_BYTES  # private memory a transfer needs after an exec; less ends it
-_FLUSH_WAIT_S = 10.0
 _real_exit = os._exit
 
 
@@ -249,37 +256,48 @@ class ManifestBuilder:
 # Everything below runs inside the sandbox.
 
 
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = sock.recv(min(size - len(chunks), 1 << 20))
-        if not chunk:
-            raise EOFError("host closed the control socket")
-        chunks += chunk
-    return bytes(chunks)
+class _Receiver:
+    """Frames from the host, read ahead into one buffer: a request is usually one ``recv``."""
 
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
 
-def _recv_frame(sock: socket.socket) -> tuple[dict[str, Any] | None, bytes]:
-    """``(header, body)``; the header is None for a chunk."""
-    header_len, body_len = FRAME_PREFIX.unpack(_recv_exactly(sock, FRAME_PREFIX.size))
-    if header_len > MAX_HEADER_BYTES or body_len > max(CHUNK_BYTES, MAX_HEADER_BYTES):
-        raise EOFError("oversized frame from host")
-    header = json.loads(_recv_exactly(sock, header_len)) if header_len else None
-    return header, _recv_exactly(sock, body_len) if body_len else b""
+    def _fill(self, size: int) -> None:
+        while len(self.buffer) < size:
+            chunk = self.sock.recv(max(size - len(self.buffer), _RECV_BYTES))
+            if not chunk:
+                raise EOFError("host closed the control socket")
+            self.buffer += chunk
+
+    def frame(self) -> tuple[dict[str, Any] | None, bytes]:
+        """``(header, body)``; the header is None for a chunk."""
+        self._fill(FRAME_PREFIX.size)
+        header_len, body_len = FRAME_PREFIX.unpack_from(self.buffer)
+        if header_len > MAX_HEADER_BYTES or body_len > max(CHUNK_BYTES, MAX_HEADER_BYTES):
+            raise EOFError("oversized frame from host")
+        end = FRAME_PREFIX.size + header_len + body_len
+        self._fill(end)
+        start = FRAME_PREFIX.size
+        header = json.loads(self.buffer[start : start + header_len]) if header_len else None
+        with memoryview(self.buffer) as view:  # released before the buffer shrinks
+            body = bytes(view[start + header_len : end]) if body_len else b""
+        del self.buffer[:end]
+        return header, body
 
 
 class _ChunkReader:
     """The file-like end of a stream of chunks from the host (for ``tarfile`` mode ``r|``)."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
+    def __init__(self, receiver: _Receiver) -> None:
+        self.receiver = receiver
         self.buffer = b""
         self.offset = 0
         self.end: dict[str, Any] | None = None  # the header that ended the stream
 
     def read(self, size: int = -1) -> bytes:
         while self.offset >= len(self.buffer) and self.end is None:
-            header, body = _recv_frame(self.sock)
+            header, body = self.receiver.frame()
             if header is None:
                 self.buffer, self.offset = body, 0
             else:
@@ -329,7 +347,7 @@ class _Bounded:
         self.tail = bytearray()
         self.total = 0
 
-    def add(self, data: bytes) -> None:
+    def add(self, data: bytes | memoryview) -> None:
         self.total += len(data)
         room = self.head_cap - len(self.head)
         if room > 0:
@@ -358,24 +376,30 @@ class _OutputLimitExceededError(BaseException):
 
 
 class _Capture:
-    """fds 1 and 2 become pipes for the helper's lifetime; one thread drains them."""
+    """fds 1 and 2 become pipes for the helper's lifetime. When the user's code is done, the
+    main thread reads what is left itself; a thread drains them meanwhile, but by polling
+    every few milliseconds rather than waking on each write: a thread woken by ``print``
+    takes the GIL, and on a busy machine the main thread then waits a scheduler slice for it
+    back. The pipes are enlarged so that a poll's worth of output fits. Reading and keeping
+    happen under one lock, so whatever was written before ``finish`` is kept once it returns."""
 
     def __init__(self) -> None:
         self._out_r, out_w = os.pipe()
         self._err_r, err_w = os.pipe()
-        self._ctl_r, self._ctl_w = os.pipe()
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
         os.close(out_w)
         os.close(err_w)
-        for fd in (self._out_r, self._err_r, self._ctl_r):
+        for fd in (self._out_r, self._err_r):
             os.set_blocking(fd, False)
+            with contextlib.suppress(OSError):  # past the system's limit it keeps its size
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         self._lock = threading.Lock()
-        self._flushed = threading.Event()
+        self._scratch = bytearray(_PIPE_CHUNK)  # what each read lands in (under the lock)
         self._main = threading.main_thread().ident
         self.armed = False  # True while the user's code runs: only then may the limit fire
         self.begin(keep=1024, limit=1 << 62)
-        threading.Thread(target=self._drain, name="execloop-drain", daemon=True).start()
+        self._thread = _start_thread(self._drain, "execloop-drain")
 
     def begin(self, *, keep: int, limit: int) -> None:
         with self._lock:
@@ -386,28 +410,32 @@ class _Capture:
             self.lost = False  # output dropped because the helper had no memory for it
 
     def finish(self) -> bool:
-        """Wait until everything written so far to fds 1 and 2 has been read; False if the
-        drain thread could not confirm it (the user's code broke the pipes or the helper)."""
+        """Read everything written so far to fds 1 and 2; False if that cannot be vouched for
+        (the user's code broke the pipes, or the drain thread, which the next exec needs)."""
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):  # the user may have closed or replaced it
                 stream.flush()
-        self._flushed.clear()
+        if not self._thread.is_alive():
+            return False
         try:
-            os.write(self._ctl_w, b"x")
+            while self._read(self._out_r, "out") | self._read(self._err_r, "err"):
+                pass
         except OSError:
             return False
-        return self._flushed.wait(_FLUSH_WAIT_S)
+        return True
 
-    def _read(self, fd: int, sink: _Bounded) -> bool:
-        try:
-            data = os.read(fd, _PIPE_CHUNK)
-        except BlockingIOError:
-            return False
-        if not data:
-            return False
+    def _read(self, fd: int, which: str) -> bool:
+        # Into a buffer allocated once: the main thread may read with no memory left to
+        # allocate (a script that filled its address space), and its output is still kept.
         with self._lock:
             try:
-                sink.add(data)
+                size = os.readv(fd, [self._scratch])
+            except BlockingIOError:
+                return False
+            if not size:
+                return False
+            try:
+                (self.out if which == "out" else self.err).add(memoryview(self._scratch)[:size])
             except MemoryError:
                 self.lost = True
             if not self.limit_hit and self.out.total + self.err.total > self.limit:
@@ -417,39 +445,67 @@ class _Capture:
         return True
 
     def _drain(self) -> None:
+        busy = False
         while True:
+            if not busy:  # a round that found plenty goes again at once
+                time.sleep(_DRAIN_POLL_S if self.armed else _DRAIN_IDLE_S)
             try:
-                readable, _, _ = select.select([self._out_r, self._err_r, self._ctl_r], [], [])
-                if self._out_r in readable:
-                    self._read(self._out_r, self.out)
-                if self._err_r in readable:
-                    self._read(self._err_r, self.err)
-                if self._ctl_r in readable:
-                    os.read(self._ctl_r, 64)
-                    while self._read(self._out_r, self.out) | self._read(self._err_r, self.err):
-                        pass
-                    self._flushed.set()
+                rounds = 0
+                while self._read(self._out_r, "out") | self._read(self._err_r, "err"):
+                    rounds += 1
+                busy = rounds >= _DRAIN_BUSY_READS
             except OSError:  # the user's code closed our pipes: finish() will say so
                 return
             except MemoryError:
                 self.lost = True
-                time.sleep(0.01)
+                busy = False
+
+
+_counter_fds: dict[str, tuple[int, int, int]] = {}  # path: (fd, st_dev, st_ino)
+_absent: set[str] = set()
+
+
+def _read_counter(path: str) -> bytes | None:
+    """A cgroup file's text: one ``pread`` on a descriptor kept open, since opening the files
+    cost more than the rest of an exec's bookkeeping. The user's code may close or reuse
+    the descriptor, so its identity is checked first (and a stray one is left alone)."""
+    known = _counter_fds.get(path)
+    if known is not None:
+        fd, dev, ino = known
+        with contextlib.suppress(OSError):
+            info = os.fstat(fd)
+            if (info.st_dev, info.st_ino) == (dev, ino):
+                return os.pread(fd, 4096, 0)  # offset 0 makes the kernel render it anew
+        del _counter_fds[path]
+    if path in _absent:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        _absent.add(path)  # cgroup files do not appear later
+        return None
+    except OSError:
+        return None
+    info = os.fstat(fd)
+    _counter_fds[path] = (fd, info.st_dev, info.st_ino)
+    return os.pread(fd, 4096, 0)
 
 
 def _cgroup_value(*candidates: str, key: str | None = None) -> int | None:
     for candidate in candidates:
         try:
-            with open(candidate) as handle:
-                text = handle.read()
+            text = _read_counter(candidate)
         except OSError:
             continue
+        if text is None:
+            continue
         if key is None:
-            value = text.split()[0]
+            value = text.split()[0] if text.strip() else b""
             return int(value) if value.isdigit() else None
         for line in text.splitlines():
-            name, _, value = line.partition(" ")
-            if name == key:
-                return int(value)
+            name, _, value = line.partition(b" ")
+            if name == key.encode():
+                return int(value) if value.strip().isdigit() else None
     return None
 
 
@@ -538,6 +594,19 @@ def _kill_other_processes(me: int) -> None:
             break
 
 
+def _start_thread(target: Any, name: str) -> threading.Thread:
+    """A helper thread on a small stack: a thread's stack is private writable memory, which
+    RLIMIT_DATA counts, and the default (8 MiB, kept cached after the thread ends) would be
+    taken from the user's memory limit. The user's own threads keep the default."""
+    default = threading.stack_size(_THREAD_STACK_BYTES)
+    try:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+    finally:
+        threading.stack_size(default)
+    return thread
+
+
 def _preload() -> None:
     """Import what an exec's reply needs while imports still work (see the imports above)."""
     with contextlib.suppress(Exception):
@@ -556,6 +625,7 @@ class _Session:
 
     def __init__(self, sock: socket.socket, workspace: str, reap_all: bool) -> None:
         self.sock = sock
+        self.receiver = _Receiver(sock)
         self.workspace = workspace
         self.reap_all = reap_all
         self.pid = os.getpid()
@@ -594,10 +664,10 @@ class _Session:
     def serve(self) -> None:
         self._send(encode_frame({"op": "hello", "pid": self.pid, "python": sys.version}))
         with contextlib.suppress(RuntimeError):  # no thread to spare: imports happen inline
-            threading.Thread(target=_preload, name="execloop-preload", daemon=True).start()
+            _start_thread(_preload, "execloop-preload")
         while True:
             try:
-                header, body = _recv_frame(self.sock)
+                header, body = self.receiver.frame()
             except EOFError:
                 return
             if header is None:  # a chunk of a stream this helper already gave up on
@@ -625,6 +695,14 @@ class _Session:
 
     def op_ping(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
         return {}, b""
+
+    def op_warm(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
+        """An exec of ``pass`` that leaves no trace (no count, no output), before any user code
+        ran: the first real exec then finds everything opened, imported and paged in."""
+        warm = {"code": "pass", "keep": 1024, "limit": 1 << 20, "keep_background": True}
+        reply, _ = self.op_exec(warm, b"")
+        self.counter -= 1
+        return {"ended": reply["ended"]} if "ended" in reply else {}, b""
 
     def op_exec(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
         self.counter += 1
@@ -798,7 +876,7 @@ class _Session:
         dest = self._inside(header.get("dest", "."))
         self._check_space(int(header.get("bytes", 0)), int(header.get("files", 0)))
         self._send(encode_frame({"ok": True, "go": True}))
-        reader = _ChunkReader(self.sock)
+        reader = _ChunkReader(self.receiver)
         created: list[str] = []
         try:
             files = self._extract(reader, dest, created)

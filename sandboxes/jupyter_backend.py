@@ -23,20 +23,23 @@ import anyio.to_thread
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 
-from execloop.errors import ConfigError, SandboxClosedError, TransferError
+from execloop.errors import SandboxClosedError, TransferError
 from execloop.sandboxes import kernelspecs, transfer
 from execloop.sandboxes.base import (
     DEFAULT_MANIFEST_LIMIT,
+    Capability,
     ExecResult,
     ExitReason,
     Manifest,
     Sandbox,
+    check_backend,
     check_exec_args,
 )
 from execloop.sandboxes.kernel_code import REAP_ZOMBIES, RUN_FILE, SESSION_HOOKS
 from execloop.sandboxes.kernel_messages import OutputCollector
-from execloop.sandboxes.kernel_provisioners import check_placement, sandbox_owner
+from execloop.sandboxes.kernel_provisioners import check_placement
 from execloop.sandboxes.kernel_session import KernelSession, RunEnd
+from execloop.sandboxes.placements.base import workspace_owner
 from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
 from execloop.sandboxes.stateful import MAX_DOWNLOAD_BYTES
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
@@ -56,8 +59,7 @@ class JupyterSandbox(Sandbox):
 
     def __init__(self, spec: SandboxSpec | None = None) -> None:
         spec = spec or SandboxSpec(backend="jupyter")
-        if spec.backend != "jupyter":
-            raise ConfigError(f"JupyterSandbox needs backend='jupyter', not {spec.backend!r}")
+        check_backend(spec, "jupyter", type(self).__name__)
         check_placement(spec)
         super().__init__(spec)
         self.workspace_dir: Path | None = None
@@ -72,6 +74,26 @@ class JupyterSandbox(Sandbox):
     @property
     def ended(self) -> str | None:
         return self._dead
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        offers = {Capability.STATEFUL, Capability.TOOLS, Capability.RESTART, Capability.RICH_OUTPUT}
+        if self.spec.placement == "docker":
+            offers.add(Capability.GPU)
+        return frozenset(offers)
+
+    @property
+    def control_dir(self) -> Path | None:
+        """The running kernel's control directory (a restart brings a new one)."""
+        if self._kernel is None or self._closed:
+            return None
+        return self._kernel.provisioner.control_dir
+
+    @property
+    def control_owner(self) -> tuple[int, int] | None:
+        if os.geteuid() != 0 or self.workspace_dir is None:
+            return None
+        return workspace_owner(self.workspace_dir)
 
     @property
     def kernel_manager(self) -> AsyncKernelManager | None:
@@ -99,7 +121,7 @@ class JupyterSandbox(Sandbox):
             self._own_workspace = True
             if os.geteuid() == 0:  # the kernel never runs as root: it gets the workspace
                 os.chown(self.workspace_dir, SANDBOX_UID, SANDBOX_UID)
-        self._files = Workspace(self.workspace_dir, owner=sandbox_owner(self.workspace_dir))
+        self._files = Workspace(self.workspace_dir, owner=workspace_owner(self.workspace_dir))
 
     async def _start_kernel(self) -> None:
         placement = self.spec.placement
@@ -219,7 +241,7 @@ class JupyterSandbox(Sandbox):
             if not self.spec.keep_background_processes and await provisioner.reap_strays():
                 await self._kernel.run_silently(REAP_ZOMBIES)
             peak, oom_after = await provisioner.memory()
-            trouble = await self._kernel.health()
+            trouble = end.trouble if end.checked else await self._kernel.health()
         exit_code: int | None
         if end.died is not None and collector.exit_status is not None:  # the script's os._exit
             exit_code = collector.exit_status & 0xFF

@@ -1,9 +1,11 @@
-"""jupyter_client kernel provisioners that start an ipykernel in a sandbox: the shared part.
+"""The one jupyter_client kernel provisioner that starts an ipykernel on any placement.
 
 "Where a kernel runs" is jupyter_client's provisioner: a kernelspec naming one of execloop's
-(``kernelspecs.py``) makes any ``KernelManager``, nbclient's included, start its kernel in a
-hardened Docker container (``container_provisioner.py``) or a bubblewrap sandbox
-(``bubblewrap_provisioner.py``), while "how code is sent" stays jupyter_client's own client.
+(``kernelspecs.py``) makes any ``KernelManager``, nbclient's included, start its kernel on a
+``Placement`` (``placements/``: a hardened container or a bubblewrap sandbox, the very ones the
+helper backends use), while "how code is sent" stays jupyter_client's own client. The entry
+points name one subclass per placement (``container_provisioner.py``,
+``bubblewrap_provisioner.py``): a kernelspec can name only a class.
 
 The kernel uses the ``ipc`` transport through a host directory mounted at ``/run/execloop``: the
 manager writes the host's connection file (with its session's fresh HMAC key) for the host path
@@ -14,7 +16,6 @@ why its kernel died, the memory high-water mark, and killing the processes a cel
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import json
 import os
@@ -35,11 +36,15 @@ from execloop.errors import ConfigError
 from execloop.sandboxes import janitor, kernelspecs
 from execloop.sandboxes.base import ExitReason
 from execloop.sandboxes.cgroup_host import detect_cgroups
-from execloop.sandboxes.process_backend import refuse
-from execloop.sandboxes.spec import SANDBOX_UID, Placement, SandboxSpec
+from execloop.sandboxes.placements.base import Launch, Placement, workspace_owner
+from execloop.sandboxes.placements.bubblewrap import BubblewrapPlacement
+from execloop.sandboxes.placements.container import ContainerPlacement
+from execloop.sandboxes.placements.process import kill_tree, refuse
+from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
+from execloop.sandboxes.spec import Placement as PlacementName
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
-__all__ = ["SandboxKernelProvisioner", "check_placement", "sandbox_owner"]
+__all__ = ["SandboxKernelProvisioner", "check_placement", "make_placement"]
 
 
 def check_placement(spec: SandboxSpec) -> None:
@@ -58,41 +63,27 @@ def check_placement(spec: SandboxSpec) -> None:
         refuse(spec, backend="jupyter (bubblewrap)", unsupported=unsupported)
 
 
-def sandbox_owner(workspace: Path) -> tuple[int, int]:
-    """The kernel runs as the owner of its workspace, which must not be root."""
-    info = workspace.stat()
-    if info.st_uid == 0:
-        raise ConfigError(
-            f"workspace {workspace} belongs to root and kernels never run as root; "
-            f"`chown {SANDBOX_UID}:{SANDBOX_UID} {workspace}`"
+def make_placement(
+    name: PlacementName, spec: SandboxSpec, *, session_id: str, workspace: Path
+) -> Placement:
+    """A kernel's placement: the helper backends' own, the kernel in the helper's place."""
+    if name == "docker":
+        return ContainerPlacement(
+            spec,
+            session_id=session_id,
+            label="jupyter",
+            user=workspace_owner(workspace),
+            mount_helper=False,
+            inspect=True,  # strays, interrupts and memory are read from the host's view
         )
-    return info.st_uid, info.st_gid
-
-
-def _stop_then_kill(root: psutil.Process, keep: set[int]) -> int:
-    """Kill the descendants of ``root`` not in ``keep``, round after round until none is left;
-    stopping them all first keeps a fork bomb from refilling the slots the kills free."""
-    killed = 0
-    for _ in range(100):
-        try:
-            strays = [p for p in root.children(recursive=True) if p.pid not in keep]
-        except psutil.Error:
-            break
-        if not strays:
-            break
-        for sig in (signal.SIGSTOP, signal.SIGKILL):
-            for process in strays:
-                with contextlib.suppress(psutil.Error):
-                    process.send_signal(sig)
-        killed += len(strays)
-    return killed
+    return BubblewrapPlacement(spec, session_id=session_id)
 
 
 class SandboxKernelProvisioner(KernelProvisionerBase):
-    """What both placements share: configuration, host directories, the two connection files,
-    the sandbox's command and environment, finding the kernel's host process."""
+    """Adapts a ``Placement`` to jupyter_client: configuration, host directories, the two
+    connection files, the kernel's command and environment, finding its host process."""
 
-    placement: ClassVar[Placement]
+    placement: ClassVar[PlacementName]
 
     session_id = Unicode("", config=True, help="Marks the sandbox; a fresh id when empty.")
     spec = Dict(config=True, help="SandboxSpec fields (limits, env...); backend/placement implied.")
@@ -106,39 +97,7 @@ class SandboxKernelProvisioner(KernelProvisionerBase):
     _kernel: psutil.Process | None = None
     _launched = False
     _env: dict[str, str]
-
-    # -- what a placement provides ----------------------------------------------------------
-    @abc.abstractmethod
-    def _python(self) -> str:
-        """The interpreter inside the sandbox."""
-
-    @abc.abstractmethod
-    async def _launch(self, command: list[str]) -> None:
-        """Start the sandbox running ``command``."""
-
-    @abc.abstractmethod
-    async def _remove(self) -> None:
-        """Kill and release the sandbox; idempotent."""
-
-    @abc.abstractmethod
-    def _root_process(self) -> psutil.Process | None:
-        """The host process that every process of the sandbox descends from."""
-
-    @abc.abstractmethod
-    async def death_reason(self) -> ExitReason:
-        """After the kernel died: ``OOM`` if the OOM killer did it, else ``KILLED``."""
-
-    @abc.abstractmethod
-    async def memory(self) -> tuple[int | None, int | None]:
-        """``(peak bytes, OOM kills so far)``, each None where this host cannot tell."""
-
-    @abc.abstractmethod
-    async def logs(self) -> str:
-        """The tail of what the sandbox printed outside the kernel's own capture."""
-
-    async def _may_have_strays(self) -> bool:
-        """A cheap test that spares the walk over the host's processes when it says no."""
-        return True
+    _where: Placement | None = None  # a fresh one each launch (a restart launches again)
 
     # -- configuration and host directories ------------------------------------------------
     @property
@@ -182,7 +141,7 @@ class SandboxKernelProvisioner(KernelProvisionerBase):
                 self._own_workspace.mkdir(mode=0o755)
                 if os.geteuid() == 0:
                     os.chown(self._own_workspace, SANDBOX_UID, SANDBOX_UID)
-        owner = sandbox_owner(self.workspace_dir)
+        owner = workspace_owner(self.workspace_dir)
         if os.geteuid() == 0:  # the kernel creates its sockets in there
             os.chown(self.control_dir, *owner)
         return owner
@@ -218,9 +177,12 @@ class SandboxKernelProvisioner(KernelProvisionerBase):
             self._connection_file = janitor.watch(janitor.path(manager.connection_file))
         self.connection_info = manager.get_connection_info()
         self._write_sandbox_connection_file(owner)
+        self._where = make_placement(
+            self.placement, spec, session_id=self.sandbox_id, workspace=self.workspace_dir
+        )
         command = kernelspecs.sandbox_command(
             self.kernel_spec.argv,
-            python=self._python(),
+            python=self._where.python,
             session_id=self.sandbox_id,
             extra_arguments=kwargs.pop("extra_arguments", []),
         )
@@ -233,9 +195,33 @@ class SandboxKernelProvisioner(KernelProvisionerBase):
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         self._kernel = None
-        await self._launch(cmd)
+        where = self._placement()
+        try:
+            await where.launch(
+                Launch(
+                    command=cmd,
+                    control_dir=self.control_dir,
+                    workspace=self.workspace_dir,
+                    env=self._env,
+                )
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await where.remove()
+            raise
         self._launched = True
         return self.connection_info
+
+    def _placement(self) -> Placement:
+        assert self._where is not None, "pre_launch() comes first"
+        return self._where
+
+    async def poll(self) -> int | None:
+        return -signal.SIGKILL if self._where is None else await self._where.exit_status()
+
+    async def send_signal(self, signum: int) -> None:
+        if self._where is not None:  # an interrupt goes to the kernel itself where it is seen
+            await self._where.signal(signum, process=self.kernel_process())
 
     async def wait(self) -> int | None:
         # a container or process has nothing to await on: poll it (jupyter_client does too)
@@ -251,7 +237,8 @@ class SandboxKernelProvisioner(KernelProvisionerBase):
         await self.send_signal(signal.SIGTERM)
 
     async def cleanup(self, restart: bool = False) -> None:
-        await self._remove()
+        if self._where is not None:
+            await self._where.remove()
         self._launched = False
         self._kernel = None
         if not restart and self._host_dir is not None:
@@ -267,10 +254,24 @@ class SandboxKernelProvisioner(KernelProvisionerBase):
         return info
 
     # -- what JupyterSandbox asks ----------------------------------------------------------
+    async def death_reason(self) -> ExitReason:
+        """After the kernel died: ``OOM`` if the OOM killer did it, else ``KILLED``."""
+        return await self._placement().death_reason()
+
+    async def memory(self) -> tuple[int | None, int | None]:
+        """``(peak bytes, OOM kills so far)``, each None where this host cannot tell."""
+        if self._where is None:
+            return None, None
+        return await self._where.memory(main=self.kernel_process())
+
+    async def logs(self) -> str:
+        """The tail of what the sandbox printed outside the kernel's own capture."""
+        return "" if self._where is None else await self._where.logs()
+
     def kernel_process(self) -> psutil.Process | None:
         """The kernel as a host process, found once by the connection file on its command line
         (psutil checks a process's identity before each signal: a recycled pid is never hit)."""
-        root = self._root_process()
+        root = None if self._where is None else self._where.root_process()
         if self._kernel is None and root is not None:
             marker = kernelspecs.sandbox_connection_path(self.sandbox_id)
             with contextlib.suppress(psutil.Error):
@@ -282,10 +283,11 @@ class SandboxKernelProvisioner(KernelProvisionerBase):
 
     async def reap_strays(self) -> int:
         """Kill every process of the sandbox but the kernel and its ancestors; how many."""
-        root, kernel = self._root_process(), self.kernel_process()
-        if root is None or kernel is None or not await self._may_have_strays():
+        where, kernel = self._where, self.kernel_process()
+        root = None if where is None else where.root_process()
+        if where is None or root is None or kernel is None or not await where.crowded(kernel):
             return 0
         with contextlib.suppress(psutil.Error):
-            keep = {kernel.pid, *(parent.pid for parent in kernel.parents())}
-            return await anyio.to_thread.run_sync(_stop_then_kill, root, keep)
+            keep = frozenset({kernel.pid, *(parent.pid for parent in kernel.parents())})
+            return await anyio.to_thread.run_sync(lambda: kill_tree(root.pid, keep=keep))
         return 0

@@ -46,13 +46,20 @@ log = logging.getLogger("execloop.sandboxes.jupyter")
 SaveOutput = Callable[[str, bytes], Awaitable[None]]
 
 
+Trouble = tuple[ExitReason, str]
+
+
 @dataclass(frozen=True)
 class RunEnd:
     """How a cell ended: ``reason`` None when it finished by itself; ``died`` says why the
-    kernel is gone (it was killed, or died), None while it lives."""
+    kernel is gone (it was killed, or died), None while it lives. ``checked`` when the kernel's
+    health was evaluated with the cell (it is, unless the cell failed or did not finish), and
+    then ``trouble`` is ``health()``'s answer."""
 
     reason: ExitReason | None
     died: str | None = None
+    checked: bool = False
+    trouble: Trouble | None = None
 
 
 class _OneKernelSpec(KernelSpecManager):
@@ -158,13 +165,18 @@ class KernelSession:
     ) -> RunEnd:
         """Run one cell; its messages go to ``collector``, its rich outputs to ``save``."""
         client = self.client
-        msg_id = client.execute(
-            code, silent=False, store_history=False, allow_stdin=False, stop_on_error=False
+        msg_id = client.execute(  # the health check rides along: evaluated if the cell succeeds
+            code,
+            silent=False,
+            store_history=False,
+            allow_stdin=False,
+            stop_on_error=False,
+            user_expressions={"health": HEALTH_EXPRESSION},
         )
         ended = await self._drain(msg_id, collector, deadline, save)
         if ended is None:
-            await _shell_reply(client, msg_id, _REPLY_S)
-            return RunEnd(None)
+            checked, trouble = _verdict(await _shell_reply(client, msg_id, _REPLY_S))
+            return RunEnd(None, checked=checked, trouble=trouble)
         if ended is not ExitReason.KILLED:  # a deadline or a flood: interrupt, then kill
             collector.frozen = True
             await self.manager.interrupt_kernel()
@@ -190,9 +202,10 @@ class KernelSession:
         if await self._drain(msg_id, collector, deadline, _discard) is None:
             await _shell_reply(self.client, msg_id, _REPLY_S)
 
-    async def health(self) -> tuple[ExitReason, str] | None:
+    async def health(self) -> Trouble | None:
         """After a cell: ``(reason, why)`` if it left the kernel no file descriptor or address
-        space to go on with (``kernel_code.SESSION_HOOKS``), else None (also when unsure)."""
+        space to go on with (``kernel_code.SESSION_HOOKS``), else None (also when unsure).
+        A separate request: ``run`` asks along with the cell, which suffices when it succeeds."""
         client = self.client
         msg_id = client.execute(
             "",
@@ -206,20 +219,7 @@ class KernelSession:
         deadline = time.monotonic() + INTERRUPT_GRACE_S
         if await self._drain(msg_id, collector, deadline, _discard) is not None:
             return None  # it died or hung: the next call finds out
-        reply = await _shell_reply(client, msg_id, _REPLY_S)
-        found = (reply or {}).get("content", {}).get("user_expressions", {}).get("health", {})
-        if found.get("status") != "ok":
-            if found.get("ename") == "MemoryError":
-                return ExitReason.OOM, "the script left the kernel no memory"
-            return None
-        try:
-            verdict = ast.literal_eval(str(found.get("data", {}).get("text/plain", "''")))
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            return None
-        if not isinstance(verdict, str) or ":" not in verdict:
-            return None
-        reason, _, why = verdict.partition(":")
-        return (ExitReason.OOM if reason == "oom" else ExitReason.ERROR), why
+        return _verdict(await _shell_reply(client, msg_id, _REPLY_S))[1]
 
     async def _drain(
         self, msg_id: str, collector: OutputCollector, deadline: float, save: SaveOutput
@@ -243,6 +243,27 @@ class KernelSession:
             if collector.over_limit and not collector.frozen:
                 return ExitReason.OUTPUT_LIMIT
         return ExitReason.TIMEOUT
+
+
+def _verdict(reply: dict[str, Any] | None) -> tuple[bool, Trouble | None]:
+    """``(checked, trouble)`` from an execute reply that asked for the health expression:
+    not checked when the kernel did not evaluate it (the cell failed, or no reply came)."""
+    content = (reply or {}).get("content", {})
+    found = content.get("user_expressions", {}).get("health") if isinstance(content, dict) else None
+    if not isinstance(found, dict):
+        return False, None
+    if found.get("status") != "ok":
+        if found.get("ename") == "MemoryError":
+            return True, (ExitReason.OOM, "the script left the kernel no memory")
+        return True, None
+    try:
+        verdict = ast.literal_eval(str(found.get("data", {}).get("text/plain", "''")))
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return True, None
+    if not isinstance(verdict, str) or ":" not in verdict:
+        return True, None
+    reason, _, why = verdict.partition(":")
+    return True, ((ExitReason.OOM if reason == "oom" else ExitReason.ERROR), why)
 
 
 def _parent(msg: dict[str, object]) -> object:

@@ -25,7 +25,13 @@ import anyio
 import anyio.abc
 
 from execloop.errors import ConfigError, SandboxClosedError
-from execloop.sandboxes.base import DEFAULT_MANIFEST_LIMIT, ExecResult, Manifest, Sandbox
+from execloop.sandboxes.base import (
+    DEFAULT_MANIFEST_LIMIT,
+    Capability,
+    ExecResult,
+    Manifest,
+    Sandbox,
+)
 from execloop.sandboxes.spec import SandboxSpec
 
 __all__ = ["PoolSet", "PoolStats", "PooledSandbox", "SandboxPool"]
@@ -169,13 +175,16 @@ class SandboxPool:
                 self._closing -= 1
                 self._changed.notify_all()
 
-    async def _start_one(self) -> Sandbox:
-        """Start a sandbox; the caller has already counted it in ``_starting``."""
+    async def _start_one(self, *, warm: bool = False) -> Sandbox:
+        """Start a sandbox (and ``warm`` it, when it will wait idle); the caller has already
+        counted it in ``_starting``."""
         try:
             async with self._start_slots:
                 sandbox = self._factory(self.spec)
                 try:
                     await sandbox.start()
+                    if warm:  # its first exec then costs what later ones do
+                        await sandbox.warm()
                 except BaseException:
                     with anyio.CancelScope(shield=True):
                         await sandbox.close()
@@ -208,7 +217,7 @@ class SandboxPool:
 
     async def _warm_one(self) -> None:
         try:
-            sandbox = await self._start_one()
+            sandbox = await self._start_one(warm=True)
         except Exception as exc:
             log.warning("pool could not start a %s sandbox: %s", self.spec.backend, exc)
             return
@@ -292,10 +301,17 @@ class PooledSandbox(Sandbox):
             raise SandboxClosedError("the pooled sandbox is not acquired; use `async with`")
         return self._inner
 
-    def __getattr__(self, name: str) -> object:  # backend details, e.g. a helper's socket_dir
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return self.inner.capabilities
+
+    @property
+    def control_dir(self) -> Path | None:
+        return None if self._inner is None else self._inner.control_dir
+
+    @property
+    def control_owner(self) -> tuple[int, int] | None:
+        return None if self._inner is None else self._inner.control_owner
 
     @property
     def ended(self) -> str | None:

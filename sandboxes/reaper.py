@@ -1,8 +1,10 @@
-"""Labels on every container execloop starts, and the reaper that removes orphans.
+"""Labels on every container execloop starts, and the one reaper that removes orphans.
 
 A container is an orphan when the process that started it is gone: containers are children of
 the Docker daemon, not of execloop, so nothing else would ever remove them. The owner is
 recorded as ``host:pid:start-ticks`` so a recycled pid is not mistaken for the owner.
+``remove_orphans`` sweeps everything a dead owner left (containers, temporary directories,
+cgroups); ``remove_orphans_once`` is the containers' sweep before a process's first sandbox.
 """
 
 from __future__ import annotations
@@ -10,8 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
+
+from execloop.errors import ExecloopError
 from execloop.sandboxes.janitor import process_start_ticks
 
 __all__ = [
@@ -19,9 +27,12 @@ __all__ = [
     "LABEL_MANAGED",
     "LABEL_OWNER",
     "LABEL_SESSION",
+    "Orphans",
     "is_orphan",
     "owner_id",
     "reap_orphans",
+    "remove_orphans",
+    "remove_orphans_once",
     "sandbox_labels",
 ]
 
@@ -31,6 +42,7 @@ LABEL_BACKEND = "org.execloop.backend"
 LABEL_SESSION = "org.execloop.session"
 
 log = logging.getLogger("execloop.sandboxes.reaper")
+_swept = threading.Event()
 
 
 def owner_id(pid: int | None = None) -> str:
@@ -73,3 +85,47 @@ def reap_orphans(client: Any, *, everything: bool = False) -> list[str]:
     if removed:
         log.info("reaped %d orphaned sandbox container(s): %s", len(removed), removed)
     return removed
+
+
+@dataclass(frozen=True)
+class Orphans:
+    """What ``remove_orphans`` removed; ``no_containers`` says why no container was looked at."""
+
+    containers: list[str]
+    temp_dirs: list[Path]
+    cgroups: list[Path]
+    no_containers: str | None = None
+
+
+def remove_orphans(*, everything: bool = False) -> Orphans:
+    """Remove what dead owners left: containers (all of execloop's with ``everything``),
+    temporary directories and cgroups. Blocking; a host without Docker has no containers."""
+    from execloop.sandboxes.cgroup_host import remove_orphaned_cgroups
+    from execloop.sandboxes.placements.container import default_client
+    from execloop.sandboxes.tempdirs import orphaned_temp_dirs, remove_temp_dir
+
+    directories = orphaned_temp_dirs()
+    for path in directories:
+        remove_temp_dir(path)
+    cgroups = remove_orphaned_cgroups()
+    try:
+        containers, why = reap_orphans(default_client(), everything=everything), None
+    except ExecloopError as exc:  # no daemon here: no container of ours can be orphaned in it
+        containers, why = [], str(exc)
+    return Orphans(containers, directories, cgroups, why)
+
+
+async def remove_orphans_once(client: Any = None) -> None:
+    """Remove the containers of dead owners, once per process (before its first sandbox);
+    best effort: a daemon that is missing or refuses a listing is no reason to fail."""
+    if _swept.is_set():
+        return
+    _swept.set()
+    from execloop.sandboxes.placements.container import default_client, docker_call
+
+    try:
+        if client is None:
+            client = await anyio.to_thread.run_sync(default_client)
+        await docker_call(reap_orphans, client)
+    except ExecloopError as exc:
+        log.debug("no orphan reaping: %s", exc)

@@ -7,8 +7,8 @@ The code runs in a plain host process, as the host user, with the host's file sy
 RestrictedPython escape away; the rlimits and the host-side kill on a deadline only bound its
 resources. Untrusted code belongs in the ``docker`` or ``local`` backend.
 
-The child is the ordinary helper with RestrictedPython plugged in, so the protocol, state,
-output capture and deadlines are exactly the other backends'.
+The child is the ordinary helper with RestrictedPython plugged in, on a process placement, so
+the protocol, state, output capture and deadlines are exactly the other backends'.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import os
 import sys
 from pathlib import Path
 
-from execloop.sandboxes.process_backend import ProcessSandbox, refuse, rlimit_argv
+from execloop.sandboxes.base import check_backend
+from execloop.sandboxes.placements.process import ProcessPlacement, ProcessView, refuse
 from execloop.sandboxes.spec import SandboxSpec
-from execloop.sandboxes.stateful import SOCKET_NAME
+from execloop.sandboxes.stateful import SOCKET_NAME, HelperSandbox
 
 __all__ = ["RestrictedSandbox", "check_spec", "restricted_argv"]
 
@@ -44,9 +45,9 @@ def check_spec(spec: SandboxSpec) -> None:
 def restricted_argv(
     spec: SandboxSpec, *, session_id: str, socket_dir: Path, workspace: Path
 ) -> list[str]:
-    """The child's command line: limits, then the runner speaking the helper protocol."""
+    """The child's command (the placement puts its rlimits first): the runner speaking the
+    helper protocol."""
     return [
-        *rlimit_argv(spec),
         sys.executable,
         str(Path(__file__).with_name("restricted_runner.py")),
         str(socket_dir / SOCKET_NAME),
@@ -57,7 +58,7 @@ def restricted_argv(
     ]
 
 
-class RestrictedSandbox(ProcessSandbox):
+class RestrictedSandbox(ProcessView, HelperSandbox):
     """RestrictedPython in a child process with rlimits. NOT a security boundary: for check
     expressions and trusted glue only (see the module docstring)."""
 
@@ -65,18 +66,15 @@ class RestrictedSandbox(ProcessSandbox):
 
     def __init__(self, spec: SandboxSpec | None = None) -> None:
         spec = spec or SandboxSpec(backend="restricted")
+        check_backend(spec, "restricted", type(self).__name__)
         check_spec(spec)
-        super().__init__(spec)
+        super().__init__(spec, placement=lambda session: ProcessPlacement(spec, session_id=session))
         self.workspace: Path | None = None
 
-    async def _command(self, socket_dir: Path, state_dir: Path) -> list[str]:
-        workspace = self.spec.workspace_dir
-        if workspace is None:  # removed with the state directory
-            workspace = state_dir / "workspace"
-            workspace.mkdir()
-        self.workspace = workspace
+    def _command(self, socket_dir: Path) -> list[str]:
+        self.workspace = Path(self.placement.guest_workspace(self.spec.workspace_dir))
         return restricted_argv(
-            self.spec, session_id=self.session_id, socket_dir=socket_dir, workspace=workspace
+            self.spec, session_id=self.session_id, socket_dir=socket_dir, workspace=self.workspace
         )
 
     def _environment(self) -> dict[str, str]:

@@ -1,24 +1,25 @@
-"""Sandboxes driven through the in-sandbox helper over a Unix socket.
+"""The helper channel: sandboxes driven through the in-sandbox helper over a Unix socket.
 
-The host listens on a socket in a private directory that the backend mounts into the sandbox;
+The host listens on a socket in a private directory that the placement mounts into the sandbox;
 the helper connects out, so no port and no network exist. This class owns the host-side
-deadline and the session's life (``channel.HelperChannel`` speaks the protocol); a backend only
-says how to launch, kill, inspect and remove its sandbox. A deadline or a cancelled call kills
-the sandbox: its state can no longer be trusted. So does a script that ends the session itself
-(``os._exit``) or leaves the helper unable to go on (no descriptor or memory left): its exec
-still returns an ``ExecResult``, and later calls raise ``SandboxClosedError`` naming why.
+deadline and the session's life (``channel.HelperChannel`` speaks the protocol); where the
+helper runs is its ``Placement`` (``placements/``: launch, kill, inspect, remove). A deadline
+or a cancelled call kills the sandbox: its state can no longer be trusted. So does a script
+that ends the session itself (``os._exit``) or leaves the helper unable to go on (no descriptor
+or memory left): its exec still returns an ``ExecResult``, and later calls raise
+``SandboxClosedError`` naming why.
 """
 
 from __future__ import annotations
 
-import abc
+import asyncio
 import json
 import logging
 import tempfile
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, ClassVar, TypeVar
 
 import anyio
 import anyio.abc
@@ -30,6 +31,7 @@ from execloop.sandboxes import helper, transfer
 from execloop.sandboxes.base import (
     DEFAULT_MANIFEST_LIMIT,
     Artifact,
+    Capability,
     ExecResult,
     ExitReason,
     Manifest,
@@ -38,6 +40,7 @@ from execloop.sandboxes.base import (
     check_manifest_limit,
 )
 from execloop.sandboxes.channel import HelperChannel, Reply, private_unix_listener
+from execloop.sandboxes.placements.base import Launch, Placement
 from execloop.sandboxes.spec import SandboxSpec
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
@@ -65,15 +68,21 @@ def _plain(why: object) -> str:
 
 
 class HelperSandbox(Sandbox):
-    """Common machinery of the backends that run ``execloop.sandboxes.helper`` inside."""
+    """The helper on a placement: ``docker``, ``local`` and ``restricted`` are this class
+    with a container, bubblewrap or host-process placement."""
 
     backend_name = "helper"
+    # what the backend offers; a helper is always stateful
+    offers: ClassVar[frozenset[Capability]] = frozenset({Capability.STATEFUL})
 
-    def __init__(self, spec: SandboxSpec) -> None:
+    def __init__(self, spec: SandboxSpec, *, placement: Callable[[str], Placement]) -> None:
+        """``placement`` makes the placement for a session id."""
         super().__init__(spec)
+        self.placement = placement(self.session_id)
         self.socket_dir: Path | None = None
+        self._oom_before: int | None = None
         self._channel: HelperChannel | None = None
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)  # no loop pass when uncontended
         self._dead: str | None = None
         self.exec_count = 0
 
@@ -82,35 +91,52 @@ class HelperSandbox(Sandbox):
         return self._dead
 
     @property
+    def capabilities(self) -> frozenset[Capability]:
+        return self.offers
+
+    @property
+    def control_dir(self) -> Path | None:
+        """The socket directory, mounted at ``GUEST_CONTROL_DIR`` where the backend offers
+        ``Capability.TOOLS``."""
+        if Capability.TOOLS not in self.offers or self._closed:
+            return None
+        return self.socket_dir
+
+    @property
+    def control_owner(self) -> tuple[int, int] | None:
+        return self.socket_owner
+
+    @property
     def socket_owner(self) -> tuple[int, int] | None:
         """The host uid/gid the sandbox's code connects as, when execloop (as root) must hand
         its sockets over; None when it is this process's own user."""
-        return None
+        return self.placement.owner
 
-    # -- what a backend provides ----------------------------------------------------------
-    @abc.abstractmethod
+    # -- what a backend may change --------------------------------------------------------
+    def _command(self, socket_dir: Path) -> list[str]:
+        """The helper's command line inside the placement."""
+        where = self.placement
+        command = [
+            where.python,
+            where.helper,
+            f"{where.guest_control_dir(socket_dir)}/{SOCKET_NAME}",
+        ]
+        command += ["--workspace", where.guest_workspace(self.spec.workspace_dir)]
+        if where.own_pid_namespace:  # every other process it sees is the sandbox's
+            command.append("--reap-all")
+        return [*command, "--session", self.session_id]
+
+    def _environment(self) -> dict[str, str]:
+        """The environment the helper starts with (the host's is never passed on whole)."""
+        return {"HOME": "/tmp", **self.spec.env}
+
     async def _launch(self, socket_dir: Path) -> None:
-        """Start the sandbox so that its helper connects to ``socket_dir/ctl.sock``."""
-
-    @abc.abstractmethod
-    async def _is_running(self) -> bool:
-        """Whether the sandbox process/container is still alive (polled during start)."""
-
-    @abc.abstractmethod
-    async def _kill(self) -> None:
-        """Kill the sandbox at once (whole container or process tree)."""
-
-    @abc.abstractmethod
-    async def _death_reason(self) -> ExitReason:
-        """After the helper vanished: ``OOM`` if the kernel's OOM killer did it, else ``KILLED``."""
-
-    @abc.abstractmethod
-    async def _remove(self) -> None:
-        """Release everything the sandbox held. Must be idempotent."""
-
-    async def _startup_logs(self) -> str:
-        """Tail of the sandbox's own logs, for start errors."""
-        return ""
+        command, env = self._command(socket_dir), self._environment()
+        await self.placement.launch(
+            Launch(
+                command=command, control_dir=socket_dir, workspace=self.spec.workspace_dir, env=env
+            )
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -131,7 +157,7 @@ class HelperSandbox(Sandbox):
         listener = await private_unix_listener(path, owner=self.socket_owner)
         try:
             await self._launch(self.socket_dir)
-            self._channel = HelperChannel(await self._accept(listener))
+            self._channel = await HelperChannel.connect(await self._accept(listener))
         finally:
             await listener.aclose()
             path.unlink(missing_ok=True)
@@ -144,8 +170,8 @@ class HelperSandbox(Sandbox):
         while time.monotonic() < deadline:
             with anyio.move_on_after(_POLL_S):
                 return await listener.accept()
-            if not await self._is_running():
-                logs = await self._startup_logs()
+            if not await self.placement.alive():
+                logs = await self.placement.logs()
                 raise SandboxStartError(
                     f"{self.backend_name} sandbox exited before its helper connected; "
                     f"logs:\n{logs[-2000:]}"
@@ -163,7 +189,7 @@ class HelperSandbox(Sandbox):
             if self._channel is not None:
                 await self._channel.aclose()
                 self._channel = None
-            await self._remove()
+            await self.placement.remove()
             if self.socket_dir is not None:
                 remove_temp_dir(self.socket_dir)
 
@@ -178,10 +204,18 @@ class HelperSandbox(Sandbox):
 
     # -- calls ------------------------------------------------------------------------------
     async def _call(
-        self, exchange: Callable[[HelperChannel], Awaitable[T]], *, timeout: float
+        self,
+        exchange: Callable[[HelperChannel, float], Awaitable[T | None]],
+        *,
+        timeout: float,
+        scoped: bool,
     ) -> T | Reply | ExitReason:
         """One exchange under a host-side deadline: its result, a salvaged reply saying how
-        the session ended, or the ``ExitReason`` of a sandbox that is gone."""
+        the session ended, or the ``ExitReason`` of a sandbox that is gone.
+
+        ``exchange(channel, deadline)`` returns None if the deadline (the event loop's clock)
+        passed. One that also waits on other things (the host's files) is ``scoped``: a
+        cancel scope bounds it as a whole. An exec needs only the channel's timer."""
         self._ensure_open()
         if self._channel is None:
             raise SandboxClosedError("the sandbox was never started; use `async with` or start()")
@@ -189,16 +223,23 @@ class HelperSandbox(Sandbox):
             self._ensure_open()  # an earlier call may have ended the session meanwhile
             channel = self._channel
             assert channel is not None
+            deadline = asyncio.get_running_loop().time() + timeout
             try:
-                with anyio.move_on_after(timeout):
-                    return await exchange(channel)
+                outcome: T | None = None
+                if scoped:
+                    with anyio.move_on_after(timeout):
+                        outcome = await exchange(channel, deadline)
+                else:
+                    outcome = await exchange(channel, deadline)
+                if outcome is not None:
+                    return outcome
                 await self._terminate("timed out")
                 return ExitReason.TIMEOUT
             except _STREAM_ERRORS:
                 salvaged = await channel.salvage()
                 if salvaged is not None:
                     return salvaged
-                reason = await self._death_reason()
+                reason = await self.placement.death_reason(oom_before=self._oom_before)
                 await self._terminate(f"the helper vanished: {reason.value}")
                 return reason
             except BaseException:  # cancelled or protocol error: the session cannot continue
@@ -210,15 +251,17 @@ class HelperSandbox(Sandbox):
         self._dead = f"{why} during call #{self.exec_count}"
         log.info("%s sandbox %s", self.backend_name, self._dead)
         with anyio.CancelScope(shield=True):
-            await self._kill()
+            await self.placement.kill()
             if self._channel is not None:
                 await self._channel.aclose()
                 self._channel = None
-            await self._remove()
+            await self.placement.remove()
 
-    async def _file_call(self, exchange: Callable[[HelperChannel], Awaitable[T]]) -> T:
+    async def _file_call(
+        self, exchange: Callable[[HelperChannel, float], Awaitable[T | None]], *, scoped: bool
+    ) -> T:
         """A file operation: a sandbox that ended or died is ``SandboxClosedError``."""
-        outcome = await self._call(exchange, timeout=self.spec.timeout_s)
+        outcome = await self._call(exchange, timeout=self.spec.timeout_s, scoped=scoped)
         if isinstance(outcome, ExitReason):
             raise SandboxClosedError(
                 f"the sandbox ended ({outcome.value}) during a file transfer",
@@ -255,6 +298,22 @@ class HelperSandbox(Sandbox):
         return await self._exec({"path": path, "args": list(args)}, limit)
 
     async def _exec(self, fields: dict[str, Any], timeout: float | None) -> ExecResult:
+        cgroup = self.placement.cgroup
+        if cgroup is None:
+            return await self._exec_once(fields, timeout)
+        self._oom_before = cgroup.oom_kills()
+        result = await self._exec_once(fields, timeout)
+        # the sandbox may be gone (killed, timed out): then its cgroup's last reading counts
+        peak, ooms = await self.placement.memory()
+        update: dict[str, Any] = {"peak_memory_bytes": peak}
+        survived = result.exit_reason in (ExitReason.OK, ExitReason.ERROR)
+        if survived and ooms is not None and ooms > (self._oom_before or 0):
+            # a child was OOM-killed, not the helper
+            note = f"execloop: the OOM killer ended a process (memory={self.spec.memory} bytes)"
+            update |= {"exit_reason": ExitReason.OOM, "stderr": f"{result.stderr}\n{note}\n"}
+        return result.model_copy(update=update)
+
+    async def _exec_once(self, fields: dict[str, Any], timeout: float | None) -> ExecResult:
         self._ensure_open()
         self.exec_count += 1
         request = {
@@ -266,11 +325,11 @@ class HelperSandbox(Sandbox):
         }
         started = time.monotonic()
 
-        async def exchange(channel: HelperChannel) -> Reply:
-            reply, _ = await channel.request(request)
-            return reply
+        async def exchange(channel: HelperChannel, deadline: float) -> Reply | None:
+            reply = await channel.request(request, deadline=deadline)
+            return None if reply is None else reply[0]
 
-        outcome = await self._call(exchange, timeout=timeout or self.spec.timeout_s)
+        outcome = await self._call(exchange, timeout=timeout or self.spec.timeout_s, scoped=False)
         if isinstance(outcome, ExitReason):
             return ExecResult(
                 exit_code=None,
@@ -301,6 +360,14 @@ class HelperSandbox(Sandbox):
             await self._terminate(_plain(ended))
         return result
 
+    async def warm(self) -> None:
+        outcome = await self._file_call(
+            lambda channel, deadline: channel.request({"op": "warm"}, deadline=deadline),
+            scoped=False,
+        )
+        if not outcome[0].get("ok"):
+            raise ProtocolError(f"the helper failed its warm-up: {_plain(outcome[0].get('error'))}")
+
     async def upload_tar(self, archive: bytes, dest: str = ".") -> None:
         transfer.check_archive(archive)
         await self._put_archive(archive, dest)
@@ -326,7 +393,9 @@ class HelperSandbox(Sandbox):
         transfer.check_name(dest, what="upload destination")
         request = {"op": "put", "dest": dest, "bytes": size, "files": files}
         try:
-            reply = await self._file_call(lambda channel: channel.put(request, chunks))
+            reply = await self._file_call(
+                lambda channel, _: channel.put(request, chunks), scoped=True
+            )
         finally:
             await chunks.aclose()
         self._raise_for(reply)
@@ -336,7 +405,8 @@ class HelperSandbox(Sandbox):
         transfer.check_name(path)
         request = {"op": "get", "path": path}
         reply = await self._file_call(
-            lambda channel: channel.get(request, sink, max_bytes=MAX_DOWNLOAD_BYTES)
+            lambda channel, _: channel.get(request, sink, max_bytes=MAX_DOWNLOAD_BYTES),
+            scoped=True,
         )
         self._raise_for(reply)
 
@@ -363,7 +433,8 @@ class HelperSandbox(Sandbox):
         request = {"op": "manifest", "path": path, "limit": limit}
         bound = helper.manifest_body_bound(limit)
         reply, body = await self._file_call(
-            lambda channel: channel.request(request, max_body=bound)
+            lambda channel, deadline: channel.request(request, max_body=bound, deadline=deadline),
+            scoped=False,
         )
         self._raise_for(reply)
         try:

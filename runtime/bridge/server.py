@@ -4,9 +4,10 @@
         await sandbox.exec("from execloop_tools import search\\nprint(search('x'))")
     bridge.trace  # one ToolCallRecord per call
 
-Where things are (host → sandbox, via the backend's bind mount of ``sandbox.socket_dir``):
-``socket_dir/tools.sock`` → ``/run/execloop/tools.sock``, and the generated module
-``socket_dir/lib/execloop_tools.py`` → ``/run/execloop/lib`` (read-only for the sandbox user).
+Where things are (host → sandbox, the contract's ``control_dir`` → ``GUEST_CONTROL_DIR``):
+``control_dir/tools.sock`` → ``/run/execloop/tools.sock``, and the generated module
+``control_dir/lib/execloop_tools.py`` → ``/run/execloop/lib`` (read-only for the sandbox user).
+Any sandbox offering ``Capability.TOOLS`` can host the bridge.
 Attaching runs one short ``exec`` in the session that puts that directory on ``sys.path`` and
 ``PYTHONPATH`` and sets ``EXECLOOP_TOOLS_TOKEN``: the token lives only in the session's
 environment, never in a file; the socket itself is mode 0600, owned by the sandbox's user.
@@ -34,13 +35,13 @@ from execloop.runtime.bridge.guest import SOCKET_ENV, TOKEN_ENV
 from execloop.runtime.bridge.registry import ToolRegistry
 from execloop.runtime.bridge.stubs import MODULE_NAME, render_module, render_tool_api
 from execloop.runtime.bridge.tool import Tool
-from execloop.sandboxes.base import Sandbox
+from execloop.sandboxes.base import GUEST_CONTROL_DIR, Capability, Sandbox
 from execloop.sandboxes.channel import private_unix_listener
 
 __all__ = ["GUEST_DIR", "SOCKET_NAME", "ToolBridge"]
 
 SOCKET_NAME = "tools.sock"
-GUEST_DIR = "/run/execloop"  # where the docker and local backends mount ``socket_dir``
+GUEST_DIR = GUEST_CONTROL_DIR
 _LIB = "lib"
 
 log = logging.getLogger("execloop.runtime.bridge")
@@ -111,16 +112,17 @@ class ToolBridge:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
-        socket_dir = getattr(self.sandbox, "socket_dir", None)
-        if not isinstance(socket_dir, Path) or self.sandbox.closed:
+        name = type(self.sandbox).__name__
+        if Capability.TOOLS not in self.sandbox.capabilities:
             raise ConfigError(
-                "the tool bridge needs a started sandbox whose `socket_dir` is mounted at "
-                f"{self.guest_dir} (docker, local); {type(self.sandbox).__name__} has none"
+                f"{name} cannot host tools: its code cannot import {MODULE_NAME} from "
+                f"{self.guest_dir} (capabilities: {sorted(self.sandbox.capabilities)})"
             )
-        if self.sandbox.spec.backend == "restricted":
+        socket_dir = self.sandbox.control_dir
+        if socket_dir is None or self.sandbox.closed:
             raise ConfigError(
-                "the restricted backend runs RestrictedPython, which cannot import "
-                f"{MODULE_NAME}; give tools to docker or local sandboxes"
+                f"the tool bridge needs a started sandbox; this {name} has no control directory "
+                "(start it first: `async with` the sandbox, then the bridge)"
             )
         if (socket_dir / SOCKET_NAME).exists():
             raise ConfigError("a tool bridge is already attached to this sandbox")
@@ -128,13 +130,13 @@ class ToolBridge:
         try:
             lib = socket_dir / _LIB
             lib.mkdir(exist_ok=True)
-            lib.chmod(0o755)  # socket_dir itself is 0o711, and imports need to list a directory
+            lib.chmod(0o755)  # the control dir may be 0o711, and imports need to list a directory
             module = lib / f"{MODULE_NAME}.py"
             module.write_text(render_module(self.tools), encoding="utf-8")
             module.chmod(0o644)
             # Only the sandbox's user can connect (mode 0600, handed over when we are root);
             # the token guards the calls too.
-            owner = getattr(self.sandbox, "socket_owner", None)
+            owner = self.sandbox.control_owner
             self._listener = await private_unix_listener(socket_dir / SOCKET_NAME, owner=owner)
             self._task_group = anyio.create_task_group()
             await self._task_group.__aenter__()

@@ -23,11 +23,22 @@ from execloop import ExitReason, SandboxClosedError, SandboxSpec
 from execloop.sandboxes.cgroup_host import ENV, remove_orphaned_cgroups
 from execloop.sandboxes.cgroups import is_orphan
 from execloop.sandboxes.local_backend import LocalSandbox
-from execloop.sandboxes.process_backend import nproc_per_sandbox
+from execloop.sandboxes.placements.process import nproc_per_sandbox
 
 pytestmark = pytest.mark.anyio
 
 BOMB = "chunks = []\nwhile True:\n    chunks.append(b'x' * 2**24)"
+# The same bomb giving back a reserve as it fails, so the session's headroom after it does not
+# depend on where the last 16 MiB chunk happened to stop.
+BOMB_WITH_RESERVE = """\
+chunks, reserve = [], bytearray(8 * 2**20)
+try:
+    while True:
+        chunks.append(b'x' * 2**24)
+except MemoryError:
+    del reserve
+    raise
+"""
 # 64 threads alive at once (a barrier); then numpy's own thread pool on a matrix product
 THREADS_ONLY = """\
 import threading
@@ -294,7 +305,7 @@ async def test_without_a_cgroup_a_memory_bomb_is_a_memory_error_and_the_session_
     monkeypatch.setenv(ENV, "off")
     async with LocalSandbox(SandboxSpec(backend="local", memory="128m", timeout_s=30)) as sandbox:
         assert sandbox.cgroup is None
-        result = await sandbox.exec(BOMB)
+        result = await sandbox.exec(BOMB_WITH_RESERVE)
         after = await sandbox.exec("del chunks\nprint('still here')")
     assert result.exit_reason is ExitReason.OOM
     assert "MemoryError" in result.stderr

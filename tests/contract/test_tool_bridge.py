@@ -16,8 +16,9 @@ from typing import Any
 import anyio
 import pytest
 
-from execloop import DockerSandbox, ExitReason
+from execloop import DockerSandbox, ExitReason, SandboxSpec
 from execloop.runtime.bridge import ToolBridge, ToolFailure, ToolRegistry
+from execloop.sandboxes import Capability, create_sandbox
 
 pytestmark = pytest.mark.anyio
 
@@ -350,3 +351,27 @@ async def test_a_tool_failure_raised_on_the_host_is_shown_verbatim() -> None:
     assert result.stderr.rstrip().endswith(
         "execloop_tools.ToolError: tool 'quota' failed: user 'ann' has no quota left"
     )
+
+
+@pytest.mark.parametrize("placement", ["docker", "bubblewrap"])
+async def test_a_jupyter_kernel_calls_host_tools_on_either_placement(placement: str) -> None:
+    notes: list[str] = []
+    spec = SandboxSpec(backend="jupyter", placement=placement)  # type: ignore[arg-type]
+    async with (
+        create_sandbox(spec) as sandbox,
+        ToolBridge(sandbox, host_registry(notes), allow=["add", "lookup", "record"]) as bridge,
+    ):
+        assert Capability.TOOLS in sandbox.capabilities and sandbox.control_dir is not None
+        await sandbox.upload({"main.py": LOOP})
+        from_file = await sandbox.exec_file("main.py")
+        from_cell = await sandbox.exec("from execloop_tools import add\nprint(add(40, 2))")
+        refused = await sandbox.exec("from execloop_tools import lookup\nlookup('nope')")
+        artifacts = [a.path for a in await sandbox.artifacts()]
+    assert from_file.exit_reason is ExitReason.OK, from_file.stderr
+    assert from_file.stdout.split() == ["1000", "50", "5"]  # the child process's call included
+    assert from_cell.stdout == "42\n", from_cell.stderr
+    assert refused.exit_reason is ExitReason.ERROR and "ToolError" in refused.stderr
+    assert notes == [f"note {i}" for i in range(50)]
+    assert [r.tool for r in bridge.trace[:150]] == ["lookup", "add", "record"] * 50
+    assert bridge.calls_used == 153 and not bridge.trace[-1].ok
+    assert artifacts == ["main.py"]  # the bridge leaves nothing in the workspace

@@ -1,4 +1,5 @@
-"""The bubblewrap kernel's command line: the local backend's sandbox around the kernel."""
+"""The bubblewrap kernel's command line: the bubblewrap placement's sandbox around the kernel
+(the very one the local backend's helper runs in)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from execloop.sandboxes import SandboxSpec
-from execloop.sandboxes.bubblewrap_provisioner import kernel_argv
 from execloop.sandboxes.cgroups import Cgroup
-from execloop.sandboxes.local_backend import PythonLayout, Tools
+from execloop.sandboxes.placements.bubblewrap import PythonLayout, Tools, bwrap_argv
 
 TOOLS = Tools(bwrap="/usr/bin/bwrap", setpriv="/usr/bin/setpriv", prlimit="/usr/bin/prlimit")
 PYTHON = PythonLayout(Path("/root/.pyenv/versions/3.11.7"), "/opt/execloop/python/bin/python3.11")
@@ -20,10 +20,10 @@ def argv(tmp_path: Path, run_as: tuple[int, int] | None, cgroup: Cgroup | None =
     spec = SandboxSpec(
         backend="jupyter", placement="bubblewrap", memory="512m", workspace_dir=tmp_path
     )
-    return kernel_argv(
+    return bwrap_argv(
         spec,
-        KERNEL,
-        session_id="s1",
+        command=KERNEL,
+        env={"HOME": "/tmp"},
         control_dir=tmp_path / "control",
         state_dir=tmp_path / "state",
         python=PYTHON,

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import socket
 import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import anyio.abc
+import anyio.lowlevel
+import anyio.to_thread
 import pytest
 
-from execloop.sandboxes.channel import private_unix_listener
+from execloop.errors import ProtocolError
+from execloop.sandboxes import helper
+from execloop.sandboxes.channel import HelperChannel, private_unix_listener
 
 pytestmark = pytest.mark.anyio
 
@@ -32,3 +42,102 @@ async def test_listeners_are_mode_0600_and_owned_by_the_sandbox_user(
     expected = owner if owner is not None and os.geteuid() == 0 else (os.geteuid(), os.getegid())
     assert (info.st_uid, info.st_gid) == expected
     assert os.listdir(tmp_path) == ["ctl.sock"]  # no staging folder left
+
+
+# -- frames: the channel parses whole frames out of whatever pieces the socket delivers -------
+@asynccontextmanager
+async def channel_and_peer() -> AsyncIterator[tuple[HelperChannel, socket.socket]]:
+    """A channel on one end of a socket pair; the other end, blocking, plays the helper."""
+    ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    channel = await HelperChannel.connect(await anyio.abc.UNIXSocketStream.from_socket(ours))
+    try:
+        yield channel, peer
+    finally:
+        await channel.aclose()
+        peer.close()
+
+
+async def test_frames_are_whole_however_the_bytes_arrive() -> None:
+    frames = [
+        helper.encode_frame({"op": "one"}),
+        helper.encode_frame({"op": "two", "n": 2}, b"body"),
+        helper.encode_chunk(b"x" * 1000),
+        helper.encode_frame({"op": "end"}),
+    ]
+    wire = b"".join(frames)
+    async with channel_and_peer() as (channel, peer):
+        for i in range(0, len(wire), 7):  # odd-sized pieces, split across every boundary
+            peer.sendall(wire[i : i + 7])
+            await anyio.lowlevel.checkpoint()
+        got = [await channel.read_frame(max_body=4096, chunk_ok=True) for _ in frames]
+        peer.sendall(frames[0] + frames[3])  # two frames in one piece
+        both = [await channel.read_reply(), await channel.read_reply()]
+    assert got == [
+        ({"op": "one"}, b""),
+        ({"op": "two", "n": 2}, b"body"),
+        (None, b"x" * 1000),
+        ({"op": "end"}, b""),
+    ]
+    assert both == [({"op": "one"}, b""), ({"op": "end"}, b"")]
+
+
+async def test_an_oversized_frame_is_refused_before_its_body_arrives() -> None:
+    async with channel_and_peer() as (channel, peer):
+        peer.sendall(helper.FRAME_PREFIX.pack(2, 1 << 30) + b"{}")  # announces 1 GiB, sends none
+        with pytest.raises(ProtocolError, match="too large"):
+            await channel.read_reply(max_body=1024)
+
+
+async def test_a_chunk_where_a_reply_is_due_is_refused() -> None:
+    async with channel_and_peer() as (channel, peer):
+        peer.sendall(helper.encode_chunk(b"data"))
+        with pytest.raises(ProtocolError, match="chunk"):
+            await channel.read_reply(max_body=1024)
+
+
+@pytest.mark.parametrize(
+    ("sent", "error"), [(b"", anyio.EndOfStream), (b"\0\0", anyio.IncompleteRead)]
+)
+async def test_a_vanished_helper_ends_the_stream(sent: bytes, error: type[Exception]) -> None:
+    async with channel_and_peer() as (channel, peer):
+        peer.sendall(sent)
+        peer.shutdown(socket.SHUT_WR)
+        with pytest.raises(error):
+            await channel.read_reply()
+
+
+async def test_a_reply_not_in_by_the_deadline_is_none_and_one_in_time_is_returned() -> None:
+    async with channel_and_peer() as (channel, peer):
+        loop = asyncio.get_running_loop()
+        late = await channel.request({"op": "ping"}, deadline=loop.time() + 0.05)
+        assert peer.recv(1024).endswith(b'{"op":"ping"}')
+        peer.sendall(helper.encode_frame({"ok": True}))
+        in_time = await channel.request({"op": "ping"}, deadline=loop.time() + 30)
+    assert (late, in_time) == (None, ({"ok": True}, b""))
+
+
+async def test_reading_pauses_while_unread_frames_pile_up() -> None:
+    """A helper that streams faster than the host consumes never fills host memory: past the
+    high-water mark the channel stops reading the socket until frames are taken out."""
+    chunk = helper.encode_chunk(b"z" * helper.CHUNK_BYTES)
+    count = 8
+    wire = chunk * count
+    async with channel_and_peer() as (channel, peer):
+        peer.setblocking(False)
+        sent = 0
+        with anyio.fail_after(60):
+            while not channel._frames.read_paused:
+                with contextlib.suppress(BlockingIOError):
+                    sent += peer.send(wire[sent : sent + 65536])
+                await anyio.sleep(0.001)  # the event loop reads meanwhile
+        buffered = len(channel._frames.buffer)
+        peer.setblocking(True)
+        async with anyio.create_task_group() as group:
+            group.start_soon(anyio.to_thread.run_sync, peer.sendall, wire[sent:])
+            bodies = [
+                await channel.read_frame(max_body=helper.CHUNK_BYTES, chunk_ok=True)
+                for _ in range(count)
+            ]
+    assert sent < len(wire)  # it paused with most of the stream still to come
+    assert buffered <= 3 * helper.CHUNK_BYTES + (1 << 18)  # the mark, plus one read at most
+    assert all(body == (None, b"z" * helper.CHUNK_BYTES) for body in bodies)

@@ -1,6 +1,6 @@
 """Errors carry fields and results carry a kind, so callers branch on data: the Docker SDK's
-errors are mapped in one place (``_docker_call``) to typed errors with the status code, and
-every exception a task can end with maps to one ``ErrorKind``."""
+errors are mapped in one place (``placements.container.docker_call``) to typed errors with
+the status code, and every exception a task can end with maps to one ``ErrorKind``."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from execloop.errors import (
     TransferError,
 )
 from execloop.runtime.task import ErrorKind, Result, TaskStatus
-from execloop.sandboxes.docker_backend import _docker_call, removed_already
+from execloop.sandboxes.placements.container import docker_call, removed_already
 
 pytestmark = pytest.mark.anyio
 
@@ -60,7 +60,7 @@ async def test_docker_errors_become_typed_errors_with_their_status(
         raise raised
 
     with pytest.raises(expected) as caught:
-        await _docker_call(call)
+        await docker_call(call)
     assert type(caught.value) is expected and caught.value.status_code == status
     assert caught.value.__cause__ is raised
     assert removed_already(caught.value) is gone
@@ -74,9 +74,9 @@ async def test_a_missing_image_and_a_silent_daemon_keep_their_own_types() -> Non
         raise docker.errors.DockerException("Error while fetching server API version")
 
     with pytest.raises(ImageError):
-        await _docker_call(no_image)
+        await docker_call(no_image)
     with pytest.raises(BackendUnavailableError):
-        await _docker_call(no_daemon)
+        await docker_call(no_daemon)
 
 
 @pytest.mark.parametrize(

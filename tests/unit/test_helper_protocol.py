@@ -12,53 +12,30 @@ import sys
 from pathlib import Path
 
 import anyio
-import anyio.abc
+import anyio.to_thread
 import pytest
 
 from execloop.errors import ConfigError, SandboxClosedError, TransferError
 from execloop.sandboxes import helper
 from execloop.sandboxes.base import ExitReason
+from execloop.sandboxes.placements.process import ProcessPlacement, ProcessView
 from execloop.sandboxes.spec import SandboxSpec
-from execloop.sandboxes.stateful import SOCKET_NAME, HelperSandbox
+from execloop.sandboxes.stateful import HelperSandbox
 
 pytestmark = pytest.mark.anyio
 
 
-class ChildProcessSandbox(HelperSandbox):
+class ChildProcessSandbox(ProcessView, HelperSandbox):
+    """The plain helper on a host-process placement."""
+
     backend_name = "child-process"
 
     def __init__(self, spec: SandboxSpec, workspace: Path) -> None:
-        super().__init__(spec)
-        self.workspace = workspace
-        self.process: anyio.abc.Process | None = None
+        spec = spec.model_copy(update={"workspace_dir": workspace})
+        super().__init__(spec, placement=lambda session: ProcessPlacement(spec, session_id=session))
 
-    async def _launch(self, socket_dir: Path) -> None:
-        self.process = await anyio.open_process(
-            [
-                sys.executable,
-                helper.__file__,
-                str(socket_dir / SOCKET_NAME),
-                "--workspace",
-                str(self.workspace),
-            ],
-        )
-
-    async def _is_running(self) -> bool:
-        return self.process is not None and self.process.returncode is None
-
-    async def _kill(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-
-    async def _death_reason(self) -> ExitReason:
-        return ExitReason.KILLED
-
-    async def _remove(self) -> None:
-        if self.process is not None:
-            await self._kill()
-            await self.process.wait()
-            await self.process.aclose()
-            self.process = None
+    def _environment(self) -> dict[str, str]:
+        return dict(os.environ)
 
 
 @pytest.fixture
@@ -240,7 +217,9 @@ async def test_os_exit_between_execs_is_reported_by_the_next_call(make) -> None:
             "threading.Thread(target=lambda: (time.sleep(0.2), os._exit(7))).start()"
         )
         assert sandbox.process is not None
-        await sandbox.process.wait()  # the thread ended the helper between the calls
+        await anyio.to_thread.run_sync(
+            sandbox.process.wait
+        )  # the thread ended the helper between the calls
         late = await sandbox.exec("print('never runs')")
         with pytest.raises(SandboxClosedError, match=r"os\._exit\(7\)"):
             await sandbox.manifest()
@@ -418,3 +397,13 @@ def test_reap_all_is_refused_outside_a_private_pid_namespace(tmp_path: Path) -> 
     finally:
         decoy.kill()
         decoy.wait()
+
+
+async def test_a_warmed_session_shows_no_trace_of_the_rehearsal(make) -> None:  # type: ignore[no-untyped-def]
+    async with make() as sandbox:
+        await sandbox.warm()
+        first = await sandbox.exec("print(sorted(k for k in globals() if not k.startswith('__')))")
+        failed = await sandbox.exec("1/0")
+    assert (first.stdout, first.stderr) == ("[]\n", "")
+    assert 'File "<exec-2>", line 1' in failed.stderr  # numbered as if no rehearsal had run
+    assert sandbox.exec_count == 2

@@ -11,8 +11,8 @@ import pytest
 from execloop.errors import BackendUnavailableError, ConfigError
 from execloop.sandboxes.cgroup_host import ENV
 from execloop.sandboxes.cgroups import Cgroup
-from execloop.sandboxes.local_backend import (
-    LocalSandbox,
+from execloop.sandboxes.local_backend import LocalSandbox
+from execloop.sandboxes.placements.bubblewrap import (
     PythonLayout,
     Tools,
     bwrap_argv,
@@ -21,7 +21,7 @@ from execloop.sandboxes.local_backend import (
     probe_argv,
     python_layout,
 )
-from execloop.sandboxes.process_backend import rlimit_argv
+from execloop.sandboxes.placements.process import rlimit_argv
 from execloop.sandboxes.spec import SandboxSpec
 
 TOOLS = Tools(bwrap="/usr/bin/bwrap", setpriv="/usr/bin/setpriv", prlimit="/usr/bin/prlimit")
@@ -35,10 +35,13 @@ def _argv(
     run_as: tuple[int, int] | None,
     cgroup: Cgroup | None = None,
 ) -> list[str]:
+    helper = [python.interpreter, "/opt/execloop/helper.py", "/run/execloop/ctl.sock"]
+    helper += ["--workspace", "/workspace", "--reap-all", "--session", "abc123"]
     return bwrap_argv(
         spec,
-        session_id="abc123",
-        socket_dir=Path("/tmp/sock"),
+        command=helper,
+        env={"HOME": "/tmp", **spec.env},
+        control_dir=Path("/tmp/sock"),
         state_dir=STATE,
         python=python,
         tools=TOOLS,

@@ -34,6 +34,7 @@ class FakeSandbox(Sandbox):
         super().__init__(spec)
         self.recorder = recorder
         self.started = False
+        self.warmed = False
         self.namespace: dict[str, str] = {}
 
     async def start(self) -> None:
@@ -51,6 +52,10 @@ class FakeSandbox(Sandbox):
 
     async def close(self) -> None:
         self._closed = True
+
+    async def warm(self) -> None:
+        assert self.started
+        self.warmed = True
 
     async def exec(self, code: str, *, timeout: float | None = None) -> ExecResult:
         self._ensure_open()
@@ -98,6 +103,17 @@ async def test_keeps_min_idle_warm_and_hands_out_started_sandboxes() -> None:
             assert isinstance(sandbox, FakeSandbox) and sandbox.started
             await _until(lambda: pool.stats().idle == 2)  # refilled while in use
     assert all(s.closed for s in recorder.made)
+
+
+async def test_idle_sandboxes_are_warmed_and_one_started_for_a_caller_is_not() -> None:
+    recorder = Recorder()
+    # room for three: the second caller starts its own rather than wait for the refill
+    async with SandboxPool(SPEC, min_idle=1, max_size=3, factory=recorder.factory) as pool:
+        with anyio.fail_after(5):
+            await pool.wait_warm()
+        async with pool.acquire() as idle, pool.acquire() as started_for_us:
+            assert isinstance(idle, FakeSandbox) and isinstance(started_for_us, FakeSandbox)
+            assert (idle.warmed, started_for_us.warmed) == (True, False)
 
 
 async def test_a_sandbox_is_never_handed_out_twice() -> None:

@@ -1,4 +1,4 @@
-"""ProcessSandbox's pure parts and its tree kill, on plain host processes (no bubblewrap)."""
+"""The process placement's pure parts and its tree kill, on plain host processes (no bubblewrap)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from execloop.errors import ConfigError
-from execloop.sandboxes.process_backend import (
+from execloop.sandboxes.placements.process import (
     NOFILE,
     cpu_seconds,
     kill_tree,

@@ -1,0 +1,345 @@
+"""The process placement: a host process tree of its own (``start_new_session``), and what
+every host-process placement shares: rlimits, the one kill of a whole tree, a bounded tail of
+what the tree printed, and a cgroup of its own where the host allows one (``bubblewrap.py``).
+
+``restricted`` runs here: its command is a plain host process with rlimits, no isolation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import platform
+import re
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import psutil
+
+from execloop.errors import ConfigError, SandboxStartError
+from execloop.sandboxes import janitor
+from execloop.sandboxes.base import ExitReason
+from execloop.sandboxes.cgroups import Cgroup
+from execloop.sandboxes.helper import _Bounded
+from execloop.sandboxes.placements.base import Launch, Placement
+from execloop.sandboxes.spec import SandboxSpec
+from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
+
+__all__ = [
+    "NOFILE",
+    "ProcessPlacement",
+    "ProcessView",
+    "cpu_seconds",
+    "kill_tree",
+    "nproc_per_sandbox",
+    "refuse",
+    "rlimit_argv",
+]
+
+NOFILE = 4096
+# RLIMIT_CPU counts a process's CPU time over its whole life, and the helper lives as long as
+# the session: it is a backstop (for instance against background processes that spin), never
+# the per-exec deadline, which the host enforces on the wall clock.
+_CPU_EXECS = 100
+_MIN_CPU_S = 3600
+_KILL_ROUNDS = 50
+_DEATH_WAIT_S = 2.0
+_REAP_TIMEOUT_S = 10.0
+
+log = logging.getLogger("execloop.sandboxes.placements")
+
+
+def cpu_seconds(spec: SandboxSpec) -> int:
+    """The session's CPU-time backstop: 100 full-length execs, at least an hour."""
+    return max(_MIN_CPU_S, math.ceil(_CPU_EXECS * spec.timeout_s))
+
+
+def nproc_per_sandbox(release: str | None = None) -> bool:
+    """Whether ``RLIMIT_NPROC`` counts only a bubblewrap sandbox's own processes: Linux >= 5.14
+    counts it per user namespace (ucounts) and every sandbox has its own; older kernels count
+    every process of the host uid (containers running as that uid included)."""
+    found = re.match(r"(\d+)\.(\d+)", platform.release() if release is None else release)
+    return found is not None and (int(found[1]), int(found[2])) >= (5, 14)
+
+
+def rlimit_argv(
+    spec: SandboxSpec, *, prlimit: str = "prlimit", in_cgroup: bool = False
+) -> list[str]:
+    """``prlimit`` options that apply the spec's limits to the command that follows.
+
+    In a cgroup of its own, the tree's memory and processes are the cgroup's business: no
+    per-process memory limit, no per-user process limit. Without one, memory is ``RLIMIT_DATA``
+    (private writable memory), not ``RLIMIT_AS``: glibc reserves address space for a malloc
+    arena per thread, so only 20 of 64 threads start under an address-space limit of 1 GiB,
+    while all 64 and numpy's thread pool run under a data limit of 1 GiB (numpy called from 24
+    threads at once does not: OpenBLAS reserves buffers per calling thread). Each value is
+    capped at the caller's own hard limit: raising one would fail, and a lower limit than asked
+    for is still honoured.
+    """
+    cgroup_instead: dict[str, tuple[int, int]] = {
+        "data": (resource.RLIMIT_DATA, spec.memory),
+        "nproc": (resource.RLIMIT_NPROC, spec.pids),
+    }
+    limits = {
+        **({} if in_cgroup else cgroup_instead),
+        "fsize": (resource.RLIMIT_FSIZE, spec.workspace_size),
+        "nofile": (resource.RLIMIT_NOFILE, NOFILE),
+        "cpu": (resource.RLIMIT_CPU, cpu_seconds(spec)),
+        "core": (resource.RLIMIT_CORE, 0),
+    }
+    argv = [prlimit]
+    for name, (kind, wanted) in limits.items():
+        hard = resource.getrlimit(kind)[1]
+        value = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        argv.append(f"--{name}={value}")
+    return [*argv, "--"]
+
+
+def refuse(spec: SandboxSpec, *, backend: str, unsupported: dict[str, str]) -> None:
+    """Raise ``ConfigError`` for the first spec field (name -> advice) set away from its default."""
+    defaults = SandboxSpec()
+    for field, advice in unsupported.items():
+        if getattr(spec, field) != getattr(defaults, field):
+            raise ConfigError(
+                f"the {backend} backend cannot honour {field}={getattr(spec, field)!r}: {advice}"
+            )
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def kill_tree(pid: int, *, keep: frozenset[int] = frozenset()) -> int:
+    """SIGKILL ``pid``, its process group and every descendant but those in ``keep`` (then
+    the group is spared); how many were killed. Blocking: run it in a thread.
+
+    Everything is stopped before anything is killed, round after round until no new process
+    shows up, so a fork bomb cannot refill the tree while it is being taken down. ``psutil``
+    checks a process's identity before signalling it, so a recycled pid is never hit.
+    """
+    stopped: dict[int, psutil.Process] = {}
+    for _ in range(_KILL_ROUNDS):
+        fresh = [p for p in _tree(pid) if p.pid not in stopped and p.pid not in keep]
+        if not fresh:
+            break
+        for process in fresh:
+            with contextlib.suppress(psutil.Error):
+                process.suspend()
+            stopped[process.pid] = process
+    if not keep:
+        with contextlib.suppress(OSError):  # started with start_new_session: the group is pid
+            os.killpg(pid, signal.SIGKILL)
+    for process in stopped.values():
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    deadline = time.monotonic() + _DEATH_WAIT_S  # SIGKILL is delivered, not yet acted upon
+    while not all(_dead(p) for p in stopped.values()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return len(stopped)
+
+
+def _dead(process: psutil.Process) -> bool:
+    """Gone, or a zombie (its parent, killed too, leaves it to init)."""
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+_LOG_KEEP = 64 * 1024
+
+
+class _Started:
+    """The started tree (leader of its own process group) and a bounded tail of what it
+    printed: a pipe drained by a thread, so nothing it prints can fill a host disk."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        try:
+            self.popen = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=dict(env),
+                start_new_session=True,  # one process group: the host-side kill takes it whole
+            )
+        except OSError as exc:
+            raise SandboxStartError(f"could not run {argv[0]}: {exc}") from exc
+        self._log = _Bounded(_LOG_KEEP)
+        self._lock = threading.Lock()
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        stream = self.popen.stdout
+        assert stream is not None
+        while chunk := os.read(stream.fileno(), 65536):
+            with self._lock:
+                self._log.add(chunk)
+        stream.close()
+
+    def logs(self) -> str:
+        with self._lock:
+            return self._log.text()
+
+
+class ProcessPlacement(Placement):
+    """A host process tree with rlimits; subclasses wrap the command (``_argv``)."""
+
+    kind = "process"
+    own_pid_namespace = False
+
+    def __init__(self, spec: SandboxSpec, *, session_id: str) -> None:
+        super().__init__(spec, session_id=session_id)
+        self.state_dir: Path | None = None
+        self._started: _Started | None = None
+        self._watched: janitor.Resource | None = None
+        self._last_usage: tuple[int | None, int | None] = (None, None)  # of a removed cgroup
+        self._logs = ""
+
+    @property
+    def python(self) -> str:
+        return sys.executable
+
+    def guest_control_dir(self, control_dir: Path) -> str:
+        return str(control_dir)
+
+    def guest_workspace(self, workspace: Path | None) -> str:
+        """A host directory: the given one, else one in the state directory."""
+        if workspace is None:
+            workspace = self.make_state_dir() / "workspace"
+            workspace.mkdir(exist_ok=True)
+        return str(workspace)
+
+    def make_state_dir(self) -> Path:
+        """A private host directory removed with the sandbox (made on first use)."""
+        if self.state_dir is None:
+            self.state_dir = make_temp_dir("state")
+        return self.state_dir
+
+    async def launch(self, what: Launch) -> None:
+        self.make_state_dir()
+        self._start([*rlimit_argv(self.spec), *what.command], env=what.env)
+
+    def _start(self, argv: Sequence[str], *, env: Mapping[str, str]) -> None:
+        self._started = _Started(argv, env)
+        self._watched = janitor.watch(janitor.process_tree(self._started.popen.pid))
+        log.debug("%s sandbox %s is pid %d", self.kind, self.session_id, self._started.popen.pid)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._started is None else self._started.popen.pid
+
+    async def exit_status(self) -> int | None:
+        return -signal.SIGKILL if self._started is None else self._started.popen.poll()
+
+    async def signal(self, signum: int, *, process: psutil.Process | None = None) -> None:
+        if self._started is None:
+            return
+        if signum == signal.SIGKILL:
+            await self.kill()
+        elif process is not None:
+            with contextlib.suppress(psutil.Error):
+                process.send_signal(signum)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._started.popen.pid, signum)
+
+    async def kill(self) -> None:
+        if self._started is not None:
+            await anyio.to_thread.run_sync(kill_tree, self._started.popen.pid)
+
+    async def death_reason(self, *, oom_before: int | None = None) -> ExitReason:
+        # A cgroup counts OOM kills. Without one none is recorded anywhere: a MemoryError in
+        # the code is reported as `oom` by the sandbox itself; a command that vanished was killed.
+        if self.cgroup is not None and _grew(self.cgroup.oom_kills(), oom_before):
+            return ExitReason.OOM
+        return ExitReason.KILLED
+
+    async def memory(self, *, main: psutil.Process | None = None) -> tuple[int | None, int | None]:
+        if self.cgroup is not None:
+            return self.cgroup.peak_memory(), self.cgroup.oom_kills()
+        if self._started is None:
+            return self._last_usage
+        return (None if main is None else _resident_peak(main.pid)), None
+
+    async def logs(self) -> str:
+        return self._logs if self._started is None else self._started.logs()
+
+    def root_process(self) -> psutil.Process | None:
+        if self._started is not None:
+            with contextlib.suppress(psutil.Error):
+                return psutil.Process(self._started.popen.pid)
+        return None
+
+    async def remove(self) -> None:
+        started, self._started = self._started, None
+        if started is not None:
+            self._logs = started.logs()
+            await anyio.to_thread.run_sync(kill_tree, started.popen.pid)
+            with anyio.move_on_after(_REAP_TIMEOUT_S):  # a process stuck in D state: move on
+                await anyio.to_thread.run_sync(started.popen.wait, abandon_on_cancel=True)
+            if started.popen.returncode is None:
+                log.warning("pid %d survived SIGKILL for %g s", started.popen.pid, _REAP_TIMEOUT_S)
+            elif self._watched is not None:  # a stuck one stays the janitor's
+                janitor.forget(self._watched)
+                self._watched = None
+        cgroup, self.cgroup = self.cgroup, None
+        if cgroup is not None:  # after the tree is dead: nothing can move out or in any more
+            self._last_usage = (cgroup.peak_memory(), cgroup.oom_kills())
+            await anyio.to_thread.run_sync(cgroup.remove)
+        state_dir, self.state_dir = self.state_dir, None
+        if state_dir is not None:
+            await anyio.to_thread.run_sync(remove_temp_dir, state_dir)
+
+
+class ProcessView:
+    """The host view of a sandbox on a process placement, for inspection and tests."""
+
+    placement: Placement
+
+    @property
+    def _tree_placement(self) -> ProcessPlacement:
+        assert isinstance(self.placement, ProcessPlacement)
+        return self.placement
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The tree's root process while it runs."""
+        started = self._tree_placement._started
+        return None if started is None else started.popen
+
+    @property
+    def state_dir(self) -> Path | None:
+        return self._tree_placement.state_dir
+
+    @property
+    def cgroup(self) -> Cgroup | None:
+        return self._tree_placement.cgroup
+
+
+def _grew(now: int | None, before: int | None) -> bool:
+    """Whether an OOM-kill counter went up (None: no reading)."""
+    return now is not None and now > (before or 0)
+
+
+def _resident_peak(pid: int) -> int | None:
+    """The process's resident high-water mark (``VmHWM``); /proc answers at once."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return None
