@@ -14,6 +14,7 @@ control flow; neither is an exception.
     ├── BrokerBusyError             admission control refused a task (too many pending)
     ├── BrokerStoppedError          the broker stopped before the task had its result
     ├── ImageError                  an image could not be built or found
+    ├── MissingExtraError           an optional extra is not installed (also ModuleNotFoundError)
     ├── ModelError                  the model provider failed after retries, or replied garbage
     └── SandboxError                a sandbox failed as infrastructure
         ├── SandboxStartError       the sandbox did not come up (logs tail attached)
@@ -38,6 +39,7 @@ __all__ = [
     "ConfigError",
     "ExecloopError",
     "ImageError",
+    "MissingExtraError",
     "ModelError",
     "ProtocolError",
     "SandboxClosedError",
@@ -84,6 +86,15 @@ class ModelError(ExecloopError):
 
 class BackendUnavailableError(ExecloopError):
     """The requested backend cannot run on this machine (``execloop doctor`` explains why)."""
+
+
+class MissingExtraError(ExecloopError, ModuleNotFoundError):
+    """A feature needs packages of an optional extra; ``extra`` is its name (install it with
+    ``pip install 'execloop[EXTRA]'``) and ``name`` the module that is missing."""
+
+    def __init__(self, message: str, *, extra: str, name: str) -> None:
+        super().__init__(message, name=name)
+        self.extra = extra
 
 
 class BrokerBusyError(ExecloopError):

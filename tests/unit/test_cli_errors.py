@@ -31,6 +31,7 @@ from execloop.errors import (
     BrokerStoppedError,
     ConfigError,
     ExecloopError,
+    MissingExtraError,
     SkillError,
 )
 from execloop.runtime.checks import ExpressionCheck
@@ -569,6 +570,7 @@ def test_execloop_errors_from_commands_are_one_line() -> None:
     fields: dict[type[ExecloopError], dict[str, Any]] = {
         BrokerBusyError: {"pending": 2, "max_pending": 2},
         BrokerStoppedError: {"task_id": "t"},
+        MissingExtraError: {"extra": "smolagents", "name": "smolagents"},
     }
     for kind in ExecloopError.__subclasses__():
         group = _boundary_with(kind("first line\nsecond line", **fields.get(kind, {})))
