@@ -30,15 +30,15 @@ from typing import Self
 import anyio
 import anyio.abc
 
-from execloop.errors import BrokerBusyError, ConfigError, ExecloopError
+from execloop.errors import BrokerBusyError, BrokerStoppedError, ConfigError, ExecloopError
 from execloop.runtime.bridge import ToolRegistry
 from execloop.runtime.loop import LoopEvent, SubAgent
 from execloop.runtime.models.base import Model
 from execloop.runtime.ownership import BrokerOwner, owner_is_gone
 from execloop.runtime.report import RunSummary, StageSummary, TaskSummary
-from execloop.runtime.skills import Skill, find_skill
+from execloop.runtime.skills import Skill, resolve_skill
 from execloop.runtime.store import TaskRow, TaskStore
-from execloop.runtime.task import Result, Task, TaskStatus
+from execloop.runtime.task import ErrorKind, Result, Task, TaskStatus
 from execloop.sandboxes import Sandbox, SandboxSpec, create_sandbox
 from execloop.sandboxes.pool import PooledSandbox, PoolSet
 
@@ -72,6 +72,7 @@ class Broker:
         registry: ToolRegistry | None = None,
         warm_sandboxes: int = 0,
         lease_s: float = 30.0,
+        skill_dirs: Sequence[Path] = (),
         outputs_dir: Path | None = None,
     ) -> None:
         if max_concurrency < 1 or max_pending < 1:
@@ -110,6 +111,7 @@ class Broker:
         self._followed: set[str] = set()  # tasks another live broker is running for us
         self._resumed: list[str] = []
         self._pending = 0  # launched tasks without a result yet (admission control)
+        self.skill_dirs = tuple(Path(folder) for folder in skill_dirs)
         self._skills: dict[str, Skill] = {}  # loaded once per broker, not once per task
         self._tasks: anyio.abc.TaskGroup | None = None
         self.started_at = time.monotonic()
@@ -200,7 +202,9 @@ class Broker:
         if self._pending >= self.max_pending:
             raise BrokerBusyError(
                 f"{self._pending} tasks are already pending (max_pending={self.max_pending}); "
-                "wait for results before submitting more"
+                "wait for results before submitting more",
+                pending=self._pending,
+                max_pending=self.max_pending,
             )
         model = self._build_model(task)
         row = self.store.task(task.id)
@@ -226,9 +230,10 @@ class Broker:
         await self._done[task_id].wait()
         stored = self.store.result(task_id)
         if stored is None:
-            raise ExecloopError(
+            raise BrokerStoppedError(
                 f"task {task_id} has no result: the broker stopped before it finished "
-                "(a broker started on the same database resumes it)"
+                "(a broker started on the same database resumes it)",
+                task_id=task_id,
             )
         return stored
 
@@ -344,11 +349,18 @@ class Broker:
         except Exception as exc:  # a bug must not leave an owned task without its one result
             log.exception("task %s crashed", task.id)
             error = f"internal: {type(exc).__name__}: {exc}"
-            result = Result(task_id=task.id, status=TaskStatus.ERROR, error=error)
+            result = Result(
+                task_id=task.id, status=TaskStatus.ERROR, error=error, error_kind=ErrorKind.INTERNAL
+            )
         finally:  # a stopping broker gives the task up in __aexit__
             self._scopes.pop(task.id, None)
         if result is None:  # cancelled by the orchestrator
-            result = Result(task_id=task.id, status=TaskStatus.ERROR, error="cancelled")
+            result = Result(
+                task_id=task.id,
+                status=TaskStatus.ERROR,
+                error="cancelled",
+                error_kind=ErrorKind.CANCELLED,
+            )
         if self.store.put_result(result, owner=self.owner.id):
             return True
         log.warning("task %s: another broker took it over; its result is the one kept", task.id)
@@ -356,7 +368,7 @@ class Broker:
 
     def _skill(self, name: str) -> Skill:
         if name not in self._skills:
-            self._skills[name] = find_skill(name)
+            self._skills[name] = resolve_skill(name, skill_dirs=self.skill_dirs)
         return self._skills[name]
 
     async def _run_agent(self, task: Task, model: Model) -> Result:
@@ -377,7 +389,12 @@ class Broker:
                 outputs_dir=None if self.outputs_dir is None else self.outputs_dir / task.id,
             )
         except ExecloopError as exc:
-            return Result(task_id=task.id, status=TaskStatus.ERROR, error=str(exc))
+            return Result(
+                task_id=task.id,
+                status=TaskStatus.ERROR,
+                error=f"{type(exc).__name__}: {exc}",
+                error_kind=ErrorKind.of(exc),
+            )
         return await agent.run()
 
     def _persist(self, task_id: str, launch: int, event: LoopEvent) -> None:
@@ -403,6 +420,7 @@ def summarize_run(store: TaskStore, run_id: str, *, include: Sequence[str] = ())
             TaskSummary(
                 task_id=row.id,
                 status=result.status,
+                error_kind=result.error_kind,
                 attempts=result.attempts,
                 usage=result.usage,
                 classic=result.usage_classic_estimate,

@@ -8,15 +8,17 @@ an infrastructure failure fails that check with the reason, and the others still
 
 Checks that look at files run in the agent's sandbox, where a thread the script left behind
 could still interfere: ``reverify`` re-runs everything on the final outputs in a fresh sandbox
-before a task may be reported passed.
+before a task may be reported passed. A JSON output is fetched once per run of the checks
+(``OutputReader``), and re-verification judges the host copy that it uploads.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import stat
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import anyio.to_thread
@@ -25,6 +27,7 @@ import jsonschema.exceptions
 import jsonschema.validators
 
 from execloop.errors import ExecloopError, SandboxClosedError, TransferError
+from execloop.runtime import bounds
 from execloop.runtime.check_dataset import run_dataset
 from execloop.runtime.check_expression import evaluate_bounded
 from execloop.runtime.check_pytest import run_pytest
@@ -43,6 +46,7 @@ from execloop.sandboxes.base import ExecResult, Sandbox
 
 __all__ = [
     "MAX_JSON_BYTES",
+    "OutputReader",
     "assertions_verdict",
     "exit_status_verdict",
     "reverify",
@@ -61,9 +65,12 @@ async def run_checks(
     sandbox: Sandbox,
     run: ExecResult,
     check_files_root: Path | None,
+    outputs: OutputReader | None = None,
 ) -> list[CheckOutcome]:
-    """Every check's outcome, in order; never raises for a failing check or a dead sandbox."""
-    outputs = _Outputs(sandbox)
+    """Every check's outcome, in order; never raises for a failing check or a dead sandbox.
+    JSON outputs come through ``outputs`` (default: read from ``sandbox``), so a caller that
+    passes its reader can read the answer from what the checks read, without a new fetch."""
+    outputs = outputs or OutputReader(sandbox)
     outcomes = []
     for spec in checks:
         try:
@@ -83,21 +90,28 @@ async def reverify(
     restore: Sequence[Path],
     run: ExecResult,
     check_files_root: Path | None,
+    outputs: OutputReader | None = None,
 ) -> list[CheckOutcome]:
     """Re-run every check in a FRESH sandbox on the agent's final files: ``restore`` is host
     folders uploaded in order into its workspace (later ones win, e.g. the outputs, then the
     original inputs over them).
 
     Nothing of the agent's session exists there (no thread, no patched module), only its files.
-    If the fresh sandbox cannot be set up, every check fails saying so.
+    If the fresh sandbox cannot be set up, every check fails saying so. JSON outputs are judged
+    on the host copies in ``restore`` (the very bytes uploaded) unless ``outputs`` says else.
     """
+    outputs = outputs or OutputReader(folders=restore)
     outcomes: list[CheckOutcome] | None = None
     try:
         async with sandbox_factory() as sandbox:
             for folder in restore:
                 await sandbox.upload(folder)
             outcomes = await run_checks(
-                checks, sandbox=sandbox, run=run, check_files_root=check_files_root
+                checks,
+                sandbox=sandbox,
+                run=run,
+                check_files_root=check_files_root,
+                outputs=outputs,
             )
     except ExecloopError as exc:
         if outcomes is not None:  # only closing failed: the verdicts stand
@@ -184,41 +198,78 @@ def _last_exception(stderr: str) -> tuple[str, str, str] | None:
 
 
 # -- checks that read the sandbox ------------------------------------------------------------
-class _Outputs:
-    """JSON outputs read once per run of the checks, or the reason they cannot be used."""
+class OutputReader:
+    """The script's JSON outputs (``result.json``...), each fetched at most once and shared by
+    every check and the answer: from a sandbox, or from host folders (the outputs kept for
+    re-verification: later folders win, as when they are uploaded in order)."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: Sandbox | None = None, *, folders: Sequence[Path] = ()) -> None:
         self.sandbox = sandbox
+        self.folders = tuple(folders)
         self._cache: dict[str, tuple[bytes, object] | str] = {}
 
     async def load(self, path: str) -> tuple[bytes, object] | str:
+        """``(raw, document)``, or the reason the file cannot be used."""
         if path not in self._cache:
-            self._cache[path] = await self._load(path)
+            raw = await (self._fetch(path) if self.sandbox else self._read_host(path))
+            self._cache[path] = raw if isinstance(raw, str) else _parsed(path, raw)
         return self._cache[path]
 
-    async def _load(self, path: str) -> tuple[bytes, object] | str:
+    async def answer(self, run: ExecResult) -> str:
+        """The task's answer: ``result.json`` pretty-printed, else the stdout tail; bounded."""
+        loaded = await self.load("result.json")
+        if isinstance(loaded, str):  # missing, too big or not JSON
+            return bounds.tail(run.stdout, bounds.ANSWER_CHARS)
+        return bounds.head(json.dumps(loaded[1], indent=1), bounds.ANSWER_CHARS)
+
+    async def _fetch(self, path: str) -> bytes | str:
+        assert self.sandbox is not None
         try:
             found = await self.sandbox.artifacts(path)
             if len(found) != 1:
                 return f"{path} is a directory, not a JSON file"
             if found[0].size_bytes > MAX_JSON_BYTES:
-                return (
-                    f"{path} has {found[0].size_bytes} bytes; checks read at most {MAX_JSON_BYTES}"
-                )
-            raw = await self.sandbox.read_file(path)
+                return _too_big(path, found[0].size_bytes)
+            return await self.sandbox.read_file(path)
         except TransferError as exc:  # what the helper says when the file is not there
             return f"{path} is missing: {exc}"
-        try:
-            return raw, json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            return f"{path} is not valid JSON: {exc}"
+
+    async def _read_host(self, path: str) -> bytes | str:
+        relative = PurePosixPath(path)
+        if relative.is_absolute() or ".." in relative.parts:
+            return f"{path} is missing: it is outside the workspace"
+        for folder in reversed(self.folders):
+            target = folder / relative
+            try:
+                info = target.lstat()
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                return f"{path} is a directory, not a JSON file"
+            if not stat.S_ISREG(info.st_mode):  # an upload skips links: so does this
+                continue
+            if info.st_size > MAX_JSON_BYTES:
+                return _too_big(path, info.st_size)
+            return await anyio.to_thread.run_sync(target.read_bytes)
+        return f"{path} is missing: it is not among the outputs"
+
+
+def _too_big(path: str, size: int) -> str:
+    return f"{path} has {size} bytes; checks read at most {MAX_JSON_BYTES}"
+
+
+def _parsed(path: str, raw: bytes) -> tuple[bytes, object] | str:
+    try:
+        return raw, json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        return f"{path} is not valid JSON: {exc}"
 
 
 async def _run_one(
     spec: CheckSpec,
     sandbox: Sandbox,
     run: ExecResult,
-    outputs: _Outputs,
+    outputs: OutputReader,
     check_files_root: Path | None,
 ) -> tuple[bool, str]:
     if isinstance(spec, ExitStatusCheck):

@@ -257,9 +257,9 @@ def skills_list(dirs: tuple[Path, ...], as_json: bool) -> None:
 @_skill_dirs
 def skills_show(name: str, dirs: tuple[Path, ...]) -> None:
     """A skill's front matter in short, then its instructions."""
-    from execloop.runtime.skills import builtin_skills_dir, find_skill
+    from execloop.runtime.skills import resolve_skill
 
-    skill = find_skill(name, builtin_skills_dir(), *dirs)
+    skill = resolve_skill(name, skill_dirs=dirs)
     required = set(skill.inputs.get("required", ()))
     inputs = [f"{k}{'*' if k in required else ''}" for k in skill.inputs.get("properties", {})]
     sandbox = skill.sandbox.model_dump(mode="json", include=skill.sandbox.model_fields_set)

@@ -318,8 +318,9 @@ class Inputs:
         try:
             await anyio.to_thread.run_sync(self._copy_into, folder)
             yield StagedInputs(folder)
-        finally:
-            await anyio.to_thread.run_sync(remove_temp_dir, folder)
+        finally:  # shielded: a cancelled task must not leave its staged copy behind
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(remove_temp_dir, folder)
 
     def _copy_into(self, folder: Path) -> None:
         for name in self.dirs:

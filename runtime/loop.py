@@ -8,7 +8,6 @@ is reported ``passed`` (a background thread left by the script cannot fake a ver
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -22,7 +21,7 @@ import anyio
 from execloop.errors import ConfigError, ExecloopError
 from execloop.runtime import bounds
 from execloop.runtime.bridge import ToolBridge, ToolCallRecord, ToolRegistry, render_tool_api
-from execloop.runtime.check_runner import reverify, run_checks
+from execloop.runtime.check_runner import OutputReader, reverify, run_checks
 from execloop.runtime.checks import CheckOutcome, CheckSpec, ExitStatusCheck
 from execloop.runtime.classic import CallTrace, ClassicEstimate, estimate_classic
 from execloop.runtime.host_files import human_bytes
@@ -37,9 +36,9 @@ from execloop.runtime.prompts import (
     extract_script,
     failure_report,
 )
-from execloop.runtime.skills import TASK_JSON, Skill
-from execloop.runtime.task import AttemptRecord, Result, Task, TaskStatus, Timings
-from execloop.runtime.tokens import TOKENIZER_NAME, count_tokens
+from execloop.runtime.skills import TASK_JSON, Skill, resolve_skill
+from execloop.runtime.task import AttemptRecord, ErrorKind, Result, Task, TaskStatus, Timings
+from execloop.runtime.tokens import TOKENIZER_NAME
 from execloop.sandboxes import Artifact, ExecResult, Sandbox, SandboxSpec, create_sandbox
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
@@ -91,16 +90,19 @@ class SubAgent:
         on_event: Callable[[LoopEvent], None] | None = None,
         registry: ToolRegistry | None = None,
         tool_call_budget: int = 1000,
+        skill_dirs: Sequence[Path] = (),
         outputs_dir: Path | None = None,
     ) -> None:
         if task.tools and registry is None:
             raise ConfigError(
                 f"task {task.id} allows tools {list(task.tools)} but no ToolRegistry was given"
             )
+        if skill is None and task.skill is not None:  # built-in names, then skill_dirs
+            skill = resolve_skill(task.skill, skill_dirs=skill_dirs)
         if task.skill != (skill.name if skill else None):
             raise ConfigError(
                 f"task {task.id} names skill {task.skill!r} but SubAgent was given "
-                f"{skill.name if skill else None!r}: pass skill=find_skill(task.skill)"
+                f"{skill.name if skill else None!r}: leave skill= out to resolve the task's"
             )
         self.task = task
         self.registry = registry
@@ -133,8 +135,11 @@ class SubAgent:
         )
         # Older attempts are summarised in at most a fifth of the fixed prompt (and never more
         # than SUMMARY_TOKENS), so attempt 20's prompt stays within 1.25x of attempt 3's.
-        self._system_tokens = sum(map(count_tokens, self.system))  # counted once: it never changes
-        fixed = self._system_tokens + count_tokens(self.task_text)
+        # the request without memory (attempt 1's): its count sizes the memory, once
+        self._bare = ModelRequest(
+            system=self.system, messages=(Message(role="user", content=self.task_text),)
+        )
+        fixed = self._bare.prompt_tokens
         self.memory = AttemptMemory(summary_tokens=min(bounds.SUMMARY_TOKENS, fixed // 5))
         self._state = _State()
         self._staged = StagedInputs(None)  # set for the duration of run()
@@ -182,9 +187,12 @@ class SubAgent:
             level = logging.INFO if isinstance(exc, ConfigError) else logging.WARNING
             log.log(level, "task %s ended in error: %s", self.task.id, exc)
             status, error = TaskStatus.ERROR, f"{type(exc).__name__}: {exc}"
+            kind: ErrorKind | None = ErrorKind.of(exc)
+        else:
+            kind = ErrorKind.BUDGET if status is TaskStatus.BUDGET_EXHAUSTED else None
         if status is TaskStatus.BUDGET_EXHAUSTED and error is None:
             error = "token budget exhausted"
-        result = self._result(status, error, time.monotonic() - started)
+        result = self._result(status, error, kind, time.monotonic() - started)
         self._on_event(LoopEvent("finished", len(self._state.records), {"result": result}))
         return result
 
@@ -216,13 +224,15 @@ class SubAgent:
     def request(self, number: int) -> ModelRequest:
         """The prompt of attempt ``number``: stable prefix + task + bounded memory."""
         memory = self.memory.render(number)
-        text = self.task_text + ("\n\n" + memory if memory else "")
+        if not memory:
+            return self._bare
+        text = self.task_text + "\n\n" + memory
         return ModelRequest(system=self.system, messages=(Message(role="user", content=text),))
 
     async def _attempt(self, number: int) -> bool:
         state = self._state
         request = self.request(number)
-        prompt_tokens = self._system_tokens + count_tokens(request.messages[0].content)
+        prompt_tokens = request.prompt_tokens  # the one count; a scripted model reads it too
         began = time.monotonic()
         reply = await self.model.complete(request)
         state.model_s += time.monotonic() - began
@@ -247,8 +257,9 @@ class SubAgent:
                     note = _REVERIFY_FAILED
                 elif self.outputs_dir is not None and self._state.outputs_refused is None:
                     await anyio.to_thread.run_sync(_move_outputs, outputs, self.outputs_dir)
-        finally:
-            await anyio.to_thread.run_sync(remove_temp_dir, outputs)
+        finally:  # shielded: a cancelled task must not leave its outputs behind
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(remove_temp_dir, outputs)
         state.outcomes = outcomes
         self._record(number, run, outcomes, reply.usage, prompt_tokens, len(script), began)
         passed = all(o.passed for o in outcomes)
@@ -278,8 +289,13 @@ class SubAgent:
             state.sandbox_s += time.monotonic() - began
             self._on_event(LoopEvent("ran", number, {"run": run}))
             checked = time.monotonic()
+            reader = OutputReader(sandbox)  # result.json: fetched once, for checks and answer
             outcomes = await run_checks(
-                self.checks, sandbox=sandbox, run=run, check_files_root=self.check_root
+                self.checks,
+                sandbox=sandbox,
+                run=run,
+                check_files_root=self.check_root,
+                outputs=reader,
             )
             state.checks_s += time.monotonic() - checked
             self._on_event(LoopEvent("checked", number, {"outcomes": outcomes}))
@@ -287,7 +303,7 @@ class SubAgent:
                 manifest = await sandbox.manifest(limit=bounds.ARTIFACTS_LISTED)
                 state.artifacts = manifest.files
                 state.artifacts_total = (manifest.total_files, manifest.total_bytes)
-                state.answer = await self._answer(sandbox, run)
+                state.answer = await reader.answer(run)
                 if all(o.passed for o in outcomes):
                     state.outputs_refused = await self._keep_outputs(sandbox, outputs)
         return run, outcomes
@@ -349,24 +365,22 @@ class SubAgent:
             ]
         began = time.monotonic()
         staged = self._staged.folder
+        restore = [outputs] if staged is None else [outputs, staged]
+        reader = OutputReader(folders=restore)  # the bytes re-verified are the answer's
         try:
-            return await reverify(
+            outcomes = await reverify(
                 self.checks,
                 sandbox_factory=lambda: self._factory(self.spec),
-                restore=[outputs] if staged is None else [outputs, staged],
+                restore=restore,
                 run=run,
                 check_files_root=self.check_root,
+                outputs=reader,
             )
+            if all(o.passed for o in outcomes):
+                self._state.answer = await reader.answer(run)
+            return outcomes
         finally:
             self._state.checks_s += time.monotonic() - began
-
-    @staticmethod
-    async def _answer(sandbox: Sandbox, run: ExecResult) -> str:
-        try:
-            raw = await sandbox.read_file("result.json")
-            return bounds.head(json.dumps(json.loads(raw), indent=1), bounds.ANSWER_CHARS)
-        except (ExecloopError, ValueError):
-            return bounds.tail(run.stdout, bounds.ANSWER_CHARS)
 
     # -- bookkeeping -----------------------------------------------------------------------
     def _record(
@@ -396,7 +410,9 @@ class SubAgent:
         record = self._state.records[-1]
         self._on_event(LoopEvent("recorded", number, {"record": record}))
 
-    def _result(self, status: TaskStatus, error: str | None, total_s: float) -> Result:
+    def _result(
+        self, status: TaskStatus, error: str | None, kind: ErrorKind | None, total_s: float
+    ) -> Result:
         state = self._state
         return Result(
             task_id=self.task.id,
@@ -420,6 +436,7 @@ class SubAgent:
             scripted=self.model.scripted,
             tokenizer=TOKENIZER_NAME,
             error=error,
+            error_kind=kind,
         )
 
 

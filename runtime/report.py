@@ -32,7 +32,7 @@ from execloop.runtime.report_plots import (
     to_markdown,
     tokens_png,
 )
-from execloop.runtime.task import TaskStatus
+from execloop.runtime.task import ErrorKind, TaskStatus
 from execloop.runtime.tokens import TOKENIZER_NAME
 
 __all__ = [
@@ -59,6 +59,7 @@ class TaskSummary(BaseModel):
 
     task_id: str
     status: TaskStatus
+    error_kind: ErrorKind | None = None
     attempts: int = Field(ge=0)
     steps: int | None = Field(default=None, ge=0, description="Sub-agent steps; None: attempts.")
     stage: str = "main"
@@ -155,7 +156,8 @@ def _token_blocks(
         headers += [f"classic {name} output {tok}", f"{name} ratio (input)"]
     rows: list[list[str]] = []
     for task in run.tasks:
-        row = [task.task_id, task.status.value + (" (scripted)" if task.scripted else "")]
+        status = task.status.value + (f" ({task.error_kind.value})" if task.error_kind else "")
+        row = [task.task_id, status + (" (scripted)" if task.scripted else "")]
         row += [str(task.attempts), _n(task.usage.total_input_tokens), _n(task.usage.output_tokens)]
         for _, pick in _FLOWS:
             row += _flow_cells(task.usage, None if task.classic is None else pick(task.classic))

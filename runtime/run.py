@@ -104,7 +104,7 @@ async def run_script_async(
         try:
             manifest = await sandbox.manifest(limit=bounds.ARTIFACTS_LISTED)
         except SandboxClosedError as exc:  # a jupyter workspace outlives its kernel; others not
-            return ScriptRun(result=result, artifacts=[], ended=ended or str(exc))
+            return ScriptRun(result=result, artifacts=[], ended=ended or exc.ended or str(exc))
     return ScriptRun(
         result=result,
         artifacts=manifest.files,

@@ -37,7 +37,7 @@ def _results_table(results: list[Result], title: str) -> Table:
         classic = result.usage_classic_estimate
         table.add_row(
             result.task_id,
-            result.status.value,
+            result.status.value + (f" ({result.error_kind.value})" if result.error_kind else ""),
             str(result.attempts),
             f"{sum(c.passed for c in result.checks)}/{len(result.checks)}",
             f"{result.usage.total_input_tokens}/{result.usage.output_tokens}",

@@ -50,6 +50,7 @@ __all__ = [
     "list_skills",
     "load_example",
     "load_skill",
+    "resolve_skill",
     "scan_skills",
 ]
 
@@ -364,3 +365,13 @@ def find_skill(name: str, *dirs: Path) -> Skill:
             return load_skill(directory / name)
     available = sorted({folder.name for folder in _skill_folders(dirs)})
     raise SkillError(f"unknown skill {name!r}; available: {', '.join(available) or 'none'}")
+
+
+def resolve_skill(name: str, *, skill_dirs: Sequence[Path] = ()) -> Skill:
+    """The skill a task names (``Task.skill``): the built-in ones first, then each folder of
+    ``skill_dirs`` in order. The one resolver of SubAgent, Broker and CLI; an unknown name
+    raises ``SkillError`` listing the known ones."""
+    for directory in skill_dirs:
+        if not Path(directory).is_dir():
+            raise SkillError(f"{directory}: not a folder of skills (given in skill_dirs)")
+    return find_skill(name, builtin_skills_dir(), *map(Path, skill_dirs))

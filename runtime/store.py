@@ -20,7 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from execloop.runtime.store_db import ADDED_COLUMNS, mapped_errors, open_database
+from execloop.runtime.store_db import (
+    ADDED_COLUMNS,
+    mapped_errors,
+    open_database,
+    with_error_kind,
+)
 from execloop.runtime.task import AttemptRecord, Result, Task
 
 __all__ = ["TaskRow", "TaskStore"]
@@ -224,9 +229,16 @@ class TaskStore:
         written) if it already has a result or belongs to another broker now."""
         with self._tx() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO results (task_id, result, created_at) SELECT ?, ?, ? "
-                "WHERE EXISTS (SELECT 1 FROM tasks WHERE id = ? AND owner = ?)",
-                (result.task_id, result.model_dump_json(), time.time(), result.task_id, owner),
+                "INSERT OR IGNORE INTO results (task_id, result, created_at, error_kind) "
+                "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM tasks WHERE id = ? AND owner = ?)",
+                (
+                    result.task_id,
+                    result.model_dump_json(),
+                    time.time(),
+                    result.error_kind,
+                    result.task_id,
+                    owner,
+                ),
             )
             if cursor.rowcount != 1:
                 return False
@@ -239,7 +251,8 @@ class TaskStore:
 
     def result(self, task_id: str) -> Result | None:
         rows = self._query("SELECT result FROM results WHERE task_id = ?", task_id)
-        return Result.model_validate_json(rows[0]["result"]) if rows else None
+        # a reader may open an older database without migrating it: kinds are derived then
+        return Result.model_validate_json(with_error_kind(rows[0]["result"])) if rows else None
 
     def result_counts(self) -> dict[str, int]:
         """Results per task id (every value is 1: the primary key guarantees it)."""

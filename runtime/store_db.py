@@ -12,6 +12,7 @@ no writer; SQLite then creates no files either), else with ``mode=ro``, falling 
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import stat
@@ -21,10 +22,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from execloop.errors import StoreError
+from execloop.runtime.task import ErrorKind
 
-__all__ = ["ADDED_COLUMNS", "SCHEMA_VERSION", "mapped_errors", "open_database"]
+__all__ = [
+    "ADDED_COLUMNS",
+    "SCHEMA_VERSION",
+    "mapped_errors",
+    "open_database",
+    "with_error_kind",
+]
 
-SCHEMA_VERSION = 2  # 1: no task owners (PRAGMA user_version 0); 2: owner + lease_until
+# 1: no task owners (PRAGMA user_version 0); 2: owner + lease_until; 3: results.error_kind
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_S = 10
 _TABLES = ("runs", "tasks", "attempts", "tool_calls", "results")
 _SCHEMA = (
@@ -42,11 +51,31 @@ _SCHEMA = (
     " task_id TEXT NOT NULL, seq INTEGER NOT NULL, record TEXT NOT NULL,"
     " PRIMARY KEY (task_id, seq))",
     "CREATE TABLE IF NOT EXISTS results ("
-    " task_id TEXT PRIMARY KEY, result TEXT NOT NULL, created_at REAL NOT NULL)",
+    " task_id TEXT PRIMARY KEY, result TEXT NOT NULL, created_at REAL NOT NULL, error_kind TEXT)",
     "CREATE INDEX IF NOT EXISTS tasks_by_run ON tasks (run_id, state)",
 )
 # columns added since schema 1: a broker adds them to an older database; a reader does without
 ADDED_COLUMNS = (("owner", "TEXT"), ("lease_until", "REAL"))
+# What results stored before ``error_kind`` existed say, by the prefix of their ``error``
+# (``TypeName: message``, ``internal: ...``, ``cancelled``): read only to give them the field.
+_LEGACY_KINDS = {
+    "cancelled": ErrorKind.CANCELLED,
+    "internal": ErrorKind.INTERNAL,
+    "ModelError": ErrorKind.MODEL,
+    **dict.fromkeys(("ConfigError", "SkillError", "StoreError"), ErrorKind.INVALID_TASK),
+    **dict.fromkeys(
+        (
+            "SandboxError",
+            "SandboxStartError",
+            "SandboxClosedError",
+            "ProtocolError",
+            "TransferError",
+            "BackendUnavailableError",
+            "ImageError",
+        ),
+        ErrorKind.SANDBOX,
+    ),
+}
 _HOW_TO_FIND = "a demo writes OUT/execloop.db; a broker writes the `db` it was given"
 
 
@@ -81,6 +110,24 @@ def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
             reason="unusable",
         )
     return StoreError(f"database {path}: {exc}", path=path, reason="unusable")
+
+
+def with_error_kind(raw: str) -> str:
+    """A stored result's JSON with its ``error_kind``: results of schema 2 and older have none,
+    so it is derived, once, from their status and error text."""
+    if '"error_kind":' in raw:  # only a key is followed by a colon: a current result
+        return raw
+    data = json.loads(raw)
+    if not isinstance(data, dict) or "error_kind" in data:
+        return raw
+    kind: ErrorKind | None = None
+    if data.get("status") == "budget_exhausted":
+        kind = ErrorKind.BUDGET
+    elif data.get("status") == "error":
+        prefix = str(data.get("error") or "").partition(":")[0].strip()
+        kind = _LEGACY_KINDS.get(prefix, ErrorKind.INTERNAL)
+        data["error"] = data.get("error") or "unknown error (stored by an older execloop)"
+    return json.dumps({**data, "error_kind": kind})
 
 
 @contextmanager
@@ -230,8 +277,22 @@ def _create_or_migrate(db: sqlite3.Connection) -> None:
         for name, kind in ADDED_COLUMNS:
             if name not in columns:
                 db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {kind}")
+        if "error_kind" not in {row["name"] for row in db.execute("PRAGMA table_info(results)")}:
+            _add_error_kinds(db)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def _add_error_kinds(db: sqlite3.Connection) -> None:
+    """Schema 3: every result gets its ``error_kind``, in its JSON and in a column."""
+    db.execute("ALTER TABLE results ADD COLUMN error_kind TEXT")
+    for row in db.execute("SELECT task_id, result FROM results").fetchall():
+        raw = with_error_kind(row["result"])
+        kind = json.loads(raw).get("error_kind")
+        db.execute(
+            "UPDATE results SET result = ?, error_kind = ? WHERE task_id = ?",
+            (raw, kind, row["task_id"]),
+        )

@@ -10,8 +10,15 @@ import enum
 import uuid
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from execloop.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    ImageError,
+    ModelError,
+    SandboxError,
+)
 from execloop.runtime.checks import CheckOutcome, CheckSpec
 from execloop.runtime.classic import ClassicEstimate
 from execloop.runtime.inputs import Inputs
@@ -19,7 +26,7 @@ from execloop.runtime.ledger import Usage
 from execloop.sandboxes.base import Artifact, ExitReason
 from execloop.sandboxes.spec import SandboxSpec
 
-__all__ = ["AttemptRecord", "Budget", "Result", "Task", "TaskStatus", "Timings"]
+__all__ = ["AttemptRecord", "Budget", "ErrorKind", "Result", "Task", "TaskStatus", "Timings"]
 
 
 class Budget(BaseModel):
@@ -67,6 +74,29 @@ class TaskStatus(enum.StrEnum):
     FAILED = "failed"  # the attempts ran out with checks still failing
     BUDGET_EXHAUSTED = "budget_exhausted"  # the token or wall-time budget ran out first
     ERROR = "error"  # infrastructure failed (model provider, sandbox backend)
+
+
+class ErrorKind(enum.StrEnum):
+    """Why a task ended without passing or failing its checks: ``Result.error_kind``, next to
+    the human-readable ``Result.error``. Callers branch on this, never on the text."""
+
+    INVALID_TASK = "invalid_task"  # the task, its skill or its inputs were refused
+    MODEL = "model"  # the model provider failed after retries, or replied garbage
+    SANDBOX = "sandbox"  # a sandbox, its backend or its image failed as infrastructure
+    BUDGET = "budget"  # the token or wall-time budget ran out
+    CANCELLED = "cancelled"  # the orchestrator cancelled the task
+    INTERNAL = "internal"  # a bug in execloop (the log has the traceback)
+
+    @classmethod
+    def of(cls, exc: BaseException) -> ErrorKind:
+        """The kind of error ``exc`` ended a task with."""
+        if isinstance(exc, ConfigError):
+            return cls.INVALID_TASK
+        if isinstance(exc, ModelError):
+            return cls.MODEL
+        if isinstance(exc, SandboxError | BackendUnavailableError | ImageError):
+            return cls.SANDBOX
+        return cls.INTERNAL
 
 
 class AttemptRecord(BaseModel):
@@ -117,4 +147,16 @@ class Result(BaseModel):
     model: str = ""
     scripted: bool = Field(default=False, description="True when a ScriptedModel answered.")
     tokenizer: str = ""
-    error: str | None = None
+    error: str | None = Field(default=None, description="What went wrong, for people; bounded.")
+    error_kind: ErrorKind | None = Field(
+        default=None, description="Set with ``error``: what kind of failure, for programs."
+    )
+
+    @model_validator(mode="after")
+    def _kind_given(self) -> Result:
+        ended_early = self.status in (TaskStatus.ERROR, TaskStatus.BUDGET_EXHAUSTED)
+        if ended_early and self.error_kind is None:
+            raise ValueError(f"a result with status {self.status.value} needs its error_kind")
+        if self.error_kind is not None and self.error is None:
+            raise ValueError("error_kind needs the error's text in `error`")
+        return self

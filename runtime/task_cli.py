@@ -97,7 +97,8 @@ def _summary(result: Result) -> None:
         console.print(f"  {mark} {escape(printable(text))}", highlight=False, soft_wrap=True)
     if result.error:
         error = escape(printable(result.error))
-        console.print(f"  [red]{error}[/]", highlight=False, soft_wrap=True)
+        kind = f"{result.error_kind.value} error: " if result.error_kind else ""
+        console.print(f"  [red]{kind}{error}[/]", highlight=False, soft_wrap=True)
     if result.answer:
         console.rule("answer", style="dim")
         click.echo(printable(result.answer) if out.is_terminal else result.answer)
@@ -106,6 +107,13 @@ def _summary(result: Result) -> None:
 @click.command("task")
 @click.argument("goal")
 @click.option("--skill", "skill_name", help="A skill name (see `execloop skills list`).")
+@click.option(
+    "--skill-dir",
+    "skill_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A folder of skills searched after the built-in ones (repeatable).",
+)
 @click.option(
     "--input",
     "inputs",
@@ -132,6 +140,7 @@ def _summary(result: Result) -> None:
 def task_command(
     goal: str,
     skill_name: str | None,
+    skill_dirs: tuple[Path, ...],
     inputs: tuple[Path, ...],
     model_spec: str,
     expressions: tuple[str, ...],
@@ -143,7 +152,7 @@ def task_command(
     """Have a sub-agent solve GOAL with a script, checked until it passes."""
     from execloop.runtime.inputs import Inputs
     from execloop.runtime.models import parse_model
-    from execloop.runtime.skills import find_skill
+    from execloop.runtime.skills import resolve_skill
 
     with flags("--input"):  # a refused input is one clear error here, before anything starts
         Inputs.collect(inputs)
@@ -154,7 +163,7 @@ def task_command(
     with flags(_TASK_FLAGS):
         task = Task(goal=goal, skill=skill_name, inputs=inputs, checks=checks, budget=budget)
     with flags("--skill"):
-        skill = find_skill(skill_name) if skill_name else None
+        skill = resolve_skill(skill_name, skill_dirs=skill_dirs) if skill_name else None
     with flags("--model"):
         model = parse_model(model_spec)
     if model.scripted:

@@ -256,5 +256,6 @@ class Sandbox(abc.ABC):
     def _ensure_open(self) -> None:
         if self._closed:
             raise SandboxClosedError(
-                f"{type(self).__name__} is closed; start a new sandbox to run more code"
+                f"{type(self).__name__} is closed; start a new sandbox to run more code",
+                sandbox_id=self.session_id,
             )

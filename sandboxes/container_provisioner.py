@@ -23,7 +23,7 @@ import anyio
 import anyio.to_thread
 import psutil
 
-from execloop.errors import SandboxError, SandboxStartError
+from execloop.errors import SandboxError, SandboxGoneError, SandboxStartError
 from execloop.sandboxes import janitor
 from execloop.sandboxes.base import ExitReason
 from execloop.sandboxes.docker_backend import (
@@ -31,6 +31,7 @@ from execloop.sandboxes.docker_backend import (
     container_request,
     default_client,
     default_image,
+    removed_already,
 )
 from execloop.sandboxes.kernel_provisioners import SandboxKernelProvisioner, sandbox_owner
 from execloop.sandboxes.reaper import reap_orphans, sandbox_labels
@@ -91,7 +92,7 @@ class ContainerKernelProvisioner(SandboxKernelProvisioner):
         client = await anyio.to_thread.run_sync(default_client)
         if not _reaped.is_set():  # once per process: containers of crashed owners go
             _reaped.set()
-            # best effort: listing races with containers removed meanwhile ("No such container")
+            # best effort: listing races with containers removed meanwhile (SandboxGoneError)
             with contextlib.suppress(SandboxError):
                 await _docker_call(reap_orphans, client)
         uid, gid = sandbox_owner(self.workspace_dir)
@@ -126,10 +127,8 @@ class ContainerKernelProvisioner(SandboxKernelProvisioner):
             return None
         try:
             await _docker_call(self._container.reload)
-        except SandboxError as exc:
-            if "No such container" in str(exc):
-                return None
-            raise
+        except SandboxGoneError:
+            return None
         state: dict[str, Any] = self._container.attrs.get("State", {})
         if state.get("Status") in _ENDED:  # the kernel exited: keep what is asked, remove it
             self._final, self._final_logs = state, await self.logs()
@@ -155,7 +154,7 @@ class ContainerKernelProvisioner(SandboxKernelProvisioner):
             try:
                 await _docker_call(container.remove, force=True)
             except SandboxError as exc:  # still watched: the janitor removes it at our exit
-                if "No such container" not in str(exc) and "in progress" not in str(exc):
+                if not removed_already(exc):
                     raise
         if watched is not None:
             janitor.forget(watched)

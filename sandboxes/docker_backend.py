@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ from execloop.errors import (
     ConfigError,
     ImageError,
     SandboxError,
+    SandboxGoneError,
     SandboxStartError,
 )
 from execloop.sandboxes import janitor
@@ -37,6 +39,7 @@ __all__ = [
     "container_request",
     "default_client",
     "reap_orphans_once",
+    "removed_already",
     "run_as_ids",
 ]
 
@@ -181,12 +184,24 @@ async def _docker_call(function: Callable[..., T], *args: Any, **kwargs: Any) ->
         raise ImageError(
             f"image not found: {exc.explanation}; build it with `execloop images build`"
         ) from exc
+    except docker.errors.NotFound as exc:  # the container is gone: data, never its message
+        raise SandboxGoneError(
+            f"Docker has no such container: {exc.explanation or exc}", status_code=404
+        ) from exc
     except docker.errors.APIError as exc:
-        raise SandboxError(f"Docker refused the request: {exc.explanation or exc}") from exc
+        raise SandboxError(
+            f"Docker refused the request: {exc.explanation or exc}", status_code=exc.status_code
+        ) from exc
     except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
         raise BackendUnavailableError(
             f"the Docker daemon stopped answering: {exc}; run `execloop doctor`"
         ) from exc
+
+
+def removed_already(exc: SandboxError) -> bool:
+    """Whether a failed container removal means it is gone or going: no such container, or
+    Docker's 409 Conflict for a removal already in progress."""
+    return isinstance(exc, SandboxGoneError) or exc.status_code == HTTPStatus.CONFLICT
 
 
 class DockerSandbox(HelperSandbox):
@@ -276,7 +291,7 @@ class DockerSandbox(HelperSandbox):
             try:
                 await _docker_call(container.remove, force=True)
             except SandboxError as exc:  # still watched: the janitor removes it at our exit
-                if "No such container" not in str(exc) and "already in progress" not in str(exc):
+                if not removed_already(exc):
                     raise
         if watched is not None:
             janitor.forget(watched)

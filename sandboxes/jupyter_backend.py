@@ -150,7 +150,9 @@ class JupyterSandbox(Sandbox):
         if self._dead is not None:
             raise SandboxClosedError(
                 f"the kernel died earlier ({self._dead}); call restart() for a fresh kernel "
-                "or start a new sandbox"
+                "or start a new sandbox",
+                sandbox_id=self.session_id,
+                ended=self._dead,
             )
         if self._kernel is None:
             raise SandboxClosedError("the sandbox was never started; use `async with` or start()")

@@ -170,7 +170,9 @@ class HelperSandbox(Sandbox):
     def _ensure_open(self) -> None:
         if self._dead is not None:
             raise SandboxClosedError(
-                f"the sandbox ended earlier ({self._dead}); start a new one to run more code"
+                f"the sandbox ended earlier ({self._dead}); start a new one to run more code",
+                sandbox_id=self.session_id,
+                ended=self._dead,
             )
         super()._ensure_open()
 
@@ -218,7 +220,11 @@ class HelperSandbox(Sandbox):
         """A file operation: a sandbox that ended or died is ``SandboxClosedError``."""
         outcome = await self._call(exchange, timeout=self.spec.timeout_s)
         if isinstance(outcome, ExitReason):
-            raise SandboxClosedError(f"the sandbox ended ({outcome.value}) during a file transfer")
+            raise SandboxClosedError(
+                f"the sandbox ended ({outcome.value}) during a file transfer",
+                sandbox_id=self.session_id,
+                ended=self._dead,
+            )
         reply = outcome[0] if isinstance(outcome, tuple) else outcome
         if isinstance(reply, dict) and reply.get("ended"):
             await self._end_session(reply)  # a salvaged reply always has "ended"
@@ -228,7 +234,9 @@ class HelperSandbox(Sandbox):
         """The helper said the session cannot go on: close it, and say why."""
         why = _plain(reply["ended"])
         await self._terminate(why)
-        raise SandboxClosedError(f"the sandbox ended: {why}")
+        raise SandboxClosedError(
+            f"the sandbox ended: {why}", sandbox_id=self.session_id, ended=self._dead
+        )
 
     @staticmethod
     def _raise_for(reply: Reply) -> None:

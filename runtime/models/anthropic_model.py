@@ -141,7 +141,7 @@ class AnthropicModel:
                 message += f" (gave up after {tries})"
             if request_id := exc.response.headers.get("request-id"):
                 message += f" [request-id {request_id}]"
-            return ModelError(message)
+            return ModelError(message, status_code=exc.status_code)
         if isinstance(exc, anthropic.APITimeoutError):
             timeout = self._client.timeout
             return ModelError(f"{where}: timed out (timeout {timeout} s) after {tries}")

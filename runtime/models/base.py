@@ -8,11 +8,13 @@ must say so.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from execloop.runtime.ledger import Usage
+from execloop.runtime.tokens import count_tokens
 
 __all__ = [
     "Message",
@@ -68,6 +70,13 @@ class ModelRequest(BaseModel):
     messages: tuple[Message, ...]
     tools: tuple[ToolDefinition, ...] = (SUBMIT_SCRIPT_TOOL,)
     max_tokens: int = Field(default=4096, gt=0)
+
+    @functools.cached_property
+    def prompt_tokens(self) -> int:
+        """The prompt's size (system blocks and messages) by the project's tokenizer: the one
+        count of a request, computed once however many readers (loop, scripted models) ask."""
+        parts = [*self.system, *(message.content for message in self.messages)]
+        return sum(count_tokens(part) for part in parts)
 
 
 class ModelReply(BaseModel):

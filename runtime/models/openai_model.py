@@ -172,7 +172,7 @@ class OpenAIModel:
                 message += f" (gave up after {tries})"
             if exc.request_id:
                 message += f" [request-id {exc.request_id}]"
-            return ModelError(message)
+            return ModelError(message, status_code=exc.status_code)
         if isinstance(exc, openai.APITimeoutError):
             timeout = self._client.timeout
             return ModelError(f"{where}: timed out (timeout {timeout} s) after {tries}")

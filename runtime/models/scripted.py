@@ -11,8 +11,8 @@ A replies file (YAML or JSON) is a list; each item is a string (the script) or a
       usage: {input_tokens: 900, output_tokens: 40}   # else counted, see below
     - text: I cannot do that.   # a reply without a script
 
-Usage is counted with the project's tokenizer (``count_tokens``) over the request's system
-blocks and messages (input) and the reply's text and script (output), so ledgers are non-zero
+Usage is counted with the project's tokenizer: the request's ``prompt_tokens`` (system
+blocks and messages) in and the reply's text and script (output), so ledgers are non-zero
 and deterministic. Every reply says ``scripted=True`` and ``model="scripted:<name>"``.
 
 Replies are handed out in call order, shared by every caller. When they run out the model
@@ -37,7 +37,7 @@ from execloop.runtime.ledger import Usage
 from execloop.runtime.models.base import ModelReply, ModelRequest
 from execloop.runtime.tokens import count_tokens
 
-__all__ = ["ScriptedModel", "ScriptedReply", "WhenExhausted"]
+__all__ = ["ScriptedModel", "ScriptedReply", "WhenExhausted", "counted_usage"]
 
 WhenExhausted = Literal["error", "repeat_last"]
 
@@ -136,7 +136,7 @@ class ScriptedModel:
         return ModelReply(
             text=item.text,
             script=item.script,
-            usage=item.usage or _counted_usage(request, item),
+            usage=item.usage or counted_usage(request, text=item.text, script=item.script),
             model=self._name,
             stop_reason="tool_use" if item.script is not None else "end_turn",
             scripted=True,
@@ -153,10 +153,11 @@ def _validated(items: Sequence[Any], path: Path) -> list[ScriptedReply]:
     return replies
 
 
-def _counted_usage(request: ModelRequest, item: ScriptedReply) -> Usage:
-    prompt = [*request.system, *(message.content for message in request.messages)]
+def counted_usage(request: ModelRequest, *, text: str, script: str | None) -> Usage:
+    """A reply's usage as no provider reports it: the request's ``prompt_tokens`` in, the
+    reply's text and script out (by the project's tokenizer)."""
     return Usage(
-        input_tokens=sum(count_tokens(part) for part in prompt),
-        output_tokens=count_tokens(item.text) + count_tokens(item.script or ""),
+        input_tokens=request.prompt_tokens,
+        output_tokens=count_tokens(text) + count_tokens(script or ""),
         requests=1,
     )

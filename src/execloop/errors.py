@@ -12,15 +12,19 @@ control flow; neither is an exception.
     │   └── StoreError              the runs database is missing, corrupt, read-only or busy
     ├── BackendUnavailableError     the backend cannot run here (no daemon, no bwrap, no image)
     ├── BrokerBusyError             admission control refused a task (too many pending)
+    ├── BrokerStoppedError          the broker stopped before the task had its result
     ├── ImageError                  an image could not be built or found
     ├── ModelError                  the model provider failed after retries, or replied garbage
     └── SandboxError                a sandbox failed as infrastructure
         ├── SandboxStartError       the sandbox did not come up (logs tail attached)
         ├── SandboxClosedError      the sandbox is closed or died on an earlier call
+        ├── SandboxGoneError        the container or process no longer exists
         ├── ProtocolError           the in-sandbox helper sent something malformed
         └── TransferError           a file transfer was refused (path traversal, missing path)
 
-Third-party errors are mapped in one place per backend with ``raise ... from exc``.
+Errors carry fields (``sandbox_id``, ``status_code``, ``task_id``, ``ended`` ...), so callers
+branch on data, never on message text. Third-party errors are mapped in one place per backend
+with ``raise ... from exc``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 __all__ = [
     "BackendUnavailableError",
     "BrokerBusyError",
+    "BrokerStoppedError",
     "ConfigError",
     "ExecloopError",
     "ImageError",
@@ -37,6 +42,7 @@ __all__ = [
     "ProtocolError",
     "SandboxClosedError",
     "SandboxError",
+    "SandboxGoneError",
     "SandboxStartError",
     "SkillError",
     "StoreError",
@@ -68,7 +74,12 @@ class StoreError(ConfigError):
 
 
 class ModelError(ExecloopError):
-    """The model provider failed after retries (HTTP error, timeout) or sent a malformed reply."""
+    """The model provider failed after retries (HTTP error, timeout) or sent a malformed reply.
+    ``status_code`` is the provider's HTTP status when it answered with an error, else None."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 class BackendUnavailableError(ExecloopError):
@@ -78,13 +89,36 @@ class BackendUnavailableError(ExecloopError):
 class BrokerBusyError(ExecloopError):
     """The broker already holds ``max_pending`` unfinished tasks; retry after some finish."""
 
+    def __init__(self, message: str, *, pending: int, max_pending: int) -> None:
+        super().__init__(message)
+        self.pending = pending
+        self.max_pending = max_pending
+
+
+class BrokerStoppedError(ExecloopError):
+    """The broker stopped before task ``task_id`` had its result (a broker started on the same
+    database resumes it)."""
+
+    def __init__(self, message: str, *, task_id: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
 
 class ImageError(ExecloopError):
     """A sandbox image could not be built or is missing."""
 
 
 class SandboxError(ExecloopError):
-    """A sandbox failed as infrastructure (not the user's script failing)."""
+    """A sandbox failed as infrastructure (not the user's script failing). ``sandbox_id`` is
+    the session's id when known; ``status_code`` the backend's HTTP status (Docker's API) when
+    it refused a request, else None."""
+
+    def __init__(
+        self, message: str, *, sandbox_id: str | None = None, status_code: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.sandbox_id = sandbox_id
+        self.status_code = status_code
 
 
 class SandboxStartError(SandboxError):
@@ -92,7 +126,23 @@ class SandboxStartError(SandboxError):
 
 
 class SandboxClosedError(SandboxError):
-    """The sandbox was closed, or died during an earlier call (timeout, OOM, kill)."""
+    """The sandbox was closed, or died during an earlier call (timeout, OOM, kill). ``ended``
+    says why it can run no more code when it was not closed by its owner, else None."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sandbox_id: str | None = None,
+        status_code: int | None = None,
+        ended: str | None = None,
+    ) -> None:
+        super().__init__(message, sandbox_id=sandbox_id, status_code=status_code)
+        self.ended = ended
+
+
+class SandboxGoneError(SandboxError):
+    """The sandbox's container or process no longer exists (removed, or never created)."""
 
 
 class ProtocolError(SandboxError):
@@ -100,4 +150,16 @@ class ProtocolError(SandboxError):
 
 
 class TransferError(SandboxError):
-    """A file transfer was refused: path traversal, absolute path, link escape, missing path."""
+    """A file transfer was refused: path traversal, absolute path, link escape, missing path.
+    ``path`` is the workspace path concerned when one is known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sandbox_id: str | None = None,
+        status_code: int | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message, sandbox_id=sandbox_id, status_code=status_code)
+        self.path = path

@@ -23,7 +23,7 @@ from execloop.runtime.checks import ExpressionCheck
 from execloop.runtime.models import AnthropicModel, ScriptedModel, ScriptedReply
 from execloop.runtime.report import critical_steps
 from execloop.runtime.store import TaskStore
-from execloop.runtime.task import Task, TaskStatus
+from execloop.runtime.task import ErrorKind, Task, TaskStatus
 from execloop.sandboxes.reaper import LABEL_MANAGED, LABEL_OWNER
 from execloop.sandboxes.tempdirs import orphaned_temp_dirs, remove_temp_dir
 from tests.fakes import FakeAnthropicServer
@@ -142,13 +142,15 @@ async def test_admission_control_and_cancellation(tmp_path: Path) -> None:
     async with Broker(db=tmp_path / "runs.db", model=slow, max_pending=2) as broker:
         a = await broker.submit(Task(goal="a", checks=(OK_CHECK,)))
         b = await broker.submit(Task(goal="b", checks=(OK_CHECK,)))
-        with pytest.raises(BrokerBusyError, match="max_pending=2"):
+        with pytest.raises(BrokerBusyError, match="max_pending=2") as busy:
             await broker.submit(Task(goal="c", checks=(OK_CHECK,)))
+        assert (busy.value.pending, busy.value.max_pending) == (2, 2)
         await anyio.sleep(0.2)
         assert await broker.cancel(a) and await broker.cancel(b)
         results = await broker.gather([a, b])
     assert [r.status for r in results] == [TaskStatus.ERROR, TaskStatus.ERROR]
     assert [r.error for r in results] == ["cancelled", "cancelled"]
+    assert [r.error_kind for r in results] == [ErrorKind.CANCELLED, ErrorKind.CANCELLED]
     assert TaskStore(tmp_path / "runs.db").result_counts() == {a: 1, b: 1}
 
 

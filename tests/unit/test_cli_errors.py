@@ -26,7 +26,13 @@ import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from execloop.errors import ConfigError, ExecloopError, SkillError
+from execloop.errors import (
+    BrokerBusyError,
+    BrokerStoppedError,
+    ConfigError,
+    ExecloopError,
+    SkillError,
+)
 from execloop.runtime.checks import ExpressionCheck
 from execloop.runtime.cli import cli
 from execloop.runtime.cli_boundary import GuardedGroup, flags
@@ -78,6 +84,12 @@ def _file(tmp: Path, name: str, data: bytes | str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data.encode() if isinstance(data, str) else data)
     return str(path)
+
+
+_MINE = (
+    "---\nname: mine\ndescription: A skill from a --skill-dir.\nversion: 1.0.0\n"
+    "inputs: {type: object, required: [rows], properties: {rows: {type: integer}}}\n---\nDo it.\n"
+)
 
 
 def _skill_dir(tmp: Path, **files: bytes | str) -> str:
@@ -144,6 +156,18 @@ CLI_CASES = [
         _task("--skill", "nope"),
         2,
         ("--skill: unknown skill 'nope'; available: data-balance, data-clean",),
+    ),
+    Case(
+        "unknown skill, with a skill dir",
+        lambda t: _task("--skill", "nope", "--skill-dir", _skill_dir(t, mine=_MINE))(t),
+        2,
+        ("--skill: unknown skill 'nope'; available: data-balance, data-clean,", "mine"),
+    ),
+    Case(
+        "skill dir missing",
+        _task("--skill", "x", "--skill-dir", "/nonexistent/skills"),
+        2,
+        ("'--skill-dir'", "does not exist"),
     ),
     Case("two inputs, one name", _same_name_inputs, 2, ("--input:", "x.csv")),
     Case("missing input", _task("--input", "/nonexistent/in.csv"), 2, ("'--input'", "not exist")),
@@ -368,10 +392,20 @@ API_CASES: list[tuple[str, Callable[[Path], object], type[BaseException], str]] 
         '"_x" is an invalid attribute name',
     ),
     (
-        "SubAgent without the task's skill",
-        lambda t: SubAgent(Task(goal="g", skill="data-clean"), model=_CountingModel()),
+        "SubAgent with an unknown skill",
+        lambda t: SubAgent(Task(goal="g", skill="no-such-skill"), model=_CountingModel()),
+        SkillError,
+        "unknown skill 'no-such-skill'; available: data-balance, data-clean,",
+    ),
+    (
+        "SubAgent given another skill than the task's",
+        lambda t: SubAgent(
+            Task(goal="g", skill="data-clean"),
+            model=_CountingModel(),
+            skill=find_skill("data-balance"),
+        ),
         ConfigError,
-        "names skill 'data-clean' but SubAgent was given None",
+        "names skill 'data-clean' but SubAgent was given 'data-balance'",
     ),
     (
         "SKILL.md not UTF-8",
@@ -513,10 +547,31 @@ def test_cli_preflight_result_has_no_attempts_and_no_model_request(tmp_path: Pat
     assert "error after 0 attempt(s)" in human.stderr
 
 
+def test_task_resolves_a_skill_from_skill_dir(tmp_path: Path) -> None:
+    """The skill is found in --skill-dir and judges the task before anything runs: its
+    required input is missing, so the result is an invalid_task error, shown with its kind."""
+    args = _task("--skill", "mine", "--skill-dir", _skill_dir(tmp_path, mine=_MINE))(tmp_path)
+    done = _invoke([*args, "--json"])
+    assert done.exit_code == 2, done.output
+    result = json.loads(done.stdout)
+    assert (result["status"], result["error_kind"], result["attempts"]) == (
+        "error",
+        "invalid_task",
+        0,
+    )
+    assert "skill 'mine' needs the input(s) rows" in result["error"]
+    human = _invoke(args)
+    assert "invalid_task error: ConfigError: skill 'mine' needs" in " ".join(human.stderr.split())
+
+
 def test_execloop_errors_from_commands_are_one_line() -> None:
     """Every ExecloopError subclass reaching the boundary is one line, exit 2."""
+    fields: dict[type[ExecloopError], dict[str, Any]] = {
+        BrokerBusyError: {"pending": 2, "max_pending": 2},
+        BrokerStoppedError: {"task_id": "t"},
+    }
     for kind in ExecloopError.__subclasses__():
-        group = _boundary_with(kind("first line\nsecond line"))
+        group = _boundary_with(kind("first line\nsecond line", **fields.get(kind, {})))
         done = CliRunner().invoke(group, ["boom"], prog_name="execloop")
         assert done.exit_code == 2
         assert _error_lines(done.stderr) == ["error: first line; second line"], kind

@@ -179,6 +179,7 @@ async def test_anthropic_persistent_500_is_a_model_error() -> None:
     assert "gave up after 2 attempts" in message
     assert "request-id req_fake_" in message
     assert isinstance(caught.value.__cause__, anthropic.InternalServerError)
+    assert caught.value.status_code == 500
 
 
 async def test_anthropic_client_errors_are_not_retried() -> None:
@@ -336,6 +337,7 @@ async def test_openai_persistent_503_is_a_model_error() -> None:
     assert "HTTP 503 server_error: model is loading (gave up after 2 attempts)" in message
     assert "[request-id req_fake_" in message
     assert isinstance(caught.value.__cause__, openai.APIStatusError)
+    assert caught.value.status_code == 503
 
 
 async def test_openai_malformed_response_is_a_model_error() -> None:

@@ -158,6 +158,12 @@ def test_tasks_without_an_estimate_or_a_declared_stage(tmp_path: Path) -> None:
     assert len(_pngs(page)) == 1  # no token plot without estimates; the timeline remains
 
 
+def test_a_task_that_ended_in_error_shows_its_kind(tmp_path: Path) -> None:
+    failed = _task("f", "main", 1, 0, 2, calls=1, status=TaskStatus.ERROR, error_kind="model")
+    markdown = write_report(RunSummary(run_id="r", tasks=[failed]), tmp_path)[0].read_text()
+    assert "| f | error (model) |" in markdown
+
+
 def test_module_entry_point_reads_a_summary_json(run: RunSummary, tmp_path: Path) -> None:
     summary = tmp_path / "summary.json"
     summary.write_text(run.model_dump_json(), encoding="utf-8")

@@ -51,6 +51,7 @@ def test_result_json_keys_are_pinned() -> None:
         "scripted",
         "tokenizer",
         "error",
+        "error_kind",
     ]
     assert data["status"] == "passed"
     assert (data["artifacts_total_files"], data["artifacts_total_bytes"]) == (1201, 1_300_000)

@@ -15,7 +15,7 @@ import pytest
 from execloop.errors import ConfigError, StoreError
 from execloop.runtime.store import TaskStore
 from execloop.runtime.store_db import SCHEMA_VERSION
-from execloop.runtime.task import Result, Task, TaskStatus
+from execloop.runtime.task import ErrorKind, Result, Task, TaskStatus
 
 DEAD = "elsewhere:1:1:dead"  # an owner judged gone by the caller; the store does not judge
 LIVE = "here:2:2:live"
@@ -76,7 +76,12 @@ def test_released_and_finished_tasks(tmp_path: Path) -> None:
 def test_only_the_owner_stores_the_one_result(tmp_path: Path) -> None:
     store = TaskStore(tmp_path / "runs.db")
     store.add_task(TASK, "run-a", owner=LIVE, lease_s=30)
-    failed = Result(task_id="t-1", status=TaskStatus.ERROR, error="internal: 't-1'")
+    failed = Result(
+        task_id="t-1",
+        status=TaskStatus.ERROR,
+        error="internal: 't-1'",
+        error_kind=ErrorKind.INTERNAL,
+    )
     assert not store.put_result(failed, owner=DEAD)  # another broker's crash cannot poison it
     assert store.mark_running("t-1", owner=DEAD) is None
     assert store.mark_running("t-1", owner=LIVE) == 1
