@@ -169,10 +169,10 @@ def mcp_command(
         raise click.UsageError("--token applies to --http only (stdio has no requests to check)")
     if session_ttl <= 0 or max_sessions < 1:
         raise click.UsageError("--session-ttl must be positive and --max-sessions at least 1")
-    fields = {"backend": backend, "memory": memory, "timeout_s": timeout}
+    fields: dict[str, Any] = {"backend": backend, "memory": memory, "timeout_s": timeout}
     names = {"backend": "--backend", "memory": "--memory", "timeout_s": "--timeout"}
     with flags(names):
-        spec = SandboxSpec(**{k: v for k, v in fields.items() if v is not None})
+        spec = SandboxSpec.model_validate({k: v for k, v in fields.items() if v is not None})
     if model is not None:
         from execloop.runtime.models import parse_model
 
