@@ -16,54 +16,58 @@ start here.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import stat
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import anyio
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from execloop import __version__
 from execloop.errors import ConfigError, ExecloopError
-from execloop.runtime import bounds
-from execloop.runtime.broker import Broker
 from execloop.runtime.checks import CheckSpec
 from execloop.runtime.classic import ClassicComparison, ClassicEstimate
-from execloop.runtime.cli_boundary import describe_validation
 from execloop.runtime.ledger import Usage
-from execloop.runtime.mcp_sessions import SessionTable
-from execloop.runtime.models.base import Model, ModelReply, ModelRequest
+from execloop.runtime.mcp_artifacts import add_artifact_resources
+from execloop.runtime.mcp_state import (
+    ProgressModel,
+    ServerConfig,
+    ServerState,
+    as_tool_error,
+    progress,
+    running,
+    state_of,
+)
 from execloop.runtime.skills import builtin_skills_dir, resolve_skill, scan_skills
 from execloop.runtime.store import TaskStore
 from execloop.runtime.task import Budget, Result, Task, TaskStatus
 from execloop.runtime.terminal import one_line
 from execloop.sandboxes import ExitReason, Sandbox, SandboxSpec, create_sandbox
-from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
 __all__ = [
+    "INSTRUCTIONS",
     "RunPythonOutput",
-    "ServerConfig",
     "SkillInfo",
     "TaskTokens",
     "TokenReport",
+    "add_tools",
     "build_server",
+    "server_for",
 ]
 
 log = logging.getLogger("execloop.runtime.mcp_server")
 
 SessionBackend = Literal["docker", "jupyter", "local"]  # restricted is no security boundary
-ARTIFACT_READ_LIMIT = 8 * 1024**2  # bytes one resource read may return
-ARTIFACTS_URI = "execloop://tasks/{task_id}/artifacts"
 _SKILL_KEYS = {"name", "version", "description", "inputs"}
+INSTRUCTIONS = (
+    "Run Python in isolated sandboxes (run_python; pass the returned session_id to keep "
+    "state), or hand a goal to a sub-agent that writes, runs and checks a script until "
+    "its checks pass (run_task → one verified Result)."
+)
 
 
 class RunPythonOutput(BaseModel):
@@ -121,81 +125,6 @@ class TokenReport(BaseModel):
     total: Usage = Field(description="The tasks' actual usage, added up.")
 
 
-class ArtifactList(BaseModel):
-    task_id: str
-    files: list[dict[str, Any]] = Field(description="path and size_bytes, in path order.")
-    total_files: int
-    uri_template: str
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """What ``build_server`` was given; the defaults every tool call starts from."""
-
-    spec: SandboxSpec = field(default_factory=SandboxSpec)
-    model: str | None = None
-    db: Path | None = None
-    artifacts_dir: Path | None = None
-    skill_dirs: tuple[Path, ...] = ()
-    session_ttl_s: float = 900.0
-    max_sessions: int = 16
-    max_concurrency: int = 4
-    sandbox_factory: Callable[[SandboxSpec], Sandbox] = create_sandbox
-
-
-@dataclass
-class _Running:
-    """What the server's lifespan holds: the open sessions and the broker."""
-
-    sessions: SessionTable
-    broker: Broker
-    artifacts: Path
-    models: dict[str, Model] = field(default_factory=dict)
-
-
-class _ProgressModel:
-    """A model that reports an MCP progress notification before each attempt's request."""
-
-    def __init__(self, model: Model, ctx: Context[Any, Any], total: int) -> None:
-        self._model, self._ctx, self._total, self._asked = model, ctx, total, 0
-
-    @property
-    def name(self) -> str:
-        return self._model.name
-
-    @property
-    def scripted(self) -> bool:
-        return self._model.scripted
-
-    async def complete(self, request: ModelRequest) -> ModelReply:
-        self._asked += 1
-        await _progress(self._ctx, self._asked - 1, self._total, f"attempt {self._asked}")
-        return await self._model.complete(request)
-
-
-async def _progress(ctx: Context[Any, Any], done: float, total: float, message: str) -> None:
-    with contextlib.suppress(ValueError):  # no request (a direct call_tool): nobody to tell
-        await ctx.report_progress(done, total, message)
-
-
-@contextmanager
-def _as_tool_error(names: Mapping[str, str] | None = None) -> Iterator[None]:
-    """execloop's errors and validation errors about the caller's arguments as ``ToolError``s
-    that name the argument (never the SDK's withheld "Error executing tool")."""
-    try:
-        yield
-    except ValidationError as exc:
-        raise ToolError(describe_validation(exc, names or {})) from exc
-    except ExecloopError as exc:
-        raise ToolError(one_line(str(exc))) from exc
-
-
-def _running(ctx: Context[Any, Any]) -> _Running:
-    state = ctx.request_context.lifespan_context
-    assert isinstance(state, _Running), "the execloop MCP server's lifespan is not running"
-    return state
-
-
 def build_server(
     *,
     spec: SandboxSpec | None = None,
@@ -223,69 +152,33 @@ def build_server(
         max_concurrency=max_concurrency,
         sandbox_factory=sandbox_factory,
     )
+    return server_for(config)
+
+
+def server_for(config: ServerConfig) -> MCPServer[Any]:
+    """``build_server`` from a ``ServerConfig``; its lifespan is ``running(config)``."""
     for folder in config.skill_dirs:
         if not folder.is_dir():
             raise ConfigError(f"skill_dirs: {folder} is not a folder of skills")
 
     @asynccontextmanager
-    async def lifespan(_: MCPServer[Any]) -> AsyncIterator[_Running]:
+    async def lifespan(_: MCPServer[Any]) -> AsyncIterator[ServerState]:
         async with running(config) as state:
             yield state
 
     server: MCPServer[Any] = MCPServer(
         "execloop",
         version=__version__,
-        instructions=(
-            "Run Python in isolated sandboxes (run_python; pass the returned session_id to keep "
-            "state), or hand a goal to a sub-agent that writes, runs and checks a script until "
-            "its checks pass (run_task → one verified Result)."
-        ),
+        instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level="WARNING",  # stderr is the client's log: the SDK's notices stay out of it
     )
-    _add_tools(server, config)
-    _add_resources(server)
+    add_tools(server, config)
+    add_artifact_resources(server)
     return server
 
 
-@asynccontextmanager
-async def running(config: ServerConfig) -> AsyncIterator[_Running]:
-    """The server's state for as long as it runs: sessions (reaped when idle, all closed at
-    the end), the broker on its database, the artifacts folder."""
-    need_scratch = config.db is None or config.artifacts_dir is None
-    scratch = make_temp_dir("mcp") if need_scratch else None
-    try:
-        db = config.db or Path(str(scratch)) / "runs.db"
-        artifacts = config.artifacts_dir or Path(str(scratch)) / "artifacts"
-        sessions = SessionTable(
-            ttl_s=config.session_ttl_s,
-            max_sessions=config.max_sessions,
-            sandbox_factory=config.sandbox_factory,
-        )
-        models: dict[str, Model] = {}
-        broker = Broker(
-            db=db,
-            model=lambda task: models[task.id],
-            max_concurrency=config.max_concurrency,
-            sandbox_factory=config.sandbox_factory,
-            skill_dirs=config.skill_dirs,
-            outputs_dir=artifacts,
-        )
-        try:
-            async with broker, anyio.create_task_group() as group:
-                group.start_soon(sessions.reap_forever)
-                try:
-                    yield _Running(sessions, broker, artifacts, models)
-                finally:
-                    group.cancel_scope.cancel()
-        finally:
-            await sessions.close_all()
-    finally:
-        if scratch is not None:
-            await anyio.to_thread.run_sync(remove_temp_dir, scratch)
-
-
-def _add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
+def add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
     sandboxing = ToolAnnotations(destructive_hint=True, open_world_hint=False)
     reading = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
@@ -320,15 +213,15 @@ def _add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
         and exit reason. Without session_id a new sandbox starts; pass the returned session_id
         to run more code in the same sandbox (state is kept). A failing script is not an
         error of the call: see exit_reason."""
-        state = _running(ctx)
+        state = state_of(ctx)
         if session_id is None:
             changes = {"backend": backend, "memory": memory}
             fields = {k: v for k, v in changes.items() if v is not None}
-            with _as_tool_error():
+            with as_tool_error():
                 spec = SandboxSpec.model_validate({**_explicit(config.spec), **fields})
                 session = await state.sessions.open(spec)
         else:
-            with _as_tool_error():
+            with as_tool_error():
                 session = state.sessions.get(session_id)
             for name, value in (("backend", backend), ("memory", memory)):
                 if value is not None:
@@ -337,7 +230,7 @@ def _add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
                         "(or leave session_id out to start a session with it)"
                     )
         async with session.lock:
-            with _as_tool_error():
+            with as_tool_error():
                 result = await session.sandbox.exec(code, timeout=timeout_s)
             ended = session.sandbox.ended
         if ended is not None:
@@ -349,8 +242,8 @@ def _add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
     @server.tool(annotations=ToolAnnotations(destructive_hint=True, open_world_hint=False))
     async def close_session(session_id: str, ctx: Context[Any, Any]) -> SessionClosed:
         """Close a run_python session and its sandbox now (idle ones close by themselves)."""
-        with _as_tool_error():
-            await _running(ctx).sessions.close(session_id)
+        with as_tool_error():
+            await state_of(ctx).sessions.close(session_id)
         return SessionClosed(session_id=session_id, closed=True)
 
     @server.tool(annotations=sandboxing)
@@ -387,7 +280,7 @@ def _add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
         """Have a sub-agent solve GOAL with a script, run and checked in sandboxes until its
         checks pass; returns one verified Result (status, answer, checks, artifacts, usage).
         Progress is reported per attempt. A failed task is a Result, not an error."""
-        state = _running(ctx)
+        state = state_of(ctx)
         spec_text = model or config.model
         if spec_text is None:
             raise ToolError("model: required (the server was started without --model)")
@@ -402,7 +295,7 @@ def _add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
                 resolve_skill(skill, skill_dirs=config.skill_dirs)
             except ExecloopError as exc:
                 raise ToolError(f"skill: {one_line(str(exc))}") from exc
-        with _as_tool_error():
+        with as_tool_error():
             sandbox = config.spec
             if backend is not None:
                 sandbox = SandboxSpec.model_validate({**_explicit(config.spec), "backend": backend})
@@ -414,14 +307,14 @@ def _add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
                 sandbox=sandbox,
                 budget=Budget(max_attempts=max_attempts),
             )
-        state.models[task.id] = _ProgressModel(chosen, ctx, max_attempts)
+        state.models[task.id] = ProgressModel(chosen, ctx, max_attempts)
         try:
-            with _as_tool_error():
+            with as_tool_error():
                 await state.broker.submit(task)
                 result = await state.broker.result(task.id)
         finally:
             state.models.pop(task.id, None)
-        await _progress(ctx, result.attempts, result.attempts, f"{result.status.value}")
+        await progress(ctx, result.attempts, result.attempts, f"{result.status.value}")
         return result
 
     @server.tool(annotations=reading)
@@ -441,7 +334,7 @@ def _add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
     @server.tool(annotations=reading)
     async def get_result(task_id: str, ctx: Context[Any, Any]) -> Result:
         """The stored Result of a task run_task ran (this server's broker database)."""
-        return _stored_result(_running(ctx).broker.store, task_id)
+        return _stored_result(state_of(ctx).broker.store, task_id)
 
     @server.tool(annotations=reading)
     async def token_report(
@@ -453,7 +346,7 @@ def _add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
     ) -> TokenReport:
         """Tokens actually used, and what classic round-trip tool calling would have used for
         the same work (with and without prompt caching): for one task or a whole run."""
-        state = _running(ctx)
+        state = state_of(ctx)
         store = state.broker.store
         if task_id is not None and run_id is not None:
             raise ToolError("task_id, run_id: give one of them, not both")
@@ -496,80 +389,3 @@ def _tokens(result: Result) -> TaskTokens:
         classic_estimate=estimate,
         comparison=estimate.compare(result.usage) if estimate is not None else None,
     )
-
-
-def _add_resources(server: MCPServer[Any]) -> None:
-    @server.resource(ARTIFACTS_URI, mime_type="application/json")
-    async def task_artifacts(task_id: str, ctx: Context[Any, Any]) -> str:
-        """The files a passed task left in its verified workspace (read each one at
-        execloop://tasks/{task_id}/artifacts/{path})."""
-        root = _task_root(_running(ctx), task_id)
-        files = await anyio.to_thread.run_sync(_listing, root)
-        listed = [{"path": p, "size_bytes": n} for p, n in files[: bounds.ARTIFACTS_LISTED]]
-        return ArtifactList(
-            task_id=task_id,
-            files=listed,
-            total_files=len(files),
-            uri_template=ARTIFACTS_URI + "/{+path}",
-        ).model_dump_json()
-
-    @server.resource(ARTIFACTS_URI + "/{+path}", mime_type="application/octet-stream")
-    async def task_artifact(task_id: str, path: str, ctx: Context[Any, Any]) -> bytes:
-        """One file of a passed task's workspace (at most 8 MiB per read)."""
-        root = _task_root(_running(ctx), task_id)
-        return await anyio.to_thread.run_sync(_read_bounded, root, path)
-
-
-def _task_root(state: _Running, task_id: str) -> Path:
-    root = state.artifacts / task_id
-    if "/" in task_id or task_id in (".", "..") or not root.is_dir():
-        raise ResourceError(
-            f"task {task_id!r} has no kept files (only a passed run_task of this server keeps "
-            "its workspace)"
-        )
-    return root
-
-
-def _listing(root: Path) -> list[tuple[str, int]]:
-    found: list[tuple[str, int]] = []
-    for folder, dirs, files in os.walk(root):  # links are not followed into
-        dirs.sort()
-        for name in sorted(files):
-            info = os.lstat(os.path.join(folder, name))
-            if stat.S_ISREG(info.st_mode):
-                found.append((os.path.relpath(os.path.join(folder, name), root), info.st_size))
-    return found
-
-
-def _read_bounded(root: Path, path: str) -> bytes:
-    """A regular file under ``root``, opened one component at a time without following links,
-    refused past ``ARTIFACT_READ_LIMIT``."""
-    parts = [part for part in path.split("/") if part not in ("", ".")]
-    if not parts or ".." in parts:
-        raise ResourceError(f"artifact path {path!r} must be relative, inside the workspace")
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(root, flags | os.O_DIRECTORY)
-    try:
-        for part in parts[:-1]:
-            try:
-                inner = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd)
-            except OSError as exc:
-                raise ResourceError(f"artifact {path!r}: no such folder") from exc
-            os.close(fd)
-            fd = inner
-        try:
-            file_fd = os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=fd)
-        except OSError as exc:
-            raise ResourceError(f"artifact {path!r}: no such file") from exc
-    finally:
-        os.close(fd)
-    with os.fdopen(file_fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ResourceError(f"artifact {path!r} is not a regular file")
-        if info.st_size > ARTIFACT_READ_LIMIT:
-            raise ResourceError(
-                f"artifact {path!r} is {info.st_size} bytes, more than the "
-                f"{ARTIFACT_READ_LIMIT} a read returns"
-            )
-        return handle.read(ARTIFACT_READ_LIMIT + 1)[:ARTIFACT_READ_LIMIT]
