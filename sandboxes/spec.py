@@ -42,6 +42,13 @@ SANDBOX_UID = 1000
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Docker's reference grammar (distribution/reference): [DOMAIN[:PORT]/]PATH[:TAG][@DIGEST].
+_DOMAIN = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_REFERENCE = re.compile(
+    rf"(?:{_DOMAIN}(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
 
 
 def parse_bytes(value: object) -> int:
@@ -74,10 +81,12 @@ class SandboxSpec(BaseModel):
     image: str | None = Field(
         default=None, description="Image to run; None means execloop's own python image."
     )
-    cpus: float = Field(default=1.0, gt=0, le=512)
+    cpus: float = Field(default=1.0, gt=0, le=512, allow_inf_nan=False)
     memory: ByteCount = Field(default=1024**3, ge=16 * 1024**2)
     pids: int = Field(default=256, ge=16, le=65536)
-    timeout_s: float = Field(default=60.0, gt=0, description="Default per-exec wall-clock limit.")
+    timeout_s: float = Field(
+        default=60.0, gt=0, allow_inf_nan=False, description="Default per-exec wall-clock limit."
+    )
     workspace_size: ByteCount = Field(default=512 * 1024**2, ge=1024**2)
     workspace_dir: Path | None = Field(
         default=None,
@@ -99,7 +108,7 @@ class SandboxSpec(BaseModel):
         default=(), description="GPU device ids to pin (e.g. ('0',)); empty means no GPU."
     )
     runtime: str | None = Field(default=None, description="OCI runtime, e.g. 'runsc' (gVisor).")
-    start_timeout_s: float = Field(default=60.0, gt=0)
+    start_timeout_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
 
     @field_validator("env")
     @classmethod
@@ -110,6 +119,16 @@ class SandboxSpec(BaseModel):
                 f"invalid environment variable names {bad}: use [A-Za-z_][A-Za-z0-9_]*"
             )
         return env
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, image: str | None) -> str | None:
+        if image is not None and not _IMAGE_REFERENCE.fullmatch(image):
+            raise ValueError(
+                f"{image!r} is not an image reference; use NAME[:TAG] or NAME@DIGEST, "
+                "e.g. python:3.11-slim (lower-case name)"
+            )
+        return image
 
     @field_validator("gpus")
     @classmethod

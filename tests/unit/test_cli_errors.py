@@ -577,22 +577,39 @@ def test_execloop_errors_from_commands_are_one_line() -> None:
         assert _error_lines(done.stderr) == ["error: first line; second line"], kind
 
 
-def test_ctrl_c_is_one_line_and_exit_130(tmp_path: Path) -> None:
-    replies = tmp_path / "slow.yaml"
-    replies.write_text('- {script: "print(1)", delay_s: 600}\n')  # the model "thinks" long
-    command = [sys.executable, "-m", "execloop.runtime.cli", "task", "g"]
-    process = subprocess.Popen(
-        [*command, "--model", f"scripted:{replies}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    assert "SCRIPTED MODEL" in process.stderr.readline()  # started: waiting for the reply
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130
-    assert _error_lines(stderr) == ["execloop: interrupted"] and stdout == ""
+def test_ctrl_c_is_one_line_and_exit_130() -> None:
+    """SIGINT while the model call is in flight (the fake has received it and holds the reply),
+    so the interrupt lands at the same point however loaded the machine is."""
+    import time
+
+    from tests.fakes.anthropic_server import FakeAnthropicServer
+
+    with FakeAnthropicServer() as server:
+        server.push_reply(script="print(1)", delay_s=600)  # the model "thinks" long
+        env = {**os.environ, "ANTHROPIC_BASE_URL": server.base_url, "ANTHROPIC_API_KEY": "sk-x"}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "execloop.runtime.cli", "task", "g", "--model", "anthropic:m"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            for _ in range(1200):  # until the request arrives (at most 2 minutes)
+                if server.requests or process.poll() is not None:
+                    break
+                time.sleep(0.1)
+            assert server.requests, "the CLI never called the model"
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 130, stderr
+    # the live table shows the attempt that was cut short; the last word is the interrupt
+    assert _error_lines(stderr)[-1] == "execloop: interrupted" and stdout == ""
+    assert "Traceback" not in stderr and "error" not in stderr
 
 
 # -- what reaches a terminal: control characters spelled out; --json exact --------------------

@@ -49,3 +49,25 @@ def test_spec_is_frozen_and_keyed() -> None:
         spec.memory = 1  # type: ignore[misc]
     assert spec.key() == SandboxSpec(memory=512 * 2**20, env={"A": "1"}).key()
     assert spec.key() != SandboxSpec(memory="1g", env={"A": "1"}).key()
+
+
+@pytest.mark.parametrize("field", ["timeout_s", "start_timeout_s", "cpus"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_spec_times_and_cpus_are_finite(field: str, value: float) -> None:
+    with pytest.raises(ValidationError) as caught:
+        SandboxSpec(**{field: value})
+    assert caught.value.errors()[0]["type"] == "finite_number"
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["python", "python:3.11-slim", "localhost:5000/team/x:1", "ghcr.io/org/x@sha256:" + "a" * 64],
+)
+def test_spec_accepts_image_references(image: str) -> None:
+    assert SandboxSpec(image=image).image == image
+
+
+@pytest.mark.parametrize("image", ["bad image name!", "Python:3", "x::1", "", "a/", "-a"])
+def test_spec_refuses_what_is_not_an_image_reference(image: str) -> None:
+    with pytest.raises(ValidationError, match="is not an image reference; use NAME"):
+        SandboxSpec(image=image)

@@ -1,0 +1,1 @@
+"""The bad-input suite: a table of cases run end to end against the installed execloop."""
