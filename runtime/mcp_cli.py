@@ -3,7 +3,9 @@
 Over HTTP the server listens on loopback unless told otherwise, and any other address needs a
 bearer token (``--token`` or ``EXECLOOP_MCP_TOKEN``): a code-execution server reachable from
 the network without one would run anybody's code. With a token every request must carry
-``Authorization: Bearer <token>`` (compared in constant time), on loopback too.
+``Authorization: Bearer <token>`` (compared in constant time), on loopback too. HTTP clients
+are not the server's user: run_task reads host files only under ``--inputs-dir`` and runs with
+the server's ``--model`` only.
 """
 
 from __future__ import annotations
@@ -136,6 +138,12 @@ class BearerTokenApp:
     help="Seconds after which an idle run_python session is closed.",
 )
 @click.option("--max-sessions", type=int, default=16, show_default=True)
+@click.option(
+    "--inputs-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="run_task reads host files only under this folder [default: any path over stdio, "
+    "none over HTTP].",
+)
 def mcp_command(
     listen: str | None,
     token: str | None,
@@ -148,6 +156,7 @@ def mcp_command(
     skill_dirs: tuple[Path, ...],
     session_ttl: float,
     max_sessions: int,
+    inputs_dir: Path | None,
 ) -> None:
     """Serve execloop's tools (run_python, run_task, list_skills, get_result, token_report)
     to MCP clients, over stdio or streamable HTTP."""
@@ -186,6 +195,8 @@ def mcp_command(
         skill_dirs=skill_dirs,
         session_ttl_s=session_ttl,
         max_sessions=max_sessions,
+        inputs_dir=inputs_dir,
+        host_paths=address is None,  # over HTTP, clients are not the server's user
     )
     if address is None:
         anyio.run(server.run_stdio_async)

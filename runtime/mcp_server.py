@@ -136,11 +136,15 @@ def build_server(
     max_sessions: int = 16,
     max_concurrency: int = 4,
     sandbox_factory: Callable[[SandboxSpec], Sandbox] = create_sandbox,
+    inputs_dir: Path | None = None,
+    host_paths: bool = True,
 ) -> MCPServer[Any]:
     """The execloop MCP server. ``spec`` is every sandbox's default (backend, limits);
     ``model`` the default ``run_task`` model spec (``anthropic:MODEL`` …); ``db`` the broker's
     SQLite file and ``artifacts_dir`` where passed tasks' files are kept (both default to a
-    private temporary folder removed when the server stops)."""
+    private temporary folder removed when the server stops). ``run_task`` reads host paths
+    only under ``inputs_dir`` when it is set, and any only when ``host_paths`` (a server for
+    one local user); without ``host_paths`` a client cannot pick the model either."""
     config = ServerConfig(
         spec=spec or SandboxSpec(),
         model=model,
@@ -151,6 +155,8 @@ def build_server(
         max_sessions=max_sessions,
         max_concurrency=max_concurrency,
         sandbox_factory=sandbox_factory,
+        inputs_dir=inputs_dir,
+        host_paths=host_paths,
     )
     return server_for(config)
 
@@ -255,7 +261,7 @@ def add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
             list[str] | None,
             Field(
                 description="Host paths (files or folders) copied into the workspace; links "
-                "are never followed."
+                "are never followed. Relative to the server's --inputs-dir when it has one."
             ),
         ] = None,
         checks: Annotated[
@@ -281,6 +287,11 @@ def add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
         checks pass; returns one verified Result (status, answer, checks, artifacts, usage).
         Progress is reported per attempt. A failed task is a Result, not an error."""
         state = state_of(ctx)
+        if model is not None and not config.host_paths and model != config.model:
+            raise ToolError(
+                "model: this server runs run_task with its own model only (--model); a client "
+                "over HTTP may not choose one (a spec names host files and endpoints)"
+            )
         spec_text = model or config.model
         if spec_text is None:
             raise ToolError("model: required (the server was started without --model)")
@@ -295,6 +306,7 @@ def add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
                 resolve_skill(skill, skill_dirs=config.skill_dirs)
             except ExecloopError as exc:
                 raise ToolError(f"skill: {one_line(str(exc))}") from exc
+        paths = _input_paths(config, inputs or [])
         with as_tool_error():
             sandbox = config.spec
             if backend is not None:
@@ -302,7 +314,7 @@ def add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
             task = Task(
                 goal=goal,
                 skill=skill,
-                inputs=tuple(Path(p) for p in inputs or ()),
+                inputs=paths,
                 checks=tuple(checks or ()),
                 sandbox=sandbox,
                 budget=Budget(max_attempts=max_attempts),
@@ -363,6 +375,26 @@ def add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
         tasks = [_tokens(result) for result in results]
         total = sum((t.usage for t in tasks), Usage())
         return TokenReport(scope=scope, run_id=run_id, tasks=tasks, total=total)
+
+
+def _input_paths(config: ServerConfig, inputs: list[str]) -> tuple[Path, ...]:
+    """``inputs`` as host paths the server may read: any path when it serves one local user
+    (stdio), else only paths inside ``inputs_dir`` (relative ones are taken from there)."""
+    root = config.inputs_dir
+    if config.host_paths and root is None:
+        return tuple(Path(p) for p in inputs)
+    if root is None and inputs:
+        raise ToolError(
+            "inputs: this server reads no host paths (start it with --inputs-dir DIR to allow "
+            "the files under DIR)"
+        )
+    paths = []
+    for given in inputs:
+        path = (root / given).resolve() if root is not None else Path(given)
+        if root is not None and not path.is_relative_to(root.resolve()):
+            raise ToolError(f"inputs: {given!r} is outside the server's --inputs-dir {root}")
+        paths.append(path)
+    return tuple(paths)
 
 
 def _explicit(spec: SandboxSpec) -> dict[str, Any]:

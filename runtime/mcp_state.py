@@ -48,6 +48,10 @@ class ServerConfig:
     max_sessions: int = 16
     max_concurrency: int = 4
     sandbox_factory: Callable[[SandboxSpec], Sandbox] = create_sandbox
+    # run_task's inputs: only under inputs_dir when set; any host path only when host_paths
+    # (one local user, stdio). host_paths=False also keeps run_task on the server's model.
+    inputs_dir: Path | None = None
+    host_paths: bool = True
 
 
 @dataclass

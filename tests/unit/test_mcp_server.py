@@ -216,3 +216,33 @@ async def test_list_skills_lists_the_builtin_ones() -> None:
     skills = listed.structured_content["skills"]  # type: ignore[index]
     assert "data-clean" in {skill["name"] for skill in skills}
     assert all(skill["inputs"]["type"] == "object" for skill in skills)
+
+
+async def test_a_server_for_remote_clients_reads_host_files_only_under_inputs_dir(
+    tmp_path: Path,
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "data.csv").write_text("a\n1\n")
+    (tmp_path / "secret.txt").write_text("no")
+    model = _replies(tmp_path, "print('hi')")
+    closed = _server(FakeBackend(_namespace_handler), model=model, host_paths=False)
+    scoped = _server(
+        FakeBackend(_namespace_handler), model=model, host_paths=False, inputs_dir=shared
+    )
+    async with Client(closed) as client:
+        refused = await client.call_tool("run_task", {"goal": "x", "inputs": ["data.csv"]})
+        other_model = await client.call_tool("run_task", {"goal": "x", "model": "scripted:/x"})
+    async with Client(scoped) as client:
+        outside = await client.call_tool("run_task", {"goal": "x", "inputs": ["../secret.txt"]})
+        inside = await client.call_tool("run_task", {"goal": "x", "inputs": ["data.csv"]})
+    assert refused.is_error and "inputs: this server reads no host paths" in _text(refused)
+    assert other_model.is_error and _text(other_model).startswith(
+        "Error executing tool run_task: model:"
+    )
+    assert outside.is_error and "outside the server's --inputs-dir" in _text(outside)
+    assert inside.structured_content["status"] == "passed", inside.content  # type: ignore[index]
+
+
+def _text(result: Any) -> str:
+    return str(result.content[0].text)
