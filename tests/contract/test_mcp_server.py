@@ -200,7 +200,7 @@ async def test_http_with_a_bearer_token() -> None:
             await client.call_tool("run_python", {"code": "left = 'open'"})
 
 
-async def test_http_on_loopback_without_a_token_and_the_session_survives_clients() -> None:
+async def test_http_on_loopback_a_session_outlives_its_client_until_it_ends() -> None:
     with _http_server() as url:
         async with _client(url, None) as client:
             first = await client.call_tool("run_python", {"code": "x = 41"})
@@ -210,6 +210,13 @@ async def test_http_on_loopback_without_a_token_and_the_session_survives_clients
                 "run_python", {"code": "print(x + 1)", "session_id": handle}
             )
             assert again.structured_content["stdout"] == "42\n"  # type: ignore[index]
+            ended = await client.call_tool(
+                "run_python", {"code": "import os; os._exit(3)", "session_id": handle}
+            )
+            gone = await client.call_tool("run_python", {"code": "x", "session_id": handle})
+    outcome = ended.structured_content
+    assert outcome is not None and outcome["session_ended"], outcome  # the handle is closed
+    assert gone.is_error and "session_id" in gone.content[0].text  # type: ignore[union-attr]
 
 
 async def test_docker_sessions_over_stdio_leave_no_container() -> None:
