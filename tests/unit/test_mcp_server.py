@@ -246,3 +246,14 @@ async def test_a_server_for_remote_clients_reads_host_files_only_under_inputs_di
 
 def _text(result: Any) -> str:
     return str(result.content[0].text)
+
+
+async def test_a_failed_task_is_a_result_and_keeps_no_files(tmp_path: Path) -> None:
+    model = _replies(tmp_path, "fail")
+    async with Client(_server(FakeBackend(_namespace_handler), model=model)) as client:
+        result = await client.call_tool("run_task", {"goal": "x", "max_attempts": 1})
+        task = result.structured_content
+        assert task is not None and not result.is_error
+        with pytest.raises(MCPError, match="has no kept files"):
+            await client.read_resource(f"execloop://tasks/{task['task_id']}/artifacts")
+    assert task["status"] == "failed" and task["attempts"] == 1
