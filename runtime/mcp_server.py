@@ -17,6 +17,7 @@ start here.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,7 +29,7 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from execloop import __version__
-from execloop.errors import ConfigError, ExecloopError
+from execloop.errors import ConfigError, ExecloopError, SandboxError
 from execloop.runtime.checks import CheckSpec
 from execloop.runtime.classic import ClassicComparison, ClassicEstimate
 from execloop.runtime.ledger import Usage
@@ -236,11 +237,17 @@ def add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
                         "(or leave session_id out to start a session with it)"
                     )
         async with session.lock:
-            with as_tool_error():
+            try:
                 result = await session.sandbox.exec(code, timeout=timeout_s)
+            except SandboxError as exc:  # the sandbox failed as infrastructure: it is gone
+                await state.sessions.discard(session)
+                raise ToolError(f"{one_line(str(exc))} (session {session.id} is closed)") from exc
+            except ExecloopError as exc:
+                raise ToolError(one_line(str(exc))) from exc
+            session.used_at = time.monotonic()  # idle from now, not from the call's start
             ended = session.sandbox.ended
         if ended is not None:
-            await state.sessions.close(session.id)
+            await state.sessions.discard(session)
         return RunPythonOutput(
             session_id=session.id, session_ended=ended, **result.model_dump(mode="json")
         )

@@ -110,6 +110,12 @@ class SessionTable:
             raise UnknownSessionError(session_id)
         await _close(session)
 
+    async def discard(self, session: Session) -> None:
+        """Close ``session`` if it is still filed (its sandbox ended or failed)."""
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
+        await _close(session)
+
     async def reap_idle(self) -> list[str]:
         """Close the sessions idle for longer than the TTL (none busy running code)."""
         now = time.monotonic()

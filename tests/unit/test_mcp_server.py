@@ -13,6 +13,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
+from execloop.errors import SandboxError
 from execloop.runtime.mcp_server import build_server
 from execloop.runtime.mcp_sessions import SessionTable
 from execloop.sandboxes import ExecResult, ExitReason, SandboxSpec
@@ -257,3 +258,19 @@ async def test_a_failed_task_is_a_result_and_keeps_no_files(tmp_path: Path) -> N
         with pytest.raises(MCPError, match="has no kept files"):
             await client.read_resource(f"execloop://tasks/{task['task_id']}/artifacts")
     assert task["status"] == "failed" and task["attempts"] == 1
+
+
+async def test_a_sandbox_that_fails_as_infrastructure_closes_its_session() -> None:
+    def handler(run: FakeRun) -> None:
+        if run.code == "die":
+            raise SandboxError("the helper vanished")
+
+    backend = FakeBackend(handler)
+    async with Client(_server(backend)) as client:
+        first = await client.call_tool("run_python", {"code": "x = 1"})
+        handle = first.structured_content["session_id"]  # type: ignore[index]
+        died = await client.call_tool("run_python", {"code": "die", "session_id": handle})
+        after = await client.call_tool("run_python", {"code": "x", "session_id": handle})
+        assert backend.sandboxes[0].closed  # closed at once, not when the server stops
+    assert died.is_error and _text(died).endswith(f"(session {handle} is closed)")
+    assert after.is_error and "session_id" in _text(after)
