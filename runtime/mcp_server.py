@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
@@ -331,6 +332,10 @@ def add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
             with as_tool_error():
                 await state.broker.submit(task)
                 result = await state.broker.result(task.id)
+        except anyio.get_cancelled_exc_class():  # the client gave up: so does the task
+            with anyio.CancelScope(shield=True):
+                await state.broker.cancel(task.id)
+            raise
         finally:
             state.models.pop(task.id, None)
         await progress(ctx, result.attempts, result.attempts, f"{result.status.value}")

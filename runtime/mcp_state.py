@@ -3,7 +3,7 @@ its tools share: the state of a request, progress per attempt, errors as ``ToolE
 
 from __future__ import annotations
 
-import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +33,8 @@ __all__ = [
     "running",
     "state_of",
 ]
+
+log = logging.getLogger("execloop.runtime.mcp_state")
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,11 @@ class ProgressModel:
 
 
 async def progress(ctx: Context[Any, Any], done: float, total: float, message: str) -> None:
-    with contextlib.suppress(ValueError):  # no request (a direct call_tool): nobody to tell
+    """Best effort: a client that asked for no progress, or went away, must not fail a task."""
+    try:
         await ctx.report_progress(done, total, message)
+    except Exception as exc:  # ValueError outside a request; a closed stream after a hang-up
+        log.debug("progress %s/%s not sent: %s", done, total, exc)
 
 
 @contextmanager

@@ -4,11 +4,13 @@ progress, results, token reports and a task's files as resources."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
@@ -274,3 +276,31 @@ async def test_a_sandbox_that_fails_as_infrastructure_closes_its_session() -> No
         assert backend.sandboxes[0].closed  # closed at once, not when the server stops
     assert died.is_error and _text(died).endswith(f"(session {handle} is closed)")
     assert after.is_error and "session_id" in _text(after)
+
+
+async def test_a_run_task_the_client_abandons_is_cancelled(tmp_path: Path) -> None:
+    started = anyio.Event()
+
+    async def handler(run: FakeRun) -> None:
+        started.set()
+        await anyio.sleep_forever()  # a script that never ends
+
+    async with Client(_server(FakeBackend(handler), model=_replies(tmp_path, "x"))) as client:
+        with pytest.raises(MCPError):  # the client stops waiting (and says so)
+            await client.call_tool("run_task", {"goal": "x"}, read_timeout_seconds=1)
+        assert started.is_set()
+        report = await _when_a_task_has_its_result(client)
+        (task,) = report.structured_content["tasks"]  # type: ignore[index]
+        stored = await client.call_tool("get_result", {"task_id": task["task_id"]})
+    assert stored.structured_content["error"] == "cancelled"  # type: ignore[index]
+
+
+async def _when_a_task_has_its_result(client: Client) -> Any:
+    """The run's token report once a task of it has its result (bounded by a deadline)."""
+    with anyio.fail_after(30):
+        for _ in itertools.count():
+            report = await client.call_tool("token_report", {})
+            if report.structured_content["tasks"]:  # type: ignore[index]
+                return report
+            await anyio.sleep(0.05)
+    raise AssertionError("unreachable")
