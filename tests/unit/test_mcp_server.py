@@ -51,7 +51,12 @@ def _server(backend: FakeBackend, **kwargs: Any) -> Any:
 async def test_tools_have_input_and_output_schemas() -> None:
     async with Client(_server(FakeBackend())) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        templates = (await client.list_resource_templates()).resource_templates
     assert set(tools) == TOOLS
+    assert {t.uri_template for t in templates} == {
+        "execloop://tasks/{task_id}/artifacts",
+        "execloop://tasks/{task_id}/artifacts/{+path}",
+    }
     for tool in tools.values():
         assert tool.input_schema["type"] == "object"
         assert tool.output_schema is not None and tool.output_schema["type"] == "object"
