@@ -27,14 +27,21 @@ import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from execloop import __version__
 from execloop.errors import ConfigError, ExecloopError, SandboxError
 from execloop.runtime.checks import CheckSpec
-from execloop.runtime.classic import ClassicComparison, ClassicEstimate
 from execloop.runtime.ledger import Usage
 from execloop.runtime.mcp_artifacts import add_artifact_resources
+from execloop.runtime.mcp_models import (
+    RunPythonOutput,
+    SessionClosed,
+    SkillInfo,
+    SkillList,
+    TaskTokens,
+    TokenReport,
+)
 from execloop.runtime.mcp_state import (
     ProgressModel,
     ServerConfig,
@@ -46,85 +53,20 @@ from execloop.runtime.mcp_state import (
 )
 from execloop.runtime.skills import builtin_skills_dir, resolve_skill, scan_skills
 from execloop.runtime.store import TaskStore
-from execloop.runtime.task import Budget, Result, Task, TaskStatus
+from execloop.runtime.task import Budget, Result, Task
 from execloop.runtime.terminal import one_line
-from execloop.sandboxes import ExitReason, Sandbox, SandboxSpec, create_sandbox
+from execloop.sandboxes import Sandbox, SandboxSpec, create_sandbox
 
-__all__ = [
-    "INSTRUCTIONS",
-    "RunPythonOutput",
-    "SkillInfo",
-    "TaskTokens",
-    "TokenReport",
-    "add_tools",
-    "build_server",
-    "server_for",
-]
+__all__ = ["INSTRUCTIONS", "add_tools", "build_server", "server_for"]
 
 log = logging.getLogger("execloop.runtime.mcp_server")
 
 SessionBackend = Literal["docker", "jupyter", "local"]  # restricted is no security boundary
-_SKILL_KEYS = {"name", "version", "description", "inputs"}
 INSTRUCTIONS = (
     "Run Python in isolated sandboxes (run_python; pass the returned session_id to keep "
     "state), or hand a goal to a sub-agent that writes, runs and checks a script until "
     "its checks pass (run_task → one verified Result)."
 )
-
-
-class RunPythonOutput(BaseModel):
-    """One ``run_python`` call: the script's outcome and the handle of its session."""
-
-    session_id: str = Field(description="Pass it to the next run_python call to keep state.")
-    session_ended: str | None = Field(
-        default=None,
-        description="Why the session can run no more code (the script ended it, a timeout or "
-        "memory limit killed it); the handle is then closed. None while it is usable.",
-    )
-    exit_reason: ExitReason = Field(description="ok, error, timeout, oom, killed, output_limit")
-    exit_code: int | None
-    stdout: str
-    stderr: str
-    stdout_truncated: bool
-    stderr_truncated: bool
-    duration_s: float
-    peak_memory_bytes: int | None = None
-
-
-class SkillInfo(BaseModel):
-    name: str
-    version: str
-    description: str
-    inputs: dict[str, Any] = Field(description="JSON Schema of the skill's task.json.")
-
-
-class SkillList(BaseModel):
-    skills: list[SkillInfo]
-    broken: list[str] = Field(description="One line per SKILL.md that does not validate.")
-
-
-class SessionClosed(BaseModel):
-    session_id: str
-    closed: bool
-
-
-class TaskTokens(BaseModel):
-    """One task's token ledger: what it cost, and what classic tool calling would have."""
-
-    task_id: str
-    status: TaskStatus
-    attempts: int
-    scripted: bool
-    usage: Usage
-    classic_estimate: ClassicEstimate | None
-    comparison: ClassicComparison | None = Field(description="Ratios classic / actual.")
-
-
-class TokenReport(BaseModel):
-    scope: Literal["task", "run"]
-    run_id: str | None
-    tasks: list[TaskTokens]
-    total: Usage = Field(description="The tasks' actual usage, added up.")
 
 
 def build_server(
