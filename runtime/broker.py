@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -48,6 +49,7 @@ log = logging.getLogger("execloop.runtime.broker")
 # How often a task another broker runs is looked up in the store: from quick to at most 1 s.
 _POLL_FIRST_S = 0.05
 _POLL_MAX_S = 1.0
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
 class _NotOwner(Exception):
@@ -71,6 +73,7 @@ class Broker:
         warm_sandboxes: int = 0,
         lease_s: float = 30.0,
         skill_dirs: Sequence[Path] = (),
+        outputs_dir: Path | None = None,
     ) -> None:
         if max_concurrency < 1 or max_pending < 1:
             raise ConfigError("max_concurrency and max_pending must be at least 1")
@@ -99,6 +102,8 @@ class Broker:
             pools = self._pools
             self._factory = lambda spec: PooledSandbox(pools, spec)
         self._reap = reap_orphans
+        # a passed task's verified workspace is kept in outputs_dir/<task id>
+        self.outputs_dir = outputs_dir
         self._slots = anyio.CapacityLimiter(max_concurrency)
         self._done: dict[str, anyio.Event] = {}
         self._scopes: dict[str, anyio.CancelScope] = {}
@@ -365,6 +370,8 @@ class Broker:
         if launch is None:
             raise _NotOwner(task.id)
         try:
+            if self.outputs_dir is not None and not _PLAIN_ID.fullmatch(task.id):
+                raise ConfigError(f"task id {task.id!r} cannot name a folder in outputs_dir")
             skill = self._skill(task.skill) if task.skill else None
             agent = SubAgent(
                 task,
@@ -373,6 +380,7 @@ class Broker:
                 sandbox_factory=self._factory,
                 on_event=lambda event: self._persist(task.id, launch, event),
                 registry=self.registry,
+                outputs_dir=None if self.outputs_dir is None else self.outputs_dir / task.id,
             )
         except ExecloopError as exc:
             return Result(

@@ -333,10 +333,11 @@ def reap(everything: bool) -> None:
 
 
 def _register_commands() -> None:
+    from execloop.runtime.mcp_cli import mcp_command
     from execloop.runtime.runs_cli import demo_command, report_command, runs_command
     from execloop.runtime.task_cli import task_command
 
-    for command in (task_command, demo_command, runs_command, report_command):
+    for command in (task_command, demo_command, runs_command, report_command, mcp_command):
         cli.add_command(command)
 
 

@@ -91,6 +91,7 @@ class SubAgent:
         registry: ToolRegistry | None = None,
         tool_call_budget: int = 1000,
         skill_dirs: Sequence[Path] = (),
+        outputs_dir: Path | None = None,
     ) -> None:
         if task.tools and registry is None:
             raise ConfigError(
@@ -106,6 +107,8 @@ class SubAgent:
         self.task = task
         self.registry = registry
         self.tool_call_budget = tool_call_budget
+        # where a passed task's verified workspace is kept (created then); None: not kept
+        self.outputs_dir = outputs_dir
         self.model = model
         self.skill = skill
         self._factory = sandbox_factory
@@ -252,6 +255,8 @@ class SubAgent:
                 outcomes = await self._reverify(run, outputs)
                 if not all(o.passed for o in outcomes):
                     note = _REVERIFY_FAILED
+                elif self.outputs_dir is not None and self._state.outputs_refused is None:
+                    await anyio.to_thread.run_sync(_move_outputs, outputs, self.outputs_dir)
         finally:  # shielded: a cancelled task must not leave its outputs behind
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(remove_temp_dir, outputs)
@@ -433,3 +438,12 @@ class SubAgent:
             error=error,
             error_kind=kind,
         )
+
+
+def _move_outputs(outputs: Path, dest: Path) -> None:
+    """The verified workspace ``outputs`` becomes ``dest`` (a new directory; its parent is
+    created). Nothing is overwritten: an existing ``dest`` is refused."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.mkdir()
+    for item in outputs.iterdir():
+        item.rename(dest / item.name)

@@ -27,3 +27,15 @@ if ! { .venv/bin/python -m pip install --upgrade pip \
 fi
 .venv/bin/execloop images build
 .venv/bin/execloop kernels install >/dev/null  # nbclient/Jupyter find the sandboxed kernels
+# The MCP Inspector (its --cli mode drives `execloop mcp` in tests/contract/test_mcp_server.py),
+# project-local in build/inspector; skipped when present (it then runs with no registry access).
+INSPECTOR_VERSION=2.12.0
+if [[ ! -f build/inspector/node_modules/@modelcontextprotocol/inspector/package.json ]] \
+    || ! grep -q "\"version\": \"$INSPECTOR_VERSION\"" \
+        build/inspector/node_modules/@modelcontextprotocol/inspector/package.json; then
+    command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+    mkdir -p build/inspector
+    echo "setup: installing the MCP Inspector $INSPECTOR_VERSION into build/inspector"
+    (cd build/inspector && npm install --no-audit --no-fund --silent \
+        "@modelcontextprotocol/inspector@$INSPECTOR_VERSION")
+fi

@@ -5,17 +5,24 @@ from the request unless given), ``content`` blocks (``text``; ``tool_use`` with 
 ``name``, ``input``), ``stop_reason``, ``stop_sequence`` and ``usage`` with the cache fields.
 Errors are ``{"type": "error", "error": {"type", "message"}, "request_id"}`` with a
 ``request-id`` header, and ``retry-after`` / ``retry-after-ms`` when asked for.
+
+A request with ``"stream": true`` (the Claude Code CLI's) gets the same message as server-sent
+events, as the API streams it: ``message_start`` (empty content), per block
+``content_block_start`` / ``content_block_delta`` (``text_delta`` or ``input_json_delta``) /
+``content_block_stop``, then ``message_delta`` (``stop_reason``, output usage) and
+``message_stop``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
 
-from .loopback import LoopbackServer, PlannedResponse, RecordedRequest
+from .loopback import EventStream, LoopbackServer, PlannedResponse, RecordedRequest
 
-__all__ = ["DEFAULT_USAGE", "ERROR_MESSAGES", "FakeAnthropicServer"]
+__all__ = ["DEFAULT_USAGE", "ERROR_MESSAGES", "FakeAnthropicServer", "message_events"]
 
 DEFAULT_USAGE: Mapping[str, int | None] = {
     "input_tokens": 100,
@@ -75,8 +82,8 @@ class FakeAnthropicServer(LoopbackServer):
         numbers = {**DEFAULT_USAGE, **(usage or {})}
         message_id = self.next_id("msg_fake_")
 
-        def body(request: RecordedRequest) -> dict[str, Any]:
-            return {
+        def body(request: RecordedRequest) -> dict[str, Any] | EventStream:
+            message = {
                 "id": message_id,
                 "type": "message",
                 "role": "assistant",
@@ -94,6 +101,8 @@ class FakeAnthropicServer(LoopbackServer):
                     "service_tier": "standard",
                 },
             }
+            streamed = isinstance(request.body, dict) and request.body.get("stream") is True
+            return EventStream(message_events(message)) if streamed else message
 
         headers = {"request-id": self.next_id("req_fake_")}
         self.push(PlannedResponse(200, body, headers, delay_s))
@@ -121,3 +130,41 @@ class FakeAnthropicServer(LoopbackServer):
 
     def error_body(self, status: int, error_type: str, message: str) -> dict[str, Any]:
         return {"type": "error", "error": {"type": error_type, "message": message}}
+
+
+def message_events(message: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The server-sent events the API streams for ``message`` (a whole Messages reply)."""
+    usage = dict(message["usage"])
+    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    events: list[tuple[str, Any]] = [("message_start", {"type": "message_start", "message": start})]
+    for index, block in enumerate(message["content"]):
+        if block["type"] == "tool_use":
+            opening = {**block, "input": {}}
+            delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
+        else:
+            opening = {"type": "text", "text": ""}
+            delta = {"type": "text_delta", "text": block["text"]}
+        events += [
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": opening},
+            ),
+            (
+                "content_block_delta",
+                {"type": "content_block_delta", "index": index, "delta": delta},
+            ),
+            ("content_block_stop", {"type": "content_block_stop", "index": index}),
+        ]
+    stop = {"stop_reason": message["stop_reason"], "stop_sequence": None}
+    events += [
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": stop,
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return events

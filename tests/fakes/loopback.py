@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 
-__all__ = ["LoopbackServer", "PlannedResponse", "RecordedRequest"]
+__all__ = ["EventStream", "LoopbackServer", "PlannedResponse", "RecordedRequest"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,19 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]  # names lower-cased
     body: Any  # the parsed JSON, or None for an empty body
+
+
+@dataclass(frozen=True)
+class EventStream:
+    """A body sent as server-sent events (``text/event-stream``): ``(event, data)`` pairs,
+    each ``data`` JSON-encoded on one line, then the connection is closed."""
+
+    events: list[tuple[str, Any]]
+
+    def encode(self) -> bytes:
+        return b"".join(
+            f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in self.events
+        )
 
 
 @dataclass(frozen=True)
@@ -171,12 +184,13 @@ class _Handler(BaseHTTPRequestHandler):
         status, body, headers, delay_s = fake._answer(request)
         if delay_s and fake._stopping.wait(delay_s):
             return  # shutting down
-        data = json.dumps(body).encode()
+        stream = isinstance(body, EventStream)
+        data = body.encode() if stream else json.dumps(body).encode()
         try:
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
-            self.send_header("content-type", "application/json")
+            self.send_header("content-type", "text/event-stream" if stream else "application/json")
             self.send_header("content-length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
