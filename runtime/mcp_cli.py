@@ -22,6 +22,7 @@ import click
 
 from execloop.runtime.cli_boundary import flags
 from execloop.sandboxes import SandboxSpec
+from execloop.sandboxes.spec import DEFAULT_BACKEND, ISOLATING_BACKENDS
 
 __all__ = ["BearerTokenApp", "is_loopback", "mcp_command", "parse_listen"]
 
@@ -105,8 +106,8 @@ class BearerTokenApp:
 )
 @click.option(
     "--backend",
-    type=click.Choice(["docker", "jupyter", "local"]),
-    default="docker",
+    type=click.Choice(ISOLATING_BACKENDS),
+    default=DEFAULT_BACKEND,
     show_default=True,
     help="Sandbox backend of run_python sessions and run_task.",
 )

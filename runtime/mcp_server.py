@@ -56,12 +56,12 @@ from execloop.runtime.store import TaskStore
 from execloop.runtime.task import Budget, Result, Task
 from execloop.runtime.terminal import one_line
 from execloop.sandboxes import Sandbox, SandboxSpec, create_sandbox
+from execloop.sandboxes.spec import IsolatingBackend
 
 __all__ = ["INSTRUCTIONS", "add_tools", "build_server", "server_for"]
 
 log = logging.getLogger("execloop.runtime.mcp_server")
 
-SessionBackend = Literal["docker", "jupyter", "local"]  # restricted is no security boundary
 INSTRUCTIONS = (
     "Run Python in isolated sandboxes (run_python; pass the returned session_id to keep "
     "state), or hand a goal to a sub-agent that writes, runs and checks a script until "
@@ -144,7 +144,7 @@ def add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
             ),
         ] = None,
         backend: Annotated[
-            SessionBackend | None,
+            IsolatingBackend | None,
             Field(description="Backend of a new session [default: the server's]."),
         ] = None,
         timeout_s: Annotated[
@@ -229,7 +229,7 @@ def add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
             ),
         ] = None,
         backend: Annotated[
-            SessionBackend | None, Field(description="[default: the server's backend]")
+            IsolatingBackend | None, Field(description="[default: the server's backend]")
         ] = None,
         max_attempts: Annotated[int, Field(ge=1, le=200)] = 5,
     ) -> Result:

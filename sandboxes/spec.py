@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -26,6 +26,9 @@ from execloop.errors import ConfigError
 __all__ = [
     "Backend",
     "ByteCount",
+    "DEFAULT_BACKEND",
+    "ISOLATING_BACKENDS",
+    "IsolatingBackend",
     "Placement",
     "SANDBOX_UID",
     "SandboxSpec",
@@ -34,6 +37,11 @@ __all__ = [
 ]
 
 Backend = Literal["docker", "jupyter", "local", "restricted"]
+# The backends that are a security boundary (restricted is not): what a server may offer
+# untrusted callers.
+IsolatingBackend = Literal["docker", "jupyter", "local"]
+ISOLATING_BACKENDS: tuple[str, ...] = get_args(IsolatingBackend)
+DEFAULT_BACKEND: IsolatingBackend = "docker"
 Placement = Literal["docker", "bubblewrap"]
 
 # Every backend runs the untrusted code as this uid (never root), inside and outside.
@@ -73,7 +81,7 @@ class SandboxSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    backend: Backend = "docker"
+    backend: Backend = DEFAULT_BACKEND
     placement: Placement = Field(
         default="docker",
         description="Where a jupyter kernel runs: a Docker container or a bubblewrap process.",
