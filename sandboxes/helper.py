@@ -1026,6 +1026,13 @@ def _write_member(writer: _ChunkWriter, arcname: str, dir_fd: int, name: str) ->
     return 1
 
 
+# Sources kept for tracebacks: the newest execs' (a function defined by an older exec then
+# shows no source lines), so a long session does not grow without bound.
+_KEPT_SOURCES_MAX = 256
+_KEPT_SOURCE_CHARS_MAX = 16 * 2**20
+_kept_sources: list[tuple[str, int]] = []
+
+
 def _remember_source(filename: str, source: str | bytes) -> None:
     """Put the source in ``linecache`` so that tracebacks show its lines."""
     import linecache
@@ -1040,6 +1047,14 @@ def _remember_source(filename: str, source: str | bytes) -> None:
         except (SyntaxError, UnicodeDecodeError, LookupError):
             return
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    _kept_sources.append((filename, len(source)))
+    total = sum(size for _, size in _kept_sources)
+    while len(_kept_sources) > _KEPT_SOURCES_MAX or (
+        total > _KEPT_SOURCE_CHARS_MAX and len(_kept_sources) > 1
+    ):
+        oldest, size = _kept_sources.pop(0)
+        total -= size
+        linecache.cache.pop(oldest, None)
 
 
 def _print_exception(exc: BaseException, *, tb: Any = None, limit: int | None = None) -> None:
