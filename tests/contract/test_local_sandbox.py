@@ -348,7 +348,7 @@ async def test_infinite_loop_times_out_from_the_host_and_nothing_remains() -> No
         result = await sandbox.exec("while True: pass", timeout=2)
         elapsed = time.monotonic() - started
         assert result.exit_reason is ExitReason.TIMEOUT
-        assert elapsed < 3.0
+        assert 2.0 <= elapsed < 30  # the exec's own 2 s, not the spec's 60 s (loose)
         assert _session_processes(sandbox.session_id) == []
         with pytest.raises(SandboxClosedError, match="timed out"):
             await sandbox.exec("print(1)")

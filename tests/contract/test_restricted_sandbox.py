@@ -109,7 +109,7 @@ async def test_timeout_kills_the_child() -> None:
         result = await sandbox.exec("while True:\n    pass", timeout=1)
         elapsed = time.monotonic() - started
         assert result.exit_reason is ExitReason.TIMEOUT
-        assert elapsed < 3.0
+        assert elapsed < 30  # the exec's own 1 s, not the spec's 60 s (loose: no timing)
         assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
         with pytest.raises(SandboxClosedError, match="timed out"):
             await sandbox.exec("print(1)")
