@@ -100,3 +100,10 @@ def test_the_cli_names_a_bad_key_in_one_line(tmp_path: Path) -> None:
     assert done.stderr.strip() == f"error: {other}: sandbox.limits: unknown key"
     done = _execloop("--config", str(tmp_path / "nope.toml"), "doctor", cwd=tmp_path)
     assert done.returncode == 2 and "nope.toml" in done.stderr
+
+
+def test_mcp_refuses_a_non_isolating_backend_from_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[sandbox]\nbackend = "restricted"\n')
+    done = _execloop("mcp", cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{path}: sandbox.backend: the MCP server offers only docker" in done.stderr
