@@ -157,3 +157,19 @@ def test_the_sample_replies_file_is_the_example_solution() -> None:
     replies = yaml.safe_load((CUSTOMERS / "replies.yaml").read_text())
     assert len(replies) == 2 and replies[0]["script"] != replies[1]["script"]
     assert replies[1]["script"] == (CUSTOMERS / "solution.py").read_text()
+
+
+def test_on_exec_sees_the_output_before_the_workspace_is_listed_and_copied(
+    tmp_path: Path,
+) -> None:
+    from execloop import ExecResult, run_script
+
+    out = tmp_path / "out"
+    seen: list[tuple[str, bool]] = []
+
+    def on_exec(result: ExecResult) -> None:
+        seen.append((result.stdout, out.exists()))
+
+    done = run_script("print('hi')", spec={"backend": "restricted"}, on_exec=on_exec, out_dir=out)
+    assert seen == [("hi\n", False)] and done.result.stdout == "hi\n"
+    assert (out / "main.py").read_text() == "print('hi')"
