@@ -63,7 +63,7 @@ async def pool_acquires(reps: int) -> dict[str, list[float]]:
     seconds: list[float] = []
     async with SandboxPool(SandboxSpec(), min_idle=2, max_size=4) as pool:
         for round_ in range(2 * reps + 2):
-            await pool.wait_warm()
+            await pool.wait_settled()  # no close or start of an earlier round in flight
             lease = pool.acquire()
             start = time.perf_counter()
             sandbox = await lease.__aenter__()

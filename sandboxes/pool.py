@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -73,8 +75,11 @@ class SandboxPool:
         min_idle: int = 1,
         max_size: int = 4,
         max_starting: int = 2,
+        refill_delay_s: float = 0.05,
         factory: SandboxFactory = _default_factory,
     ) -> None:
+        if not 0 <= refill_delay_s < math.inf:
+            raise ConfigError(f"refill_delay_s must be a finite number >= 0, not {refill_delay_s}")
         if not 0 <= min_idle <= max_size or max_size < 1 or max_starting < 1:
             raise ConfigError(
                 f"pool sizes must satisfy 0 <= min_idle ({min_idle}) <= max_size ({max_size}), "
@@ -83,6 +88,10 @@ class SandboxPool:
         self.spec = spec
         self.min_idle = min_idle
         self.max_size = max_size
+        # A refill waits this long after a sandbox was handed out: a container start takes the
+        # CPUs for a few hundred ms, and the caller's first result should not wait behind it.
+        self.refill_delay_s = refill_delay_s
+        self._last_take = -math.inf
         self._factory = factory
         self._start_slots = anyio.Semaphore(max_starting)
         self._changed = anyio.Condition()
@@ -127,6 +136,12 @@ class SandboxPool:
             while len(self._idle) < self.min_idle:
                 await self._changed.wait()
 
+    async def wait_settled(self) -> None:
+        """Wait until the pool is warm and at rest: no start or close in flight."""
+        async with self._changed:
+            while len(self._idle) < self.min_idle or self._starting or self._closing:
+                await self._changed.wait()
+
     def stats(self) -> PoolStats:
         return PoolStats(self)
 
@@ -148,6 +163,7 @@ class SandboxPool:
                 await self._changed.wait()  # back-pressure: wait for a release
             if self._idle:
                 self._in_use += 1
+                self._last_take = time.monotonic()
                 self._changed.notify_all()  # the warmer may refill
                 return self._idle.popleft()
             self._starting += 1
@@ -206,14 +222,22 @@ class SandboxPool:
         assert self._tasks is not None
         while True:
             async with self._changed:
-                while not (
-                    len(self._idle) + self._starting < self.min_idle and self.total < self.max_size
-                ):
+                while not self._short():
                     await self._changed.wait()
+            pause = self._last_take + self.refill_delay_s - time.monotonic()
+            if pause > 0:  # a caller just took one: its first exec goes first
+                await anyio.sleep(pause)
+            async with self._changed:
+                if not self._short():
+                    continue
                 self._starting += 1
             self._tasks.start_soon(self._warm_one)
             if self._last_failure is not None:  # do not spin on a backend that cannot start
                 await anyio.sleep(_RETRY_AFTER_FAILURE_S)
+
+    def _short(self) -> bool:
+        """Fewer than ``min_idle`` idle or starting, with room to start one."""
+        return len(self._idle) + self._starting < self.min_idle and self.total < self.max_size
 
     async def _warm_one(self) -> None:
         try:

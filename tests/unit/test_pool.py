@@ -205,3 +205,27 @@ async def test_pool_set_keys_pools_by_the_full_spec() -> None:
         small, same, large = SandboxSpec(memory="256m"), SandboxSpec(memory="256m"), SandboxSpec()
         assert await pools.pool(small) is await pools.pool(same)
         assert await pools.pool(small) is not await pools.pool(large)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.5])
+async def test_a_refill_waits_for_the_grace_after_a_take_and_then_happens(delay: float) -> None:
+    recorder = Recorder(start_delay=0)
+    async with SandboxPool(
+        SPEC, min_idle=1, max_size=3, refill_delay_s=delay, factory=recorder.factory
+    ) as pool:
+        await pool.wait_settled()
+        async with pool.acquire() as sandbox:
+            await sandbox.exec("print(1)")
+            for _ in range(20):  # the warmer gets every chance to run (no wall time passes)
+                await anyio.sleep(0)
+            refilled_at_once = len(recorder.made) == 2
+            with anyio.fail_after(5):
+                await _until(lambda: pool.stats().idle == 1)  # and after the grace, it does
+    assert refilled_at_once is (delay == 0)
+    assert all(s.closed for s in recorder.made)
+
+
+def test_a_refill_delay_must_be_finite_and_not_negative() -> None:
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match="refill_delay_s"):
+            SandboxPool(SPEC, refill_delay_s=bad)
