@@ -129,6 +129,7 @@ def load_config(path: Path | str | None = None, *, cwd: Path | None = None) -> C
         raise ConfigFileError(f"{path}: path: unknown key", path=path, key="path")
     try:
         config = Config.model_validate(data)
+        config = config.model_copy(update={"path": path, **_resolved(config, path.parent)})
         SandboxSpec(**config.sandbox)  # a bad [sandbox] field is named now, not at first use
     except ValidationError as exc:
         error = exc.errors()[0]
@@ -137,7 +138,7 @@ def load_config(path: Path | str | None = None, *, cwd: Path | None = None) -> C
         key = ".".join(str(part) for part in (*top, *loc))
         what = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
         raise ConfigFileError(f"{path}: {key}: {what}", path=path, key=key) from None
-    return config.model_copy(update={"path": path, **_resolved(config, path.parent)})
+    return config
 
 
 def _resolved(config: Config, folder: Path) -> dict[str, Any]:

@@ -64,6 +64,12 @@ def test_a_bad_key_is_named_with_the_file(tmp_path: Path, text: str, key: str) -
     assert str(caught.value).startswith(f"{path}: {key}:")
 
 
+def test_workspace_dir_is_relative_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "ws").mkdir()
+    path = _write(tmp_path, '[sandbox]\nworkspace_dir = "ws"\n')
+    assert load_config(path).sandbox_spec().workspace_dir == tmp_path / "ws"
+
+
 def test_unreadable_or_not_toml(tmp_path: Path) -> None:
     with pytest.raises(ConfigFileError) as caught:
         load_config(tmp_path / "absent.toml")
