@@ -3,6 +3,7 @@ the file, flags over the file over the defaults."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -113,3 +114,21 @@ def test_mcp_refuses_a_non_isolating_backend_from_the_file(tmp_path: Path) -> No
     done = _execloop("mcp", cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"{path}: sandbox.backend: the MCP server offers only docker" in done.stderr
+
+
+def test_task_takes_model_backend_and_db_from_the_file(tmp_path: Path) -> None:
+    script = 'import json\njson.dump({"rows": 3}, open("result.json", "w"))\n'
+    (tmp_path / "replies.yaml").write_text(f"- script: {json.dumps(script)}\n")
+    _write(
+        tmp_path,
+        'model = "scripted:replies.yaml"\ndb = "state/runs.db"\n'
+        '[sandbox]\nbackend = "restricted"\n',
+    )
+    (tmp_path / "state").mkdir()
+    done = _execloop("task", "Write rows", "--check", 'result["rows"] == 3', "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "passed" and result["model"] == "scripted:replies"
+    assert (tmp_path / "state" / "runs.db").is_file()
+    done = _execloop("task", "Write rows", "--model", "nonsense", cwd=tmp_path)  # flag wins
+    assert done.returncode == 2 and "--model: bad model spec 'nonsense'" in done.stderr
