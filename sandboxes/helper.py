@@ -630,11 +630,17 @@ class _Session:
         self.reap_all = reap_all
         self.pid = os.getpid()
         self.capture = _Capture()
+        self.threads = threading.active_count()  # the helper's own (the preload one ends)
         self.namespace = self.new_namespace(__name__="__main__")
         self.counter = 0
         self.memory_error = False
         self.started: float | None = None  # while an exec runs: when it began
         self._oom_before: int | None = None
+        # The OOM-kill count read at the end of an exec that left no other process and no thread
+        # of the user's: nothing can be OOM-killed before the next exec but the helper (which
+        # ends the session), so that exec need not read it again.
+        self._oom_settled: int | None = None
+        self._oom_after: int | None = None
         self._send_lock = threading.Lock()
         self._reserve: bytearray | None = bytearray(_RESERVE_BYTES)
         signal.signal(signal.SIGUSR1, self._on_output_limit)
@@ -706,15 +712,24 @@ class _Session:
 
     def op_exec(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
         self.counter += 1
-        self._oom_before = _oom_kills() if self.use_cgroup else None
+        settled, self._oom_settled = self._oom_settled, None
+        if settled is not None:
+            self._oom_before = settled
+        else:
+            self._oom_before = _oom_kills() if self.use_cgroup else None
         self.capture.begin(keep=int(header["keep"]), limit=int(header["limit"]))
         self.started = time.monotonic()
         exit_code = self._run_user_code(header)
         try:
+            alone = False
             if self.reap_all and not header.get("keep_background", False):
                 with contextlib.suppress(OSError):  # no descriptor left: the host kills all
                     _kill_other_processes(self.pid)
-            return self._exec_reply(exit_code), b""
+                    alone = True
+            reply = self._exec_reply(exit_code)
+            if alone and "ended" not in reply and threading.active_count() <= self.threads:
+                self._oom_settled = self._oom_after
+            return reply, b""
         except BaseException as exc:  # the helper's own work failed after the script
             return self._emergency_reply(exit_code, exc), b""
         finally:
@@ -725,7 +740,7 @@ class _Session:
         assert self.started is not None
         flushed = self.capture.finish()
         duration = time.monotonic() - self.started
-        oom_after = _oom_kills() if self.use_cgroup else None
+        oom_after = self._oom_after = _oom_kills() if self.use_cgroup else None
         if self.capture.limit_hit:
             reason = "output_limit"
         elif self.memory_error or (
@@ -1011,6 +1026,13 @@ def _write_member(writer: _ChunkWriter, arcname: str, dir_fd: int, name: str) ->
     return 1
 
 
+# Sources kept for tracebacks: the newest execs' (a function defined by an older exec then
+# shows no source lines), so a long session does not grow without bound.
+_KEPT_SOURCES_MAX = 256
+_KEPT_SOURCE_CHARS_MAX = 16 * 2**20
+_kept_sources: list[tuple[str, int]] = []
+
+
 def _remember_source(filename: str, source: str | bytes) -> None:
     """Put the source in ``linecache`` so that tracebacks show its lines."""
     import linecache
@@ -1025,6 +1047,14 @@ def _remember_source(filename: str, source: str | bytes) -> None:
         except (SyntaxError, UnicodeDecodeError, LookupError):
             return
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    _kept_sources.append((filename, len(source)))
+    total = sum(size for _, size in _kept_sources)
+    while len(_kept_sources) > _KEPT_SOURCES_MAX or (
+        total > _KEPT_SOURCE_CHARS_MAX and len(_kept_sources) > 1
+    ):
+        oldest, size = _kept_sources.pop(0)
+        total -= size
+        linecache.cache.pop(oldest, None)
 
 
 def _print_exception(exc: BaseException, *, tb: Any = None, limit: int | None = None) -> None:

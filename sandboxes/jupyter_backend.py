@@ -70,6 +70,7 @@ class JupyterSandbox(Sandbox):
         self._lock = anyio.Lock()
         self.exec_count = 0
         self._outputs_saved = 0
+        self._uncounted = False  # this kernel's placement cannot count OOM kills
 
     @property
     def ended(self) -> str | None:
@@ -133,6 +134,7 @@ class JupyterSandbox(Sandbox):
         fields = kernelspecs.kernelspec_dict(placement, config=config)
         kernel = KernelSpec(name=kernelspecs.KERNEL_NAMES[placement], resource_dir="", **fields)
         self._kernel = KernelSession(kernel)
+        self._uncounted = False
         await self._kernel.start(timeout=self.spec.start_timeout_s)
         await self._kernel.run_silently(SESSION_HOOKS)
 
@@ -210,7 +212,8 @@ class JupyterSandbox(Sandbox):
             )
             limit = timeout if timeout is not None else self.spec.timeout_s
             started = time.monotonic()
-            _, oom_before = await kernel.provisioner.memory()
+            # where the last reading could not count OOM kills, this one cannot either
+            oom_before = None if self._uncounted else (await kernel.provisioner.memory())[1]
 
             async def save(suffix: str, data: bytes) -> None:
                 await self._save_output(suffix, data, collector)
@@ -241,6 +244,7 @@ class JupyterSandbox(Sandbox):
             if not self.spec.keep_background_processes and await provisioner.reap_strays():
                 await self._kernel.run_silently(REAP_ZOMBIES)
             peak, oom_after = await provisioner.memory()
+            self._uncounted = oom_after is None
             trouble = end.trouble if end.checked else await self._kernel.health()
         exit_code: int | None
         if end.died is not None and collector.exit_status is not None:  # the script's os._exit

@@ -271,8 +271,10 @@ class SandboxKernelProvisioner(KernelProvisionerBase):
     def kernel_process(self) -> psutil.Process | None:
         """The kernel as a host process, found once by the connection file on its command line
         (psutil checks a process's identity before each signal: a recycled pid is never hit)."""
+        if self._kernel is not None:  # asked around every exec: no /proc read once found
+            return self._kernel
         root = None if self._where is None else self._where.root_process()
-        if self._kernel is None and root is not None:
+        if root is not None:
             marker = kernelspecs.sandbox_connection_path(self.sandbox_id)
             with contextlib.suppress(psutil.Error):
                 for process in root.children(recursive=True):
@@ -284,8 +286,10 @@ class SandboxKernelProvisioner(KernelProvisionerBase):
     async def reap_strays(self) -> int:
         """Kill every process of the sandbox but the kernel and its ancestors; how many."""
         where, kernel = self._where, self.kernel_process()
-        root = None if where is None else where.root_process()
-        if where is None or root is None or kernel is None or not await where.crowded(kernel):
+        if where is None or kernel is None or not await where.crowded(kernel):
+            return 0
+        root = where.root_process()  # only now: finding it may read /proc
+        if root is None:
             return 0
         with contextlib.suppress(psutil.Error):
             keep = frozenset({kernel.pid, *(parent.pid for parent in kernel.parents())})

@@ -43,14 +43,20 @@ async def test_memory_bomb_ends_with_oom() -> None:
 
 async def test_oom_of_a_child_process_is_reported_and_session_survives() -> None:
     async with DockerSandbox(SandboxSpec(memory="128m", timeout_s=30)) as sandbox:
-        result = await sandbox.exec(
+        hog = (
             "import subprocess, sys\n"
             "hog = 'b = bytearray(2**30)\\nfor i in range(0, 2**30, 4096): b[i] = 1'\n"
             "subprocess.run([sys.executable, '-c', hog])"
         )
+        result = await sandbox.exec(hog)
         after = await sandbox.exec("print('still here')")
+        # the OOM-kill count an exec starts from may be the last exec's: a new kill still shows
+        again, calm = await sandbox.exec(hog), await sandbox.exec("pass")
     assert result.exit_reason is ExitReason.OOM
     assert after.stdout == "still here\n"
+    assert after.exit_reason is ExitReason.OK
+    assert again.exit_reason is ExitReason.OOM
+    assert calm.exit_reason is ExitReason.OK
 
 
 async def test_infinite_loop_times_out_from_the_host_and_container_is_gone(

@@ -407,3 +407,23 @@ async def test_a_warmed_session_shows_no_trace_of_the_rehearsal(make) -> None:  
     assert (first.stdout, first.stderr) == ("[]\n", "")
     assert 'File "<exec-2>", line 1' in failed.stderr  # numbered as if no rehearsal had run
     assert sandbox.exec_count == 2
+
+
+def test_sources_kept_for_tracebacks_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import linecache
+
+    monkeypatch.setattr(helper, "_kept_sources", [])
+    names = [f"<exec-bound-{n}>" for n in range(helper._KEPT_SOURCES_MAX + 50)]
+    try:
+        for name in names:
+            helper._remember_source(name, "x = 1\n")
+        kept = [name for name in names if name in linecache.cache]
+        assert kept == names[-helper._KEPT_SOURCES_MAX :]
+        big = "#" * (helper._KEPT_SOURCE_CHARS_MAX // 2 + 1)
+        helper._remember_source("<exec-big-1>", big)
+        helper._remember_source("<exec-big-2>", big)  # the two cannot both stay
+        assert "<exec-big-2>" in linecache.cache and "<exec-big-1>" not in linecache.cache
+        assert linecache.getline(names[-1], 1) == ""  # evicted for the big ones' room
+    finally:
+        for name in [*names, "<exec-big-1>", "<exec-big-2>"]:
+            linecache.cache.pop(name, None)

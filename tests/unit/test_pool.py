@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from execloop.errors import ConfigError, SandboxStartError
@@ -217,7 +218,7 @@ async def test_a_refill_waits_for_the_grace_after_a_take_and_then_happens(delay:
         async with pool.acquire() as sandbox:
             await sandbox.exec("print(1)")
             for _ in range(20):  # the warmer gets every chance to run (no wall time passes)
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
             refilled_at_once = len(recorder.made) == 2
             with anyio.fail_after(5):
                 await _until(lambda: pool.stats().idle == 1)  # and after the grace, it does
