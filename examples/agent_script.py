@@ -1,24 +1,41 @@
 """A script as a sub-agent would write it: clean a CSV, summarise it, write result.json.
 
-Run it in a sandbox with:
+It reads the CSV named by its first argument, else orders.csv in the workspace, else a small
+built-in sample, so each of these works:
+    execloop run --backend local examples/agent_script.py
     execloop run examples/agent_script.py --input examples/data/orders.csv
+    execloop run examples/agent_script.py --input examples/data -- data/orders.csv
 """
 
 import csv
+import io
 import json
+import sys
 from collections import defaultdict
+from pathlib import Path
+
+SAMPLE = """order_id,customer,region,amount
+1,c1,north,120.50
+2,c2,south,80.00
+2,c2,south,80.00
+3,c3,north,
+4,c4,east,42.25
+"""
+
+source = Path(sys.argv[1] if len(sys.argv) > 1 else "orders.csv")
+text = source.read_text(encoding="utf-8") if source.exists() else SAMPLE
+print(f"reading {source if source.exists() else 'the built-in sample'}")
 
 rows, seen, dropped = [], set(), {"duplicate_id": 0, "missing_amount": 0}
-with open("orders.csv", newline="") as handle:
-    for row in csv.DictReader(handle):
-        if row["order_id"] in seen:
-            dropped["duplicate_id"] += 1
-            continue
-        if not row["amount"]:
-            dropped["missing_amount"] += 1
-            continue
-        seen.add(row["order_id"])
-        rows.append(row)
+for row in csv.DictReader(io.StringIO(text)):
+    if row["order_id"] in seen:
+        dropped["duplicate_id"] += 1
+        continue
+    if not row["amount"]:
+        dropped["missing_amount"] += 1
+        continue
+    seen.add(row["order_id"])
+    rows.append(row)
 
 revenue = defaultdict(float)
 for row in rows:

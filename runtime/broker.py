@@ -74,6 +74,7 @@ class Broker:
         lease_s: float = 30.0,
         skill_dirs: Sequence[Path] = (),
         outputs_dir: Path | None = None,
+        on_event: Callable[[str, LoopEvent], None] | None = None,
     ) -> None:
         if max_concurrency < 1 or max_pending < 1:
             raise ConfigError("max_concurrency and max_pending must be at least 1")
@@ -104,6 +105,7 @@ class Broker:
         self._reap = reap_orphans
         # a passed task's verified workspace is kept in outputs_dir/<task id>
         self.outputs_dir = outputs_dir
+        self._observe = on_event  # (task id, event) for live views such as `execloop task`
         self._slots = anyio.CapacityLimiter(max_concurrency)
         self._done: dict[str, anyio.Event] = {}
         self._scopes: dict[str, anyio.CancelScope] = {}
@@ -392,6 +394,8 @@ class Broker:
         return await agent.run()
 
     def _persist(self, task_id: str, launch: int, event: LoopEvent) -> None:
+        if self._observe is not None:
+            self._observe(task_id, event)
         if event.kind == "recorded":
             self.store.add_attempt(task_id, launch, event.data["record"])
         elif event.kind == "tool_calls":

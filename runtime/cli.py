@@ -16,8 +16,16 @@ from rich.text import Text
 
 from execloop import __version__
 from execloop.runtime.cli_boundary import GuardedGroup, configure_logging, flags
+from execloop.runtime.cli_sandbox import (
+    check_out_dir,
+    out_option,
+    sandbox_options,
+    sandbox_spec,
+    spec_fields,
+)
+from execloop.runtime.config import Config, load_config
 from execloop.runtime.terminal import one_line, printable
-from execloop.sandboxes import ExitReason, SandboxSpec
+from execloop.sandboxes import ExecResult, ExitReason
 from execloop.sandboxes.spec import SANDBOX_UID
 
 if TYPE_CHECKING:
@@ -43,35 +51,30 @@ _EXIT_STATUS = {
 @click.option(
     "-v", "--verbose", is_flag=True, help="Log execloop's own steps; tracebacks with errors."
 )
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Settings file [default: ./execloop.toml if present]; flags override it.",
+)
 @click.version_option(__version__, prog_name="execloop")
-def cli(verbose: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, config_file: Path | None) -> None:
     """execloop: run agent-written scripts in hardened sandboxes and verify them."""
     configure_logging(verbose=verbose)
-
-
-_RUN_FLAGS = {"timeout_s": "--timeout", "workspace_dir": "--workspace"}
-
-
-def _spec(**fields: Any) -> SandboxSpec:
-    names = {field: _RUN_FLAGS.get(field, f"--{field}") for field in fields}
-    with flags(names):
-        return SandboxSpec(**{k: v for k, v in fields.items() if v is not None})
+    ctx.obj = load_config(config_file)
 
 
 @cli.command()
 @click.argument("script", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("args", nargs=-1)
-@click.option("--timeout", type=float, help="Wall-clock limit in seconds [default: 60].")
-@click.option("--memory", help="Memory limit, e.g. 512m or 2g [default: 1g].")
-@click.option("--cpus", type=float, help="CPU limit [default: 1].")
-@click.option("--pids", type=int, help="Process limit [default: 256].")
+@sandbox_options
 @click.option(
     "--workspace",
     type=click.Path(file_okay=False, path_type=Path),
     help="Host directory used as the workspace, created if missing and kept after the run "
     "(execloop never overwrites a file in it; its copy of the script, main.py, is removed).",
 )
-@click.option("--image", help="Image to run in [default: execloop's python image].")
 @click.option(
     "--input",
     "inputs",
@@ -80,37 +83,51 @@ def _spec(**fields: Any) -> SandboxSpec:
     help="File (lands as its name) or directory (lands as DIR/...) copied into the workspace "
     "first (repeatable).",
 )
+@out_option("Copy the workspace (the script as main.py, inputs and outputs) here afterwards.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
 def run(
+    config: Config,
+    /,
     script: Path,
     args: tuple[str, ...],
-    timeout: float | None,
-    memory: str | None,
-    cpus: float | None,
-    pids: int | None,
     workspace: Path | None,
-    image: str | None,
     inputs: tuple[Path, ...],
+    out_dir: Path | None,
     as_json: bool,
+    **limits: Any,
 ) -> None:
-    """Run SCRIPT in a fresh hardened sandbox and print a compact result."""
+    """Run SCRIPT in a fresh hardened sandbox and print a compact result (its output as soon
+    as it ends, then the workspace's files)."""
     from execloop.runtime.host_files import read_script
     from execloop.runtime.run import run_script
 
     code = read_script(script)  # a fifo or a device is refused here, never read
+    spec = sandbox_spec(config.sandbox_fields(), **spec_fields(limits))
+    if out_dir is not None:
+        out_dir = check_out_dir(out_dir)
     if workspace is not None:
         _make_workspace(workspace)
-    spec = _spec(
-        timeout_s=timeout, memory=memory, cpus=cpus, pids=pids, image=image, workspace_dir=workspace
-    )
+        spec = sandbox_spec(spec.model_dump(exclude_unset=True), workspace_dir=workspace)
     name = escape(_shown(script.name, console))
-    with console.status(f"running {name} in a {spec.backend} sandbox…", spinner="dots"):
-        outcome = run_script(code, spec=spec, inputs=inputs, args=args)
+    status = console.status(f"running {name} in a {spec.backend} sandbox…", spinner="dots")
+
+    def ran(result: ExecResult) -> None:  # the output as soon as the script ends
+        status.stop()
+        if not as_json:
+            _print_output(result)
+
+    with status:
+        outcome = run_script(
+            code, spec=spec, inputs=inputs, args=args, on_exec=ran, out_dir=out_dir
+        )
     result = outcome.result
     if as_json:
         out.print_json(outcome.model_dump_json())
     else:
         _print_result(script, outcome)
+        if out_dir is not None and outcome.ended is None:
+            console.print(f"workspace copied to {escape(str(out_dir))}", highlight=False)
     sys.exit(
         _EXIT_STATUS[result.exit_reason]
         if result.exit_reason is not ExitReason.ERROR
@@ -143,6 +160,16 @@ def _shown(text: str, console: Console) -> str:
     return printable(text) if console.is_terminal else text
 
 
+def _print_output(result: ExecResult) -> None:
+    """The script's bounded stdout and stderr (head and tail), marked when truncated."""
+    for stream in ("stdout", "stderr"):
+        text = getattr(result, stream).rstrip()
+        if text:
+            flag = " (truncated)" if getattr(result, f"{stream}_truncated") else ""
+            console.rule(f"{stream}{flag}", style="dim")
+            out.print(_shown(text, out), markup=False, highlight=False)
+
+
 def _print_result(script: Path, outcome: ScriptRun) -> None:
     from execloop.runtime.host_files import human_bytes
 
@@ -155,12 +182,6 @@ def _print_result(script: Path, outcome: ScriptRun) -> None:
         + (f", peak memory {peak / 2**20:.1f} MiB" if peak else ""),
         highlight=False,
     )
-    for stream in ("stdout", "stderr"):
-        text = getattr(result, stream).rstrip()
-        if text:
-            flag = " (truncated)" if getattr(result, f"{stream}_truncated") else ""
-            console.rule(f"{stream}{flag}", style="dim")
-            out.print(_shown(text, out), markup=False, highlight=False)
     if outcome.artifacts:
         table = Table("artifact", "bytes", "sha256", title="workspace", title_justify="left")
         for item in outcome.artifacts[:_TABLE_ROWS]:

@@ -117,11 +117,14 @@ def configure_logging(*, verbose: bool) -> None:
 
 def _verbose(args: Sequence[str]) -> bool:
     """``-v`` among the group's own options (they come before the command's name)."""
-    for arg in args:
+    values = iter(args)
+    for arg in values:
         if not arg.startswith("-"):
             return False
         if arg in ("-v", "--verbose"):
             return True
+        if arg == "--config":  # an option of the group that takes a value
+            next(values, None)
     return False
 
 

@@ -441,9 +441,13 @@ class SubAgent:
 
 
 def _move_outputs(outputs: Path, dest: Path) -> None:
-    """The verified workspace ``outputs`` becomes ``dest`` (a new directory; its parent is
-    created). Nothing is overwritten: an existing ``dest`` is refused."""
+    """The verified workspace ``outputs`` becomes ``dest`` (a new or empty directory; its
+    parent is created). Nothing is overwritten: a ``dest`` with anything in it is refused."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.mkdir()
+    try:
+        dest.mkdir()
+    except FileExistsError:
+        if dest.is_symlink() or not dest.is_dir() or any(dest.iterdir()):
+            raise
     for item in outputs.iterdir():
         item.rename(dest / item.name)

@@ -21,6 +21,7 @@ import anyio
 import click
 
 from execloop.runtime.cli_boundary import flags
+from execloop.runtime.config import Config
 from execloop.sandboxes import SandboxSpec
 from execloop.sandboxes.spec import DEFAULT_BACKEND, ISOLATING_BACKENDS
 
@@ -107,9 +108,7 @@ class BearerTokenApp:
 @click.option(
     "--backend",
     type=click.Choice(ISOLATING_BACKENDS),
-    default=DEFAULT_BACKEND,
-    show_default=True,
-    help="Sandbox backend of run_python sessions and run_task.",
+    help=f"Sandbox backend of run_python sessions and run_task [default: {DEFAULT_BACKEND}].",
 )
 @click.option("--memory", help="Memory limit per sandbox, e.g. 512m or 2g [default: 1g].")
 @click.option("--timeout", type=float, help="Per-call wall-clock limit, seconds [default: 60].")
@@ -145,10 +144,13 @@ class BearerTokenApp:
     help="run_task reads host files only under this folder [default: any path over stdio, "
     "none over HTTP].",
 )
+@click.pass_obj
 def mcp_command(
+    config: Config,
+    /,
     listen: str | None,
     token: str | None,
-    backend: str,
+    backend: str | None,
     memory: str | None,
     timeout: float | None,
     model: str | None,
@@ -179,10 +181,19 @@ def mcp_command(
         raise click.UsageError("--token applies to --http only (stdio has no requests to check)")
     if session_ttl <= 0 or max_sessions < 1:
         raise click.UsageError("--session-ttl must be positive and --max-sessions at least 1")
-    fields: dict[str, Any] = {"backend": backend, "memory": memory, "timeout_s": timeout}
+    given: dict[str, Any] = {"backend": backend, "memory": memory, "timeout_s": timeout}
+    fields = {**config.sandbox_fields(), **{k: v for k, v in given.items() if v is not None}}
+    if fields.setdefault("backend", DEFAULT_BACKEND) not in ISOLATING_BACKENDS:  # from the file
+        raise click.UsageError(
+            f"{config.path}: sandbox.backend: the MCP server offers only "
+            f"{', '.join(ISOLATING_BACKENDS)} (its callers' code is untrusted)"
+        )
     names = {"backend": "--backend", "memory": "--memory", "timeout_s": "--timeout"}
     with flags(names):
-        spec = SandboxSpec.model_validate({k: v for k, v in fields.items() if v is not None})
+        spec = SandboxSpec.model_validate(fields)
+    model = model or config.model
+    db = db or config.db
+    skill_dirs = (*skill_dirs, *config.skill_dirs)
     if model is not None:
         from execloop.runtime.models import parse_model
 
@@ -209,5 +220,5 @@ def mcp_command(
     if token:
         app = BearerTokenApp(app, token)
     click.echo(f"execloop MCP server on http://{listen}/mcp", err=True)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    anyio.run(uvicorn.Server(config).serve)
+    settings = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    anyio.run(uvicorn.Server(settings).serve)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -23,7 +23,7 @@ from execloop.runtime import bounds
 from execloop.runtime.host_files import read_script
 from execloop.runtime.host_workspace import HostWorkspace
 from execloop.runtime.inputs import SCRIPT_NAME, Inputs
-from execloop.sandboxes import Artifact, ExecResult, Manifest, create_sandbox
+from execloop.sandboxes import Artifact, ExecResult, Manifest, Sandbox, create_sandbox
 from execloop.sandboxes.spec import SandboxSpec, coerce_spec
 
 __all__ = ["ScriptRun", "run_script", "run_script_async"]
@@ -64,13 +64,17 @@ async def run_script_async(
     files: Mapping[str, bytes | str] | None = None,
     inputs: Sequence[Path] = (),
     args: tuple[str, ...] = (),
+    on_exec: Callable[[ExecResult], None] | None = None,
+    out_dir: Path | None = None,
 ) -> ScriptRun:
     """Upload ``inputs`` (host files and directories, laid out by ``Inputs``), ``files`` and
     the script as ``main.py``, run it as ``__main__``, list the workspace, tear down.
 
     ``source`` may be bytes (compiled as Python compiles a file: a PEP 263 cookie counts).
     Nothing is overwritten: ``main.py`` is reserved, and in a host workspace
-    (``spec.workspace_dir``, locked for the run) existing files are never replaced."""
+    (``spec.workspace_dir``, locked for the run) existing files are never replaced.
+    ``on_exec`` sees the result as soon as the script ends (before the listing and teardown);
+    ``out_dir`` (a new or empty host directory) receives the workspace, script included."""
     if not isinstance(source, str | bytes):
         raise ConfigError(f"source must be code (str or bytes), not {type(source).__name__}")
     if files is not None and not isinstance(files, Mapping):
@@ -100,9 +104,13 @@ async def run_script_async(
         await staged.upload(sandbox)
         await sandbox.upload({**extra, SCRIPT_NAME: script})
         result = await sandbox.exec_file(SCRIPT_NAME, args=args)
+        if on_exec is not None:
+            on_exec(result)
         ended = sandbox.ended  # the script (or a deadline) ended the session
         try:
             manifest = await sandbox.manifest(limit=bounds.ARTIFACTS_LISTED)
+            if out_dir is not None:
+                await _download_workspace(sandbox, out_dir)
         except SandboxClosedError as exc:  # a jupyter workspace outlives its kernel; others not
             return ScriptRun(result=result, artifacts=[], ended=ended or exc.ended or str(exc))
     return ScriptRun(
@@ -112,6 +120,18 @@ async def run_script_async(
         artifacts_total_bytes=manifest.total_bytes,
         ended=ended,
     )
+
+
+async def _download_workspace(sandbox: Sandbox, out_dir: Path) -> None:
+    """The workspace into ``out_dir``, which must be new or empty: nothing is overwritten."""
+    await anyio.to_thread.run_sync(_empty_dir, out_dir)
+    await sandbox.download(".", out_dir)
+
+
+def _empty_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    if any(path.iterdir()):
+        raise ConfigError(f"{path} is not empty; execloop never overwrites files there")
 
 
 def _content(name: str, content: object) -> bytes:
@@ -129,6 +149,8 @@ def run_script(
     files: Mapping[str, bytes | str] | None = None,
     inputs: Sequence[Path] = (),
     args: tuple[str, ...] = (),
+    on_exec: Callable[[ExecResult], None] | None = None,
+    out_dir: Path | None = None,
 ) -> ScriptRun:
     """Synchronous ``run_script_async``; ``source`` may be code or a path to a script (sent
     as its bytes, so Python in the sandbox decodes it as it would any file: PEP 263)."""
@@ -140,5 +162,13 @@ def run_script(
         raise ConfigError("run_script() was called inside an event loop; use run_script_async")
     code = read_script(Path(source)) if isinstance(source, os.PathLike) else source
     return anyio.run(
-        lambda: run_script_async(code, spec=spec, files=files, inputs=inputs, args=args)
+        lambda: run_script_async(
+            code,
+            spec=spec,
+            files=files,
+            inputs=inputs,
+            args=args,
+            on_exec=on_exec,
+            out_dir=out_dir,
+        )
     )

@@ -178,6 +178,8 @@ class Workspace:
     def _download_name(self, path: str, parts: tuple[str, ...]) -> str:
         """A file's name in a download of ``parts``: its own name, or relative to the folder."""
         name = PurePosixPath(path)
+        if not parts:  # the whole workspace ("."): paths as they are in it
+            return str(name)
         return name.name if name.parts == parts else str(name.relative_to(*parts))
 
     def tar(self, relative: str, *, max_bytes: int) -> bytes:

@@ -5,6 +5,7 @@
 # (no LLM is called), checked, re-verified, and reported with the token ledger
 # (execloop-demo/report.html).
 set -euo pipefail
+source "$(dirname "$0")/as-root.sh"  # as root already, or re-run with sudo
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "install: running examples/agent_script.py in a sandbox (network none, read-only root, uid 1000)"

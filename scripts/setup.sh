@@ -3,9 +3,8 @@
 # the Docker engine (started without a bridge network), a virtualenv in .venv with execloop
 # installed in strict editable mode, and the sandbox images built offline.
 set -euo pipefail
+source "$(dirname "$0")/as-root.sh"  # as root already, or re-run with sudo
 cd "$(dirname "$0")/.."
-
-[[ $EUID -eq 0 ]] || { echo "setup: run me as root (sudo $0)" >&2; exit 1; }
 
 bash scripts/docker-up.sh
 

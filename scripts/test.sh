@@ -2,6 +2,7 @@
 # One command: install everything, then lint, type-check and run the whole test suite
 # (unit tests, and contract tests on the real Docker daemon).
 set -euo pipefail
+source "$(dirname "$0")/as-root.sh"  # as root already, or re-run with sudo
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .

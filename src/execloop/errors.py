@@ -8,6 +8,7 @@ control flow; neither is an exception.
 
     ExecloopError                   everything execloop raises derives from this
     ├── ConfigError                 bad spec, argument or input; the message says how to fix it
+    │   ├── ConfigFileError         execloop.toml is unreadable or has a bad or unknown key
     │   ├── SkillError              a SKILL.md is invalid (file, field and what is expected)
     │   └── StoreError              the runs database is missing, corrupt, read-only or busy
     ├── BackendUnavailableError     the backend cannot run here (no daemon, no bwrap, no image)
@@ -37,6 +38,7 @@ __all__ = [
     "BrokerBusyError",
     "BrokerStoppedError",
     "ConfigError",
+    "ConfigFileError",
     "ExecloopError",
     "ImageError",
     "MissingExtraError",
@@ -58,6 +60,16 @@ class ExecloopError(Exception):
 
 class ConfigError(ExecloopError, ValueError):
     """A spec, argument or input is invalid; the message names it and how to fix it."""
+
+
+class ConfigFileError(ConfigError):
+    """``execloop.toml`` cannot be used: ``path`` is the file and ``key`` the dotted key at
+    fault (``sandbox.memroy``), None when the file as a whole is unreadable or not TOML."""
+
+    def __init__(self, message: str, *, path: Path, key: str | None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.key = key
 
 
 class SkillError(ConfigError):
