@@ -254,7 +254,7 @@ CLI_CASES: list[Case] = [
     Case(
         "misspelt flag --timeout-s",
         2,
-        ("No such option '--timeout-s'", "Did you mean '--timeout'"),
+        ("No such option '--timeout-s'", "Did you mean", "'--timeout'"),
         cli=run("--timeout-s", "5"),
     ),
     Case(
