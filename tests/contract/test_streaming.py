@@ -85,3 +85,15 @@ async def test_streamed_output_is_bounded_per_stream(backend: str) -> None:
     assert seen["stdout"].startswith("é" * 1000)
     assert "after" not in seen["stdout"]  # delivery stopped at the bound
     assert plain.stdout == "quiet\n"  # without on_output nothing streams, nothing breaks
+
+
+async def test_streaming_keeps_the_output_limit_and_os_exit_semantics(backend: str) -> None:
+    seen: list[str] = []
+    flood = "while True:\n    print('y' * 1000)"
+    async with make_sandbox(backend, max_output_bytes="4k", output_limit_bytes="64k") as sandbox:
+        stopped = await sandbox.exec(flood, timeout=60, on_output=lambda s, t: seen.append(t))
+        after = await sandbox.exec("print('still here')", on_output=lambda s, t: seen.append(t))
+    assert stopped.exit_reason is ExitReason.OUTPUT_LIMIT
+    assert after.stdout == "still here\n"
+    assert seen[-1] == "still here\n"  # nothing of the flood arrived after its exec ended
+    assert len("".join(seen[:-1]).encode()) <= 4 * 1024
