@@ -97,3 +97,15 @@ async def test_streaming_keeps_the_output_limit_and_os_exit_semantics(backend: s
     assert after.stdout == "still here\n"
     assert seen[-1] == "still here\n"  # nothing of the flood arrived after its exec ended
     assert len("".join(seen[:-1]).encode()) <= 4 * 1024
+
+
+async def test_os_exit_delivers_the_streamed_output_first(backend: str) -> None:
+    seen: list[str] = []
+    code = "import os\nprint('bye', flush=True)\nos._exit(3)"
+    async with make_sandbox(backend) as sandbox:
+        result = await sandbox.exec(code, on_output=lambda s, t: seen.append(t))
+    if backend == "restricted":  # RestrictedPython refuses `_` names: no os._exit at all
+        assert result.exit_code == 1 and "_exit" in "".join(seen)
+        return
+    assert (result.exit_code, result.stdout) == (3, "bye\n")
+    assert "".join(seen) == "bye\n"
