@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.status import Status
 from rich.table import Table
 from rich.text import Text
 
@@ -27,6 +28,7 @@ from execloop.runtime.config import Config, load_config
 from execloop.runtime.terminal import one_line, printable
 from execloop.sandboxes import ExecResult, ExitReason
 from execloop.sandboxes.spec import SANDBOX_UID
+from execloop.sandboxes.streaming import StreamName
 
 if TYPE_CHECKING:
     from execloop.runtime.run import ScriptRun
@@ -97,8 +99,8 @@ def run(
     as_json: bool,
     **limits: Any,
 ) -> None:
-    """Run SCRIPT in a fresh hardened sandbox and print a compact result (its output as soon
-    as it ends, then the workspace's files)."""
+    """Run SCRIPT in a fresh hardened sandbox and print a compact result (its output live,
+    as it prints, then the workspace's files)."""
     from execloop.runtime.host_files import read_script
     from execloop.runtime.run import run_script
 
@@ -112,14 +114,22 @@ def run(
     name = escape(_shown(script.name, console))
     status = console.status(f"running {name} in a {spec.backend} sandbox…", spinner="dots")
 
-    def ran(result: ExecResult) -> None:  # the output as soon as the script ends
+    live = None if as_json else _LiveOutput(status)
+
+    def ran(result: ExecResult) -> None:
         status.stop()
-        if not as_json:
-            _print_output(result)
+        if live is not None:
+            live.finish(result)
 
     with status:
         outcome = run_script(
-            code, spec=spec, inputs=inputs, args=args, on_exec=ran, out_dir=out_dir
+            code,
+            spec=spec,
+            inputs=inputs,
+            args=args,
+            on_exec=ran,
+            on_output=None if live is None else live.write,
+            out_dir=out_dir,
         )
     result = outcome.result
     if as_json:
@@ -160,14 +170,46 @@ def _shown(text: str, console: Console) -> str:
     return printable(text) if console.is_terminal else text
 
 
-def _print_output(result: ExecResult) -> None:
-    """The script's bounded stdout and stderr (head and tail), marked when truncated."""
-    for stream in ("stdout", "stderr"):
-        text = getattr(result, stream).rstrip()
-        if text:
-            flag = " (truncated)" if getattr(result, f"{stream}_truncated") else ""
-            console.rule(f"{stream}{flag}", style="dim")
-            out.print(_shown(text, out), markup=False, highlight=False)
+class _LiveOutput:
+    """The script's output as it prints (stdout to stdout, stderr to stderr), neutralised on a
+    terminal and bounded by the sandbox (``spec.max_output_bytes`` a stream); the spinner
+    stops at the first byte. At the end only what the live view missed is printed (what the
+    sandbox added: a traceback, why it was killed), never the same output twice."""
+
+    def __init__(self, status: Status) -> None:
+        self._status = status
+        self._shown: dict[str, str] = {"stdout": "", "stderr": ""}
+
+    def write(self, stream: StreamName, text: str) -> None:
+        self._status.stop()
+        self._emit(stream, text)
+        self._shown[stream] += text
+
+    @staticmethod
+    def _emit(stream: str, text: str) -> None:
+        target = out if stream == "stdout" else console
+        target.file.write(_shown(text, target))
+        target.file.flush()
+
+    def finish(self, result: ExecResult) -> None:
+        for stream in ("stdout", "stderr"):
+            shown, text = self._shown[stream], getattr(result, stream)
+            if getattr(result, f"{stream}_truncated"):
+                if shown and not shown.endswith("\n"):
+                    self._emit(stream, "\n")
+                console.print(
+                    f"[dim]{stream} was truncated: shown live up to the output bound; "
+                    "--json gives its head and tail[/]",
+                    highlight=False,
+                )
+                continue
+            rest = text[len(shown) :] if text.startswith(shown) else text
+            if rest and shown and not shown.endswith("\n") and rest is text:
+                rest = "\n" + rest
+            if shown and not (shown + rest).endswith("\n"):
+                rest += "\n"  # the summary starts on a line of its own
+            if rest:
+                self._emit(stream, rest)
 
 
 def _print_result(script: Path, outcome: ScriptRun) -> None:

@@ -25,6 +25,7 @@ from execloop.runtime.host_workspace import HostWorkspace
 from execloop.runtime.inputs import SCRIPT_NAME, Inputs
 from execloop.sandboxes import Artifact, ExecResult, Manifest, Sandbox, create_sandbox
 from execloop.sandboxes.spec import SandboxSpec, coerce_spec
+from execloop.sandboxes.streaming import OnOutput
 
 __all__ = ["ScriptRun", "run_script", "run_script_async"]
 
@@ -65,6 +66,7 @@ async def run_script_async(
     inputs: Sequence[Path] = (),
     args: tuple[str, ...] = (),
     on_exec: Callable[[ExecResult], None] | None = None,
+    on_output: OnOutput | None = None,
     out_dir: Path | None = None,
 ) -> ScriptRun:
     """Upload ``inputs`` (host files and directories, laid out by ``Inputs``), ``files`` and
@@ -73,6 +75,7 @@ async def run_script_async(
     ``source`` may be bytes (compiled as Python compiles a file: a PEP 263 cookie counts).
     Nothing is overwritten: ``main.py`` is reserved, and in a host workspace
     (``spec.workspace_dir``, locked for the run) existing files are never replaced.
+    ``on_output(stream, text)`` sees the script's output as it prints (``Sandbox.exec``);
     ``on_exec`` sees the result as soon as the script ends (before the listing and teardown);
     ``out_dir`` (a new or empty host directory) receives the workspace, script included."""
     if not isinstance(source, str | bytes):
@@ -103,7 +106,7 @@ async def run_script_async(
         sandbox = await stack.enter_async_context(create_sandbox(spec))
         await staged.upload(sandbox)
         await sandbox.upload({**extra, SCRIPT_NAME: script})
-        result = await sandbox.exec_file(SCRIPT_NAME, args=args)
+        result = await sandbox.exec_file(SCRIPT_NAME, args=args, on_output=on_output)
         if on_exec is not None:
             on_exec(result)
         ended = sandbox.ended  # the script (or a deadline) ended the session
@@ -150,6 +153,7 @@ def run_script(
     inputs: Sequence[Path] = (),
     args: tuple[str, ...] = (),
     on_exec: Callable[[ExecResult], None] | None = None,
+    on_output: OnOutput | None = None,
     out_dir: Path | None = None,
 ) -> ScriptRun:
     """Synchronous ``run_script_async``; ``source`` may be code or a path to a script (sent
@@ -169,6 +173,7 @@ def run_script(
             inputs=inputs,
             args=args,
             on_exec=on_exec,
+            on_output=on_output,
             out_dir=out_dir,
         )
     )

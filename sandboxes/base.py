@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from execloop.errors import ConfigError, SandboxClosedError
 from execloop.sandboxes import transfer
 from execloop.sandboxes.spec import SandboxSpec
+from execloop.sandboxes.streaming import OnOutput
 
 __all__ = [
     "Artifact",
@@ -53,6 +54,7 @@ class Capability(enum.StrEnum):
     RESTART = "restart"  # restart() gives a fresh interpreter on the same workspace
     BINARY_STDOUT = "binary_stdout"  # sys.stdout.buffer exists (a kernel's OutStream has none)
     RICH_OUTPUT = "rich_output"  # display outputs (PNG, HTML...) are saved under outputs/
+    STREAMING = "streaming"  # on_output sees stdout/stderr while the code runs, not at its end
 
 
 class ExitReason(enum.StrEnum):
@@ -215,14 +217,27 @@ class Sandbox(abc.ABC):
 
     # -- execution -------------------------------------------------------------------------
     @abc.abstractmethod
-    async def exec(self, code: str, *, timeout: float | None = None) -> ExecResult:
-        """Run ``code`` in the session's namespace; ``timeout`` defaults to ``spec.timeout_s``."""
+    async def exec(
+        self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None
+    ) -> ExecResult:
+        """Run ``code`` in the session's namespace; ``timeout`` defaults to ``spec.timeout_s``.
+
+        ``on_output(stream, text)`` (``stream`` is ``"stdout"`` or ``"stderr"``) sees the
+        output as it happens where the sandbox offers ``Capability.STREAMING`` (else once, as
+        the exec ends): at most ``spec.max_output_bytes`` per stream, then delivery stops
+        without a word (the ``ExecResult``, unchanged by streaming, says what was cut)."""
 
     @abc.abstractmethod
     async def exec_file(
-        self, path: str, *, args: Sequence[str] = (), timeout: float | None = None
+        self,
+        path: str,
+        *,
+        args: Sequence[str] = (),
+        timeout: float | None = None,
+        on_output: OnOutput | None = None,
     ) -> ExecResult:
-        """Run a workspace file as ``__main__`` (with ``sys.argv = [path, *args]``)."""
+        """Run a workspace file as ``__main__`` (with ``sys.argv = [path, *args]``); its
+        output goes to ``on_output`` as ``exec`` says."""
 
     # -- files -----------------------------------------------------------------------------
     @abc.abstractmethod

@@ -16,7 +16,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -26,6 +26,7 @@ import anyio.to_thread
 
 from execloop.errors import ProtocolError, TransferError
 from execloop.sandboxes import helper
+from execloop.sandboxes.streaming import StreamName
 
 __all__ = ["HelperChannel", "Reply", "private_unix_listener"]
 
@@ -265,6 +266,27 @@ class HelperChannel:
         reply, body = frame
         assert reply is not None  # chunks were refused
         return reply, body
+
+    async def request_streaming(
+        self, header: Reply, *, deadline: float, on_output: Callable[[StreamName, bytes], None]
+    ) -> tuple[Reply, bytes] | None:
+        """``request`` for an exec asked with ``stream: true``: its output frames go to
+        ``on_output`` as they come, until the reply (which carries no body)."""
+        await self.send(helper.encode_frame(header))
+        while True:
+            frame = await self._read(max_body=helper.CHUNK_BYTES, chunk_ok=False, deadline=deadline)
+            if frame is None:
+                return None
+            reply, body = frame
+            assert reply is not None  # chunks were refused
+            if reply.get("op") != "output":
+                if body:
+                    raise ProtocolError("the helper sent a body with an exec reply")
+                return reply, body
+            stream = reply.get("stream")
+            if stream not in ("stdout", "stderr"):
+                raise ProtocolError(f"the helper sent output of an unknown stream {stream!r}")
+            on_output(stream, body)
 
     async def put(self, header: Reply, chunks: AsyncGenerator[bytes, None]) -> Reply:
         """Upload: ask, and once the helper says ``go`` stream ``chunks`` (a tar). A failure

@@ -16,6 +16,9 @@ connects to the host's listening socket, sends ``hello``, then serves one reques
   the final reply follows;
 - ``get`` (``path``): ``{"stream": true}``, the tar as chunks, then the final reply;
 - ``manifest`` (``path``, ``limit``): totals in the header, the listing as a JSON body;
+- with ``stream: true`` an ``exec`` sends *output frames* before its reply: a header
+  ``{"op": "output", "stream": "stdout" | "stderr"}`` and the bytes as body (at most
+  ``CHUNK_BYTES``), what the drain thread read at each poll, at most ``keep`` bytes a stream;
 - ``ping``.
 
 A reply carrying ``ended`` says the session cannot go on (the script called ``os._exit``, or
@@ -64,6 +67,7 @@ __all__ = [
     "check_tar_member",
     "encode_chunk",
     "encode_frame",
+    "encode_output",
     "main",
     "manifest_body_bound",
     "python_exit_status",
@@ -121,6 +125,11 @@ def check_tar_member(member: tarfile.TarInfo) -> PurePosixPath:
 def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
     data = json.dumps(header, separators=(",", ":")).encode()
     return FRAME_PREFIX.pack(len(data), len(body)) + data + body
+
+
+def encode_output(stream: str, data: bytes) -> bytes:
+    """An output frame of a streaming exec (``stream`` is ``stdout`` or ``stderr``)."""
+    return encode_frame({"op": "output", "stream": stream}, data)
 
 
 def encode_chunk(data: bytes) -> bytes:
@@ -398,11 +407,20 @@ class _Capture:
         self._scratch = bytearray(_PIPE_CHUNK)  # what each read lands in (under the lock)
         self._main = threading.main_thread().ident
         self.armed = False  # True while the user's code runs: only then may the limit fire
+        # A streaming exec's output not yet sent (at most ``keep`` bytes a stream in all), and
+        # the lock that keeps frames in order between the drain thread and the main thread.
+        self._send: Any = None
+        self._pending = {"stdout": bytearray(), "stderr": bytearray()}
+        self._left = {"stdout": 0, "stderr": 0}
+        self._stream_lock = threading.Lock()
         self.begin(keep=1024, limit=1 << 62)
         self._thread = _start_thread(self._drain, "execloop-drain")
 
-    def begin(self, *, keep: int, limit: int) -> None:
+    def begin(self, *, keep: int, limit: int, send: Any = None) -> None:
+        """A new exec; ``send`` (a frame sender) streams its output as output frames."""
         with self._lock:
+            self._send = send
+            self._left = {"stdout": keep, "stderr": keep} if send is not None else self._left
             self.out = _Bounded(keep)
             self.err = _Bounded(keep)
             self.limit = limit
@@ -435,7 +453,14 @@ class _Capture:
             if not size:
                 return False
             try:
-                (self.out if which == "out" else self.err).add(memoryview(self._scratch)[:size])
+                view = memoryview(self._scratch)[:size]
+                (self.out if which == "out" else self.err).add(view)
+                if self._send is not None:
+                    name = "stdout" if which == "out" else "stderr"
+                    left = self._left[name]
+                    if left > 0:
+                        self._pending[name] += view[:left]
+                        self._left[name] = left - min(left, size)
             except MemoryError:
                 self.lost = True
             if not self.limit_hit and self.out.total + self.err.total > self.limit:
@@ -443,6 +468,27 @@ class _Capture:
                 if self.armed and self._main is not None:
                     signal.pthread_kill(self._main, signal.SIGUSR1)
         return True
+
+    def flush_stream(self, *, last: bool = False) -> None:
+        """Send the output read so far as output frames; ``last`` ends the exec's streaming.
+        A send that fails stops streaming: the reply (or the host's deadline) says the rest."""
+        with self._stream_lock:
+            with self._lock:
+                send = self._send
+                if last:
+                    self._send = None
+                if send is None:
+                    return
+                pieces = [(name, bytes(data)) for name, data in self._pending.items() if data]
+                for buffer in self._pending.values():
+                    buffer.clear()
+            try:
+                for name, data in pieces:
+                    for start in range(0, len(data), CHUNK_BYTES):
+                        send(encode_output(name, data[start : start + CHUNK_BYTES]))
+            except OSError:
+                with self._lock:
+                    self._send = None
 
     def _drain(self) -> None:
         busy = False
@@ -454,6 +500,8 @@ class _Capture:
                 while self._read(self._out_r, "out") | self._read(self._err_r, "err"):
                     rounds += 1
                 busy = rounds >= _DRAIN_BUSY_READS
+                if rounds and self._send is not None:
+                    self.flush_stream()
             except OSError:  # the user's code closed our pipes: finish() will say so
                 return
             except MemoryError:
@@ -717,7 +765,8 @@ class _Session:
             self._oom_before = settled
         else:
             self._oom_before = _oom_kills() if self.use_cgroup else None
-        self.capture.begin(keep=int(header["keep"]), limit=int(header["limit"]))
+        send = self._send if header.get("stream") else None
+        self.capture.begin(keep=int(header["keep"]), limit=int(header["limit"]), send=send)
         self.started = time.monotonic()
         exit_code = self._run_user_code(header)
         try:
@@ -739,6 +788,7 @@ class _Session:
         """The reply of the exec in progress; ``ended`` if the script ended the session."""
         assert self.started is not None
         flushed = self.capture.finish()
+        self.capture.flush_stream(last=True)  # every output frame goes before the reply
         duration = time.monotonic() - self.started
         oom_after = self._oom_after = _oom_kills() if self.use_cgroup else None
         if self.capture.limit_hit:
@@ -791,6 +841,8 @@ class _Session:
     def _emergency_reply(self, exit_code: int, exc: BaseException) -> dict[str, Any]:
         """A reply built with as little memory as possible, once the usual one failed."""
         self._reserve = None
+        with contextlib.suppress(BaseException):  # no output frame may follow the reply
+            self.capture.flush_stream(last=True)
         memory = isinstance(exc, MemoryError)
         why = "no memory" if memory else f"{type(exc).__name__}"
         stdout = stderr = ""

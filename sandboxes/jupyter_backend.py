@@ -42,6 +42,7 @@ from execloop.sandboxes.kernel_session import KernelSession, RunEnd
 from execloop.sandboxes.placements.base import workspace_owner
 from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
 from execloop.sandboxes.stateful import MAX_DOWNLOAD_BYTES
+from execloop.sandboxes.streaming import OnOutput, OutputStream, check_on_output
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 from execloop.sandboxes.workspace import Workspace
 
@@ -78,7 +79,13 @@ class JupyterSandbox(Sandbox):
 
     @property
     def capabilities(self) -> frozenset[Capability]:
-        offers = {Capability.STATEFUL, Capability.TOOLS, Capability.RESTART, Capability.RICH_OUTPUT}
+        offers = {
+            Capability.STATEFUL,
+            Capability.TOOLS,
+            Capability.RESTART,
+            Capability.RICH_OUTPUT,
+            Capability.STREAMING,
+        }
         if self.spec.placement == "docker":
             offers.add(Capability.GPU)
         return frozenset(offers)
@@ -182,13 +189,22 @@ class JupyterSandbox(Sandbox):
             raise SandboxClosedError("the sandbox was never started; use `async with` or start()")
 
     # -- execution -------------------------------------------------------------------------
-    async def exec(self, code: str, *, timeout: float | None = None) -> ExecResult:
-        return await self._execute(code, check_exec_args(timeout=timeout, code=code))
+    async def exec(
+        self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None
+    ) -> ExecResult:
+        limit = check_exec_args(timeout=timeout, code=code)
+        return await self._execute(code, limit, check_on_output(on_output))
 
     async def exec_file(
-        self, path: str, *, args: Sequence[str] = (), timeout: float | None = None
+        self,
+        path: str,
+        *,
+        args: Sequence[str] = (),
+        timeout: float | None = None,
+        on_output: OnOutput | None = None,
     ) -> ExecResult:
         timeout = check_exec_args(timeout=timeout, path=path, args=args)
+        on_output = check_on_output(on_output)
         self._ensure_open()
         try:
             relative = await anyio.to_thread.run_sync(self._workspace().regular_file, path)
@@ -197,9 +213,13 @@ class JupyterSandbox(Sandbox):
                 exit_code=1, exit_reason=ExitReason.ERROR, stderr=f"execloop: {exc}\n", duration_s=0
             )
         target = f"{kernelspecs.SANDBOX_WORKSPACE}/{relative}"
-        return await self._execute(RUN_FILE.format(path=target, args=list(args)), timeout)
+        return await self._execute(
+            RUN_FILE.format(path=target, args=list(args)), timeout, on_output
+        )
 
-    async def _execute(self, code: str, timeout: float | None) -> ExecResult:
+    async def _execute(
+        self, code: str, timeout: float | None, on_output: OnOutput | None
+    ) -> ExecResult:
         self._ensure_open()
         async with self._lock:
             self._ensure_open()
@@ -210,6 +230,8 @@ class JupyterSandbox(Sandbox):
             collector = OutputCollector(
                 keep=self.spec.max_output_bytes, limit=self.spec.output_limit_bytes
             )
+            if on_output is not None:  # iopub stream messages arrive as the cell prints
+                collector.live = OutputStream(on_output, limit=self.spec.max_output_bytes)
             limit = timeout if timeout is not None else self.spec.timeout_s
             started = time.monotonic()
             # where the last reading could not count OOM kills, this one cannot either
@@ -220,6 +242,8 @@ class JupyterSandbox(Sandbox):
 
             try:
                 end = await kernel.run(code, collector, started + limit, save)
+                if collector.live is not None:
+                    collector.live.close()
             except BaseException:  # cancelled or broken: the kernel's state cannot be trusted
                 self._dead = f"interrupted mid-call during call #{self.exec_count}"
                 await self._stop_kernel()

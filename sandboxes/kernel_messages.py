@@ -15,6 +15,7 @@ from typing import Any
 
 from execloop.sandboxes.base import ExitReason
 from execloop.sandboxes.helper import _Bounded, python_exit_status
+from execloop.sandboxes.streaming import OutputStream, StreamName
 
 __all__ = ["EXIT_MIME", "OutputCollector", "RICH_SUFFIXES", "strip_ansi", "system_exit_status"]
 
@@ -62,6 +63,7 @@ class OutputCollector:
         self.frozen = False  # after an interrupt: only wait for idle, keep nothing more
         self.error: tuple[str, str, str] | None = None  # ename, evalue, traceback text
         self.exit_status: int | None = None  # what the script passed to os._exit
+        self.live: OutputStream | None = None  # a streaming exec's on_output, bounded
 
     @property
     def over_limit(self) -> bool:
@@ -80,8 +82,10 @@ class OutputCollector:
         elif kind == "stream":
             data = str(content.get("text", "")).encode()
             if self._count(len(data)):
-                sink = self.stderr if content.get("name") == "stderr" else self.stdout
-                sink.add(data)
+                name: StreamName = "stderr" if content.get("name") == "stderr" else "stdout"
+                (self.stderr if name == "stderr" else self.stdout).add(data)
+                if self.live is not None:
+                    self.live.feed(name, data)
         elif kind == "error" and not self.frozen:
             lines = [str(line) for line in content.get("traceback", [])]
             traceback = strip_ansi("".join(x if x.endswith("\n") else x + "\n" for x in lines))

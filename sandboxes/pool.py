@@ -35,6 +35,7 @@ from execloop.sandboxes.base import (
     Sandbox,
 )
 from execloop.sandboxes.spec import SandboxSpec
+from execloop.sandboxes.streaming import OnOutput
 
 __all__ = ["PoolSet", "PoolStats", "PooledSandbox", "SandboxPool"]
 
@@ -353,13 +354,20 @@ class PooledSandbox(Sandbox):
         if lease is not None:
             await lease.__aexit__(None, None, None)
 
-    async def exec(self, code: str, *, timeout: float | None = None) -> ExecResult:
-        return await self.inner.exec(code, timeout=timeout)
+    async def exec(
+        self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None
+    ) -> ExecResult:
+        return await self.inner.exec(code, timeout=timeout, on_output=on_output)
 
     async def exec_file(
-        self, path: str, *, args: Sequence[str] = (), timeout: float | None = None
+        self,
+        path: str,
+        *,
+        args: Sequence[str] = (),
+        timeout: float | None = None,
+        on_output: OnOutput | None = None,
     ) -> ExecResult:
-        return await self.inner.exec_file(path, args=args, timeout=timeout)
+        return await self.inner.exec_file(path, args=args, timeout=timeout, on_output=on_output)
 
     async def upload_tar(self, archive: bytes, dest: str = ".") -> None:
         await self.inner.upload_tar(archive, dest)

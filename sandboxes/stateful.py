@@ -42,6 +42,7 @@ from execloop.sandboxes.base import (
 from execloop.sandboxes.channel import HelperChannel, Reply, private_unix_listener
 from execloop.sandboxes.placements.base import Launch, Placement
 from execloop.sandboxes.spec import SandboxSpec
+from execloop.sandboxes.streaming import OnOutput, OutputStream, check_on_output
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
 __all__ = ["HelperSandbox", "MAX_DOWNLOAD_BYTES", "SOCKET_NAME"]
@@ -92,7 +93,7 @@ class HelperSandbox(Sandbox):
 
     @property
     def capabilities(self) -> frozenset[Capability]:
-        return self.offers
+        return self.offers | {Capability.STREAMING}  # every helper streams (output frames)
 
     @property
     def control_dir(self) -> Path | None:
@@ -287,22 +288,32 @@ class HelperSandbox(Sandbox):
             raise TransferError(str(reply.get("error", "the helper reported an unknown error")))
 
     # -- the contract -------------------------------------------------------------------
-    async def exec(self, code: str, *, timeout: float | None = None) -> ExecResult:
+    async def exec(
+        self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None
+    ) -> ExecResult:
         limit = check_exec_args(timeout=timeout, code=code)
-        return await self._exec({"code": code}, limit)
+        return await self._exec({"code": code}, limit, check_on_output(on_output))
 
     async def exec_file(
-        self, path: str, *, args: Sequence[str] = (), timeout: float | None = None
+        self,
+        path: str,
+        *,
+        args: Sequence[str] = (),
+        timeout: float | None = None,
+        on_output: OnOutput | None = None,
     ) -> ExecResult:
         limit = check_exec_args(timeout=timeout, path=path, args=args)
-        return await self._exec({"path": path, "args": list(args)}, limit)
+        fields = {"path": path, "args": list(args)}
+        return await self._exec(fields, limit, check_on_output(on_output))
 
-    async def _exec(self, fields: dict[str, Any], timeout: float | None) -> ExecResult:
+    async def _exec(
+        self, fields: dict[str, Any], timeout: float | None, on_output: OnOutput | None
+    ) -> ExecResult:
         cgroup = self.placement.cgroup
         if cgroup is None:
-            return await self._exec_once(fields, timeout)
+            return await self._exec_once(fields, timeout, on_output)
         self._oom_before = cgroup.oom_kills()
-        result = await self._exec_once(fields, timeout)
+        result = await self._exec_once(fields, timeout, on_output)
         # the sandbox may be gone (killed, timed out): then its cgroup's last reading counts
         peak, ooms = await self.placement.memory()
         update: dict[str, Any] = {"peak_memory_bytes": peak}
@@ -313,7 +324,9 @@ class HelperSandbox(Sandbox):
             update |= {"exit_reason": ExitReason.OOM, "stderr": f"{result.stderr}\n{note}\n"}
         return result.model_copy(update=update)
 
-    async def _exec_once(self, fields: dict[str, Any], timeout: float | None) -> ExecResult:
+    async def _exec_once(
+        self, fields: dict[str, Any], timeout: float | None, on_output: OnOutput | None
+    ) -> ExecResult:
         self._ensure_open()
         self.exec_count += 1
         request = {
@@ -324,9 +337,19 @@ class HelperSandbox(Sandbox):
             **fields,
         }
         started = time.monotonic()
+        stream = None
+        if on_output is not None:  # only then does the helper send output frames
+            request["stream"] = True
+            stream = OutputStream(on_output, limit=self.spec.max_output_bytes)
 
         async def exchange(channel: HelperChannel, deadline: float) -> Reply | None:
-            reply = await channel.request(request, deadline=deadline)
+            if stream is None:
+                reply = await channel.request(request, deadline=deadline)
+            else:
+                reply = await channel.request_streaming(
+                    request, deadline=deadline, on_output=stream.feed
+                )
+                stream.close()
             return None if reply is None else reply[0]
 
         outcome = await self._call(exchange, timeout=timeout or self.spec.timeout_s, scoped=False)

@@ -101,3 +101,34 @@ def test_demo_runs_every_skill_through_the_broker(tmp_path: Path) -> None:
     assert "SCRIPTED MODEL" in done.stderr
     assert (tmp_path / "demo" / "report.html").stat().st_size > 10_000
     assert done.stdout.count("passed") >= 5  # four skills and the tools task
+
+
+def test_run_shows_output_while_the_script_runs(tmp_path: Path) -> None:
+    """The first line arrives before the script ends: the script waits for a file the test
+    creates only after reading that line (no timing), and nothing is printed twice."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    os.chown(workspace, 1000, 1000)
+    script = tmp_path / "wait.py"
+    script.write_text(
+        "import os, time\n"
+        "print('a', flush=True)\n"
+        "while not os.path.exists('go'):\n"
+        "    time.sleep(0.01)\n"
+        "print('b')\n"
+    )
+    command = [sys.executable, "-m", "execloop.runtime.cli", "run", str(script)]
+    with subprocess.Popen(
+        [*command, "--workspace", str(workspace), "--timeout", "120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        (workspace / "go").touch()
+        rest, errors = process.communicate(timeout=300)
+    assert first == "a\n", errors
+    assert process.returncode == 0, errors
+    assert rest == "b\n"  # the summary (on stderr) does not print the output again
+    assert "ok wait.py" in errors

@@ -44,6 +44,7 @@ from execloop.runtime.checks import (
 from execloop.sandboxes import transfer
 from execloop.sandboxes.base import Artifact, ExecResult, ExitReason, Manifest, Sandbox
 from execloop.sandboxes.spec import SandboxSpec
+from execloop.sandboxes.streaming import OnOutput
 
 RESULT = {"loss_initial": 4.2, "loss_final": 3.7, "rows": [1, 2, 3], "meta": {"ok": True}}
 OK_RUN = ExecResult(exit_code=0, exit_reason=ExitReason.OK, duration_s=0.1)
@@ -72,11 +73,18 @@ class FileSandbox(Sandbox):
         if self.dead:
             raise SandboxClosedError("the sandbox died earlier (timed out during call #1)")
 
-    async def exec(self, code: str, *, timeout: float | None = None) -> ExecResult:
+    async def exec(
+        self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None
+    ) -> ExecResult:
         raise AssertionError("these checks must not run code in the sandbox")
 
     async def exec_file(
-        self, path: str, *, args: Sequence[str] = (), timeout: float | None = None
+        self,
+        path: str,
+        *,
+        args: Sequence[str] = (),
+        timeout: float | None = None,
+        on_output: OnOutput | None = None,
     ) -> ExecResult:
         raise AssertionError("these checks must not run code in the sandbox")
 

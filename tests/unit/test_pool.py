@@ -12,6 +12,7 @@ from execloop.errors import ConfigError, SandboxStartError
 from execloop.sandboxes.base import ExecResult, ExitReason, Manifest, Sandbox
 from execloop.sandboxes.pool import PoolSet, SandboxPool
 from execloop.sandboxes.spec import SandboxSpec
+from execloop.sandboxes.streaming import OnOutput
 
 pytestmark = pytest.mark.anyio
 
@@ -58,7 +59,9 @@ class FakeSandbox(Sandbox):
         assert self.started
         self.warmed = True
 
-    async def exec(self, code: str, *, timeout: float | None = None) -> ExecResult:
+    async def exec(
+        self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None
+    ) -> ExecResult:
         self._ensure_open()
         name, _, value = code.partition("=")
         if value:
@@ -71,7 +74,12 @@ class FakeSandbox(Sandbox):
         )
 
     async def exec_file(
-        self, path: str, *, args: Sequence[str] = (), timeout: float | None = None
+        self,
+        path: str,
+        *,
+        args: Sequence[str] = (),
+        timeout: float | None = None,
+        on_output: OnOutput | None = None,
     ) -> ExecResult:
         raise AssertionError("a pool only starts, hands out and closes sandboxes")
 

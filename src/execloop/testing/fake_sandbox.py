@@ -37,6 +37,7 @@ from execloop.sandboxes.base import (
     check_manifest_limit,
 )
 from execloop.sandboxes.spec import SandboxSpec
+from execloop.sandboxes.streaming import OnOutput, OutputStream, check_on_output
 
 __all__ = ["FakeBackend", "FakeRun", "FakeSandbox", "Handler"]
 
@@ -95,15 +96,24 @@ class FakeSandbox(Sandbox):
             )
 
     # -- execution -----------------------------------------------------------------------
-    async def exec(self, code: str, *, timeout: float | None = None) -> ExecResult:
+    async def exec(
+        self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None
+    ) -> ExecResult:
         limit = check_exec_args(timeout=timeout, code=code)
+        on_output = check_on_output(on_output)
         self._ensure_usable()
-        return await self._run(code, path=None, args=(), timeout=limit)
+        return self._deliver(await self._run(code, path=None, args=(), timeout=limit), on_output)
 
     async def exec_file(
-        self, path: str, *, args: Sequence[str] = (), timeout: float | None = None
+        self,
+        path: str,
+        *,
+        args: Sequence[str] = (),
+        timeout: float | None = None,
+        on_output: OnOutput | None = None,
     ) -> ExecResult:
         limit = check_exec_args(timeout=timeout, path=path, args=args)
+        on_output = check_on_output(on_output)
         self._ensure_usable()
         name = self._inside(path)
         if name not in self.files:
@@ -114,7 +124,18 @@ class FakeSandbox(Sandbox):
                 duration_s=0.0,
             )
         code = self.files[name].decode("utf-8", "replace")
-        return await self._run(code, path=name, args=tuple(args), timeout=limit)
+        result = await self._run(code, path=name, args=tuple(args), timeout=limit)
+        return self._deliver(result, on_output)
+
+    def _deliver(self, result: ExecResult, on_output: OnOutput | None) -> ExecResult:
+        """A fake runs nothing while it waits: its output reaches ``on_output`` at the end
+        (bounded as the contract says), so it does not offer ``Capability.STREAMING``."""
+        if on_output is not None:
+            stream = OutputStream(on_output, limit=self.spec.max_output_bytes)
+            stream.feed("stdout", result.stdout.encode())
+            stream.feed("stderr", result.stderr.encode())
+            stream.close()
+        return result
 
     async def _run(
         self, code: str, *, path: str | None, args: tuple[str, ...], timeout: float | None
