@@ -1083,6 +1083,7 @@ def _write_member(writer: _ChunkWriter, arcname: str, dir_fd: int, name: str) ->
 _KEPT_SOURCES_MAX = 256
 _KEPT_SOURCE_CHARS_MAX = 16 * 2**20
 _kept_sources: list[tuple[str, int]] = []
+_kept_chars = [0]  # their total length, kept as they come and go (no sum per exec)
 
 
 def _remember_source(filename: str, source: str | bytes) -> None:
@@ -1100,12 +1101,12 @@ def _remember_source(filename: str, source: str | bytes) -> None:
             return
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     _kept_sources.append((filename, len(source)))
-    total = sum(size for _, size in _kept_sources)
+    _kept_chars[0] += len(source)
     while len(_kept_sources) > _KEPT_SOURCES_MAX or (
-        total > _KEPT_SOURCE_CHARS_MAX and len(_kept_sources) > 1
+        _kept_chars[0] > _KEPT_SOURCE_CHARS_MAX and len(_kept_sources) > 1
     ):
         oldest, size = _kept_sources.pop(0)
-        total -= size
+        _kept_chars[0] -= size
         linecache.cache.pop(oldest, None)
 
 

@@ -413,6 +413,7 @@ def test_sources_kept_for_tracebacks_are_bounded(monkeypatch: pytest.MonkeyPatch
     import linecache
 
     monkeypatch.setattr(helper, "_kept_sources", [])
+    monkeypatch.setattr(helper, "_kept_chars", [0])
     names = [f"<exec-bound-{n}>" for n in range(helper._KEPT_SOURCES_MAX + 50)]
     try:
         for name in names:
