@@ -139,12 +139,13 @@ class Case:
 
     ``cli`` builds the arguments of ``execloop``; ``api`` is Python code run against the API;
     ``drive`` runs several commands itself (concurrent or killed ones) and returns the status
-    and output judged. ``says`` are fragments of the output (whitespace folded) that must all
+    and output judged. ``status`` may be a tuple: a racy input with more than one right end
+    (then ``verify=either(...)`` says what each end must print). ``says`` are fragments of the output (whitespace folded) that must all
     appear, ``never`` ones that must not. ``writable`` are the folders (relative to the case
     root) the run may change; ``keep`` the files in them that must stay as they were."""
 
     id: str
-    status: int
+    status: int | tuple[int, ...]
     says: tuple[str, ...]
     cli: Command | None = None
     api: str | Callable[[Context], str] | None = None
@@ -269,6 +270,18 @@ def _clean_up(ctx: Context, docker: Any) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def either(*ends: tuple[str, ...]) -> Callable[[Context, str], list[str]]:
+    """A ``verify`` for an input with several right ends: all fragments of one must appear."""
+
+    def verify(ctx: Context, output: str) -> list[str]:
+        text = folded(output)
+        if any(all(folded(words) in text for words in end) for end in ends):
+            return []
+        return [f"none of the expected ends {ends!r}"]
+
+    return verify
+
+
 def folded(text: str) -> str:
     return " ".join(text.split())
 
@@ -290,7 +303,8 @@ def judge(
         problems.append(("host-file exposure", "the host secret reached the output"))
     for what in leftovers(ctx, docker, settle_s=case.settle_s):
         problems.append(("leak", what))
-    if status != case.status:
+    allowed = case.status if isinstance(case.status, tuple) else (case.status,)
+    if status not in allowed:
         problems.append(("wrong status", f"exit {status}, expected {case.status}"))
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     if case.cli is not None and case.one_line and status == 2 and len(errors) != 1:
