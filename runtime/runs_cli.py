@@ -28,8 +28,8 @@ def _results_table(results: list[Result], title: str) -> Table:
         "status",
         "attempts",
         "checks",
-        "tokens in/out",
-        "classic in (seq.)",
+        "input/output tokens",
+        "classic flow input (estimated)",
         title=title,
         title_justify="left",
     )
