@@ -22,7 +22,6 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -35,7 +34,7 @@ from execloop.runtime.bridge import ToolRegistry
 from execloop.runtime.loop import LoopEvent, SubAgent
 from execloop.runtime.models.base import Model
 from execloop.runtime.ownership import BrokerOwner, owner_is_gone
-from execloop.runtime.report import RunSummary, StageSummary, TaskSummary
+from execloop.runtime.run_summary import summarize_run
 from execloop.runtime.skills import Skill, resolve_skill
 from execloop.runtime.store import TaskRow, TaskStore
 from execloop.runtime.task import ErrorKind, Result, Task, TaskStatus
@@ -401,35 +400,6 @@ class Broker:
         elif event.kind == "tool_calls":
             records = [r.model_dump(mode="json") for r in event.data["records"]]
             self.store.add_tool_calls(task_id, records)
-
-
-def summarize_run(store: TaskStore, run_id: str, *, include: Sequence[str] = ()) -> RunSummary:
-    """The report's view of a run, built from the store; ``include`` adds tasks of earlier
-    runs that this run finished (``Broker.resumed``)."""
-    rows = store.tasks(run_id)
-    seen = {row.id for row in rows}
-    rows += [row for row in map(store.task, include) if row is not None and row.id not in seen]
-    tasks = []
-    for row in rows:
-        result = store.result(row.id)
-        if result is None or row.started_at is None or row.finished_at is None:
-            continue
-        tasks.append(
-            TaskSummary(
-                task_id=row.id,
-                status=result.status,
-                error_kind=result.error_kind,
-                attempts=result.attempts,
-                usage=result.usage,
-                classic=result.usage_classic_estimate,
-                started_at=datetime.fromtimestamp(row.started_at, UTC),
-                ended_at=datetime.fromtimestamp(row.finished_at, UTC),
-                scripted=result.scripted,
-            )
-        )
-    return RunSummary(
-        run_id=run_id, tasks=tasks, stages=[StageSummary(name="main", orchestration_steps=1)]
-    )
 
 
 def run_tasks(

@@ -114,6 +114,9 @@ class ClassicFlow(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     rounds: int = Field(ge=0, description="Tool rounds T; requests = T + 1.")
+    request_input_tokens: tuple[int, ...] = Field(
+        default=(), description="Input tokens of each of the T + 1 requests, in order."
+    )
     uncached: Usage
     cached: Usage = Field(description="input_tokens is 0: every input token is read or written.")
     uncached_cost_units: float
@@ -185,6 +188,8 @@ def classic_flow(
     appended = [o + r for o, r in rounds]
     # Round m's tokens (1-based, i = m-1) are in the prompts of requests m..T (T+1-m of them);
     # request m writes them to the cache and requests m+1..T (T-m of them) read them.
+    # request k re-sends the prefix and every round before it: its input grows with k
+    requests = [prefix + sum(appended[:k]) for k in range(t + 1)]
     input_tokens = (t + 1) * prefix + sum((t - i) * a for i, a in enumerate(appended))
     cache_read = t * prefix + sum((t - 1 - i) * a for i, a in enumerate(appended))
     output_tokens = sum(o for o, _ in rounds) + final_answer_tokens
@@ -197,6 +202,7 @@ def classic_flow(
     )
     return ClassicFlow(
         rounds=t,
+        request_input_tokens=tuple(requests),
         uncached=uncached,
         cached=cached,
         uncached_cost_units=input_cost_units(uncached),

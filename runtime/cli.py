@@ -287,19 +287,21 @@ _skill_dirs = click.option(
     "dirs",
     multiple=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="A folder of skills searched after the built-in ones (repeatable).",
+    help="A folder of skills searched after the built-in ones, before execloop.toml's "
+    "skill_dirs (repeatable).",
 )
 
 
 @skills.command("list")
 @_skill_dirs
 @click.option("--json", "as_json", is_flag=True, help="Print the skills as JSON.")
-def skills_list(dirs: tuple[Path, ...], as_json: bool) -> None:
+@click.pass_obj
+def skills_list(config: Config, /, dirs: tuple[Path, ...], as_json: bool) -> None:
     """The available skills: name, version, description. A broken skill is reported on
     stderr (one line each, exit status 1) and the good ones are still listed."""
     from execloop.runtime.skills import builtin_skills_dir, scan_skills
 
-    found, broken = scan_skills(builtin_skills_dir(), *dirs)
+    found, broken = scan_skills(builtin_skills_dir(), *dirs, *config.skill_folders())
     if as_json:
         keys = {"name", "version", "description", "folder"}
         click.echo(json.dumps([s.model_dump(mode="json", include=keys) for s in found], indent=2))
@@ -317,11 +319,12 @@ def skills_list(dirs: tuple[Path, ...], as_json: bool) -> None:
 @skills.command("show")
 @click.argument("name")
 @_skill_dirs
-def skills_show(name: str, dirs: tuple[Path, ...]) -> None:
+@click.pass_obj
+def skills_show(config: Config, /, name: str, dirs: tuple[Path, ...]) -> None:
     """A skill's front matter in short, then its instructions."""
     from execloop.runtime.skills import resolve_skill
 
-    skill = resolve_skill(name, skill_dirs=dirs)
+    skill = resolve_skill(name, skill_dirs=(*dirs, *config.skill_folders()))
     required = set(skill.inputs.get("required", ()))
     inputs = [f"{k}{'*' if k in required else ''}" for k in skill.inputs.get("properties", {})]
     sandbox = skill.sandbox.model_dump(mode="json", include=skill.sandbox.model_fields_set)

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -116,16 +116,35 @@ def server_for(config: ServerConfig) -> MCPServer[Any]:
         async with running(config) as state:
             yield state
 
-    server: MCPServer[Any] = MCPServer(
-        "execloop",
-        version=__version__,
-        instructions=INSTRUCTIONS,
-        lifespan=lifespan,
-        log_level="WARNING",  # stderr is the client's log: the SDK's notices stay out of it
-    )
+    with _root_logger_left_alone():
+        server: MCPServer[Any] = MCPServer(
+            "execloop",
+            version=__version__,
+            instructions=INSTRUCTIONS,
+            lifespan=lifespan,
+            log_level="WARNING",
+        )
     add_tools(server, config)
     add_artifact_resources(server)
     return server
+
+
+@contextmanager
+def _root_logger_left_alone() -> Iterator[None]:
+    """``MCPServer()`` calls ``logging.basicConfig`` (mcp 2.3, python-sdk issue #1656), which a
+    library must not do: only an application configures the root logger (``execloop mcp`` does,
+    in the CLI). ``basicConfig`` does nothing when the root logger has a handler, so a
+    ``NullHandler`` stands there while the constructor runs."""
+    root = logging.getLogger()
+    if root.handlers:  # configured by the application: basicConfig leaves it alone
+        yield
+        return
+    placeholder = logging.NullHandler()
+    root.addHandler(placeholder)
+    try:
+        yield
+    finally:
+        root.removeHandler(placeholder)
 
 
 def add_tools(server: MCPServer[Any], config: ServerConfig) -> None:

@@ -28,8 +28,8 @@ def _results_table(results: list[Result], title: str) -> Table:
         "status",
         "attempts",
         "checks",
-        "tokens in/out",
-        "classic in (seq.)",
+        "input/output tokens",
+        "classic flow input (estimated)",
         title=title,
         title_justify="left",
     )
@@ -79,20 +79,20 @@ def _first_execloop_error(error: BaseException) -> ExecloopError | None:
 )
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True)
 def demo_command(out_dir: Path, concurrency: int) -> None:
-    """Keyless demo: every built-in skill's example, and a task calling host tools, solved
-    through the broker by SCRIPTED models (replies replayed, not generated), checked in Docker
-    sandboxes, with the token ledger's report. Re-run on the same --out after a crash, it
-    resumes the crashed run's unfinished tasks."""
+    """Keyless demo: a realistic mix, mostly tasks calling a shop's host tools (5 to 20 calls
+    each) plus every built-in skill's example, solved through the broker by SCRIPTED models
+    (replies replayed, not generated), checked in Docker sandboxes, with the token ledger's
+    report. Re-run on the same --out after a crash, it resumes the crashed run's unfinished
+    tasks."""
     from execloop.runtime.broker import Broker, summarize_run
-    from execloop.runtime.demo import demo_model, demo_registry, demo_tasks
+    from execloop.runtime.demo import demo_mix, demo_model, demo_registry, demo_tasks
     from execloop.runtime.report import RunSummary, write_report
     from execloop.runtime.store import TaskStore
 
     store = TaskStore(_writable_dir(out_dir, "--out") / "execloop.db")  # refused before work
     tasks = demo_tasks()
     console.print(
-        f"[yellow]SCRIPTED MODEL: {len(tasks)} tasks whose replies are replayed from the skills' "
-        "worked examples and a tools example (no LLM is called).[/]"
+        f"[yellow]SCRIPTED MODEL: {demo_mix()}; every reply is replayed, no LLM is called.[/]"
     )
 
     async def main() -> tuple[str, list[Result], list[Result], RunSummary]:

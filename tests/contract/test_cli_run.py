@@ -100,7 +100,8 @@ def test_demo_runs_every_skill_through_the_broker(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "SCRIPTED MODEL" in done.stderr
     assert (tmp_path / "demo" / "report.html").stat().st_size > 10_000
-    assert done.stdout.count("passed") >= 5  # four skills and the tools task
+    assert done.stdout.count("passed") >= 9  # five tool tasks and four skills' examples
+    assert "SCRIPTED MODEL: 9 tasks: 5 call a shop's host tools" in done.stderr
 
 
 def test_run_shows_output_while_the_script_runs(tmp_path: Path) -> None:

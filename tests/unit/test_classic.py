@@ -57,6 +57,7 @@ def test_three_calls() -> None:
     flow = classic_flow(system_tokens=S, user_tokens=U, rounds=rounds)
     # 4*120 + 3*60 + 2*50 + 1*105; the requests' prompts are 120, 180, 230, 335
     assert flow.uncached.input_tokens == 865 == _by_request(120, rounds)
+    assert flow.request_input_tokens == (120, 180, 230, 335)  # the report's per-turn plot
     assert flow.uncached.output_tokens == 35
     assert flow.uncached.requests == 4
     # reads: 3*120 + 2*60 + 1*50 + 0*105; writes: 120 + 60 + 50 + 105
