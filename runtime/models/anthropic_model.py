@@ -94,6 +94,15 @@ class AnthropicModel:
     def scripted(self) -> bool:
         return False
 
+    @property
+    def client(self) -> anthropic.AsyncAnthropic:
+        """The SDK client every request goes through (the classic agent sends its own)."""
+        return self._client
+
+    def error_of(self, exc: anthropic.AnthropicError) -> ModelError:
+        """The ``ModelError`` for an SDK error, mapped in the one place this adapter does it."""
+        return self._model_error(exc)
+
     async def complete(self, request: ModelRequest) -> ModelReply:
         system, tools = _stable_prefix(request)
         messages = [_message(message) for message in request.messages]
