@@ -25,6 +25,7 @@ from execloop.errors import ConfigError, ModelError
 from execloop.runtime.classic_prompt import ClassicPrompt
 from execloop.runtime.ledger import Usage
 from execloop.runtime.models.anthropic_model import AnthropicModel
+from execloop.runtime.models.anthropic_model import usage_of as anthropic_usage
 from execloop.runtime.models.base import Model
 from execloop.runtime.models.openai_model import OpenAIModel, usage_of
 
@@ -133,18 +134,7 @@ class AnthropicConversation:
                 )
         if content:
             self.messages.append({"role": "assistant", "content": content})
-        usage = message.usage
-        return Turn(
-            text="\n".join(texts),
-            calls=calls,
-            usage=Usage(
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cache_read_input_tokens=usage.cache_read_input_tokens or 0,
-                cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
-                requests=1,
-            ),
-        )
+        return Turn(text="\n".join(texts), calls=calls, usage=anthropic_usage(message.usage))
 
     def add_results(self, replies: list[ToolReply]) -> None:
         blocks = [
