@@ -58,6 +58,15 @@ def bench_command() -> None:
     help="Measure live with this model (anthropic:MODEL or openai:URL#MODEL); default: replay.",
 )
 @click.option("--task", "names", multiple=True, help="Run only these tasks (repeatable).")
+@click.option(
+    "--bfcl",
+    "bfcl",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also run the first N BFCL v3 multi-turn base tasks (needs: pip install --no-deps "
+    "bfcl-eval mpmath).",
+)
 def tokens_command(
     out: Path,
     as_json: bool,
@@ -65,6 +74,7 @@ def tokens_command(
     protocol: str,
     model_spec: str | None,
     names: tuple[str, ...],
+    bfcl: int,
 ) -> None:
     """Both flows (code mode, a classic one-call-per-turn agent) on every task of the suite,
     measured side by side; without --model the model is a loopback replay (no key needed)."""
@@ -81,6 +91,10 @@ def tokens_command(
         raise ConfigError("--backend restricted has no tool bridge; use local, docker or jupyter")
     _check_writable(out)
     tasks = [known[name] for name in dict.fromkeys(names)] if names else list(SUITE)
+    if bfcl:
+        from execloop.runtime.bench_bfcl import bfcl_tasks
+
+        tasks += bfcl_tasks(bfcl)
     live = parse_model(model_spec) if model_spec else None
     if live is not None and live.scripted:
         raise ConfigError(

@@ -163,18 +163,24 @@ def shop_registry(shop: Shop) -> ToolRegistry:
     return registry
 
 
-Check = Callable[[Shop, str], bool]
+Check = Callable[[Any, str], bool]
 
 
 @dataclass(frozen=True)
 class BenchTask:
-    """One task: the goal, the tools it may use, the code-mode script, and its check."""
+    """One task: the goal, the tools it may use, the code-mode script, and its check.
+
+    Each flow gets ``new_state()`` and ``tools_for(state)``; ``check(state, answer)`` judges it.
+    """
 
     name: str
     goal: str
     tools: tuple[str, ...]
     script: str
     check: Check
+    new_state: Callable[[], Any] = Shop
+    tools_for: Callable[[Any], ToolRegistry] = shop_registry
+    source: str = "execloop"
 
 
 def _fresh() -> Shop:

@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from execloop.runtime.bench_suite import BenchTask, Shop, shop_registry
+from execloop.runtime.bench_suite import BenchTask
 from execloop.runtime.bridge.gate import ToolCallRecord
 from execloop.runtime.classic import (
     CACHE_READ_WEIGHT,
@@ -48,6 +48,7 @@ __all__ = [
     "FlowFigures",
     "OUTPUT_WEIGHT",
     "Spread",
+    "Summary",
     "TaskComparison",
     "TaskRun",
     "TokenBench",
@@ -89,6 +90,7 @@ class TaskComparison(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     task: str
+    source: str = Field(description="The suite it comes from: execloop's, or BFCL's.")
     goal: str
     calls: int
     code: FlowFigures
@@ -143,10 +145,29 @@ class TokenBench(BaseModel):
         }
     )
     tasks: list[TaskComparison]
+    summaries: dict[str, Summary] = Field(description="Per task source (suite).")
+
+
+class Summary(BaseModel):
+    """One source's acceptance figures."""
+
+    model_config = ConfigDict(frozen=True)
+
     input_savings: Spread | None = Field(description=f"Over tasks with >= {MANY_CALLS} calls.")
     cached_input_savings: Spread | None = Field(description=f"Tasks with >= {MANY_CALLS} calls.")
     cached_cost_savings: Spread | None = Field(description=f"Tasks with >= {MANY_CALLS} calls.")
     estimate_ratio: Spread | None = Field(description="Over every task.")
+
+    @classmethod
+    def of(cls, comparisons: Sequence[TaskComparison]) -> Summary:
+        many = [c for c in comparisons if c.calls >= MANY_CALLS]
+        ratios = [c.estimate_ratio for c in comparisons if c.estimate_ratio is not None]
+        return cls(
+            input_savings=Spread.of([c.input_savings for c in many]),
+            cached_input_savings=Spread.of([c.cached_input_savings for c in many]),
+            cached_cost_savings=Spread.of([c.cached_cost_savings for c in many]),
+            estimate_ratio=Spread.of(ratios),
+        )
 
 
 def cost(usage: Usage, *, cached: bool) -> float:
@@ -260,6 +281,7 @@ def compare(
     per_attempt = code.cost_cached / max(code.attempts, 1)
     return TaskComparison(
         task=name,
+        source=bench_task.source,
         goal=bench_task.goal,
         calls=len(classic.calls),
         code=code,
@@ -278,14 +300,14 @@ def compare(
 async def _code_mode(
     bench_task: BenchTask, model: Model, backend: Backend, attempts: int
 ) -> tuple[Result, bool, list[ToolCallRecord]]:
-    shop = Shop()
+    state = bench_task.new_state()
     records: list[ToolCallRecord] = []
 
     def keep(event: LoopEvent) -> None:
         if event.kind == "tool_calls":
             records[:] = event.data["records"]
 
-    async with shop_registry(shop) as registry:
+    async with bench_task.tools_for(state) as registry:
         task = Task(
             goal=bench_task.goal,
             tools=bench_task.tools,
@@ -294,16 +316,16 @@ async def _code_mode(
         )
         agent = SubAgent(task, model=model, registry=registry, on_event=keep)
         result = await agent.run()
-    passed = result.status is TaskStatus.PASSED and bench_task.check(shop, result.answer)
+    passed = result.status is TaskStatus.PASSED and bench_task.check(state, result.answer)
     return result, passed, records
 
 
 async def _classic(bench_task: BenchTask, model: Model) -> tuple[ClassicRun, bool]:
-    shop = Shop()
-    async with shop_registry(shop) as registry:
+    state = bench_task.new_state()
+    async with bench_task.tools_for(state) as registry:
         agent = ClassicAgent.from_registry(registry, bench_task.tools, model=model)
         run = await agent.run(bench_task.goal)
-    return run, run.finished and bench_task.check(shop, run.answer)
+    return run, run.finished and bench_task.check(state, run.answer)
 
 
 def _replay_model(server: ReplayModelServer, protocol: Protocol) -> AnthropicModel | OpenAIModel:
@@ -335,8 +357,7 @@ async def run_suite(
         finally:
             if live_model is None and isinstance(model, AnthropicModel | OpenAIModel):
                 await model.aclose()
-    many = [c for c in comparisons if c.calls >= MANY_CALLS]
-    ratios = [c.estimate_ratio for c in comparisons if c.estimate_ratio is not None]
+    sources = dict.fromkeys(c.source for c in comparisons)
     return TokenBench(
         date=datetime.now(UTC).isoformat(timespec="seconds"),
         model=live_model.name if live_model else f"replay ({protocol} API, loopback)",
@@ -344,10 +365,7 @@ async def run_suite(
         backend=backend,
         method="measured-live" if live_model else "replayed",
         tasks=comparisons,
-        input_savings=Spread.of([c.input_savings for c in many]),
-        cached_input_savings=Spread.of([c.cached_input_savings for c in many]),
-        cached_cost_savings=Spread.of([c.cached_cost_savings for c in many]),
-        estimate_ratio=Spread.of(ratios),
+        summaries={s: Summary.of([c for c in comparisons if c.source == s]) for s in sources},
     )
 
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from execloop.runtime.bench_tokens import MANY_CALLS, Spread, TaskComparison, TokenBench
+from execloop.runtime.bench_tokens import MANY_CALLS, Spread, Summary, TaskComparison, TokenBench
 
 __all__ = ["plot_cumulative", "render_markdown"]
 
+_SOURCES = {
+    "execloop": "execloop's suite (a shop's tools, 1 to 20 calls)",
+    "bfcl-v3-multi-turn-base": "BFCL v3 multi-turn base (bfcl-eval; user turns joined into one "
+    "request, ground-truth calls as the plan, BFCL's state checker as the check)",
+}
 _COLUMNS = (
     ("calls", "tool calls the task took (the classic agent's turns minus its final answer)"),
     ("code in / classic in", "input tokens of all requests, every kind (cached or not)"),
@@ -50,6 +55,20 @@ def _spread(label: str, spread: Spread | None, *, ratio: bool = False) -> str:
         f"- {label}: median {show(spread.median)}, range {show(spread.low)} to "
         f"{show(spread.high)} ({spread.tasks} tasks)"
     )
+
+
+def _summary(source: str, summary: Summary) -> list[str]:
+    return [
+        f"**{_SOURCES.get(source, source)}**",
+        "",
+        _spread("input tokens saved", summary.input_savings),
+        _spread("input cost saved, caching priced on both sides", summary.cached_input_savings),
+        _spread(
+            "cost saved with output, caching priced on both sides", summary.cached_cost_savings
+        ),
+        _spread("classic estimate ÷ measured (every task)", summary.estimate_ratio, ratio=True),
+        "",
+    ]
 
 
 def _row(c: TaskComparison) -> str:
@@ -97,13 +116,13 @@ def render_markdown(bench: TokenBench, *, plot: str | None = None) -> str:
         "- checks: each flow works on its own fresh copy of the shop; the same check judges "
         "its effects and its answer",
         "",
-        f"## Results on tasks with at least {MANY_CALLS} tool calls",
+        f"## Results on tasks with at least {MANY_CALLS} tool calls, per suite",
         "",
-        _spread("input tokens saved", bench.input_savings),
-        _spread("input cost saved, caching priced on both sides", bench.cached_input_savings),
-        _spread("cost saved with output, caching priced on both sides", bench.cached_cost_savings),
-        _spread("classic estimate ÷ measured (every task)", bench.estimate_ratio, ratio=True),
-        "",
+        *(
+            line
+            for source, summary in bench.summaries.items()
+            for line in _summary(source, summary)
+        ),
         "| task | calls | code in / classic in | est. ÷ meas. | input saved | cached input "
         "saved | cached cost saved | break-even | ok | wall s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",

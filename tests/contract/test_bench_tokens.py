@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from execloop.runtime.bench_bfcl import bfcl_tasks
 from execloop.runtime.bench_suite import SUITE
 from execloop.runtime.bench_tokens import run_task
 from execloop.runtime.cli import cli
@@ -95,3 +96,17 @@ def test_cli_refuses_bad_input_in_one_line_before_any_work(
     assert done.exit_code != 0 and len(lines) == 1 and says in lines[0], done.output
     assert "Traceback" not in done.output and mine.read_text() == "my own notes\n"
     assert not (tmp_path / "docs").exists()
+
+
+async def test_a_bfcl_multi_turn_task_runs_both_flows_and_is_judged_by_bfcls_checker() -> None:
+    (task,) = bfcl_tasks(1)
+    assert task.source == "bfcl-v3-multi-turn-base" and "cd" in task.tools
+    assert not task.check(task.new_state(), "")  # the untouched state is not the ground truth's
+    with ReplayModelServer() as server:
+        async with AnthropicModel(model="replay", base_url=server.base_url, api_key="k") as model:
+            ran = await run_task(task, model=model, backend="local", replay=server)
+    comparison = ran.comparison
+    assert comparison.code.success and comparison.classic.success
+    assert comparison.calls == 10 and comparison.estimate_ratio == 1.0
+    assert ran.code.usage_classic_estimate is not None
+    assert ran.code.usage_classic_estimate.sequential == ran.classic.formula()
