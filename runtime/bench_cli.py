@@ -59,6 +59,14 @@ def bench_command() -> None:
 )
 @click.option("--task", "names", multiple=True, help="Run only these tasks (repeatable).")
 @click.option(
+    "--tool-docs",
+    type=click.Choice(["full", "summary"]),
+    default="full",
+    show_default=True,
+    help="Code mode's tool listing: full docstrings, or each tool's first sentence "
+    "(full docs on demand with help() in the sandbox).",
+)
+@click.option(
     "--bfcl",
     "bfcl",
     type=click.IntRange(min=0),
@@ -75,6 +83,7 @@ def tokens_command(
     model_spec: str | None,
     names: tuple[str, ...],
     bfcl: int,
+    tool_docs: str,
 ) -> None:
     """Both flows (code mode, a classic one-call-per-turn agent) on every task of the suite,
     measured side by side; without --model the model is a loopback replay (no key needed)."""
@@ -129,6 +138,7 @@ def tokens_command(
                 protocol=protocol,  # type: ignore[arg-type]
                 live_model=live,
                 on_task=done,
+                tool_docs=tool_docs,  # type: ignore[arg-type]
             )
 
         bench = anyio.run(main)

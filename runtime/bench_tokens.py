@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from execloop.runtime.bench_suite import BenchTask
 from execloop.runtime.bridge.gate import ToolCallRecord
+from execloop.runtime.bridge.stubs import ToolDocs
 from execloop.runtime.classic import (
     CACHE_READ_WEIGHT,
     CACHE_WRITE_WEIGHT,
@@ -136,6 +137,9 @@ class TokenBench(BaseModel):
     protocol: Protocol
     backend: str
     method: Method
+    tool_docs: ToolDocs = Field(
+        default="full", description="Code mode's tool listing: full docstrings or one line each."
+    )
     tokenizer: str = TOKENIZER_NAME
     weights: dict[str, float] = Field(
         default_factory=lambda: {
@@ -298,7 +302,7 @@ def compare(
 
 
 async def _code_mode(
-    bench_task: BenchTask, model: Model, backend: Backend, attempts: int
+    bench_task: BenchTask, model: Model, backend: Backend, attempts: int, tool_docs: ToolDocs
 ) -> tuple[Result, bool, list[ToolCallRecord]]:
     state = bench_task.new_state()
     records: list[ToolCallRecord] = []
@@ -314,7 +318,7 @@ async def _code_mode(
             sandbox=SandboxSpec(backend=backend),
             budget=Budget(max_attempts=attempts),
         )
-        agent = SubAgent(task, model=model, registry=registry, on_event=keep)
+        agent = SubAgent(task, model=model, registry=registry, on_event=keep, tool_docs=tool_docs)
         result = await agent.run()
     passed = result.status is TaskStatus.PASSED and bench_task.check(state, result.answer)
     return result, passed, records
@@ -341,6 +345,7 @@ async def run_suite(
     protocol: Protocol = "anthropic",
     live_model: Model | None = None,
     on_task: Callable[[TaskComparison], None] | None = None,
+    tool_docs: ToolDocs = "full",
 ) -> TokenBench:
     """Both flows on every task: replayed without ``live_model``, else measured live."""
     comparisons = []
@@ -349,7 +354,11 @@ async def run_suite(
         try:
             for bench_task in tasks:
                 ran = await run_task(
-                    bench_task, model=model, backend=backend, replay=None if live_model else server
+                    bench_task,
+                    model=model,
+                    backend=backend,
+                    replay=None if live_model else server,
+                    tool_docs=tool_docs,
                 )
                 comparisons.append(ran.comparison)
                 if on_task is not None:
@@ -364,6 +373,7 @@ async def run_suite(
         protocol=protocol,
         backend=backend,
         method="measured-live" if live_model else "replayed",
+        tool_docs=tool_docs,
         tasks=comparisons,
         summaries={s: Summary.of([c for c in comparisons if c.source == s]) for s in sources},
     )
@@ -379,7 +389,12 @@ class TaskRun:
 
 
 async def run_task(
-    bench_task: BenchTask, *, model: Model, backend: Backend, replay: ReplayModelServer | None
+    bench_task: BenchTask,
+    *,
+    model: Model,
+    backend: Backend,
+    replay: ReplayModelServer | None,
+    tool_docs: ToolDocs = "full",
 ) -> TaskRun:
     """Code mode, then the classic agent, on ``bench_task``. With ``replay`` (the server
     ``model`` talks to), each flow gets its plan and an empty cache; else ``model`` is live."""
@@ -387,7 +402,7 @@ async def run_task(
         replay.clear_cache()
         replay.plan([SubmitScript(bench_task.script)])
     attempts = 1 if replay is not None else 3
-    result, code_ok, records = await _code_mode(bench_task, model, backend, attempts)
+    result, code_ok, records = await _code_mode(bench_task, model, backend, attempts, tool_docs)
     if replay is not None:  # the classic agent makes the calls the script made, then answers
         replay.clear_cache()
         calls = [ToolUse(r.tool, json.loads(r.arguments)) for r in records if r.ok]

@@ -113,8 +113,16 @@ def render_markdown(bench: TokenBench, *, plot: str | None = None) -> str:
         f"{bench.weights['cache_read']:g}x, writes {bench.weights['cache_write']:g}x), the "
         "cache empty at the start of each flow of each task; output at "
         f"{bench.weights['output']:g}x an input token",
-        "- checks: each flow works on its own fresh copy of the shop; the same check judges "
-        "its effects and its answer",
+        "- checks: each flow works on its own fresh copy of the tools' state; the same check "
+        "judges its effects and its answer",
+        "- code mode's tool listing: "
+        + (
+            "full docstrings"
+            if bench.tool_docs == "full"
+            else "each tool's first sentence (full docs via help() in the sandbox); replayed, "
+            "the script is given, so whether a model writes it from the shorter listing "
+            "shows only when measured live"
+        ),
         "",
         f"## Results on tasks with at least {MANY_CALLS} tool calls, per suite",
         "",

@@ -21,6 +21,7 @@ import anyio
 from execloop.errors import ConfigError, ExecloopError
 from execloop.runtime import bounds
 from execloop.runtime.bridge import ToolBridge, ToolCallRecord, ToolRegistry, render_tool_api
+from execloop.runtime.bridge.stubs import ToolDocs
 from execloop.runtime.check_runner import OutputReader, reverify, run_checks
 from execloop.runtime.checks import CheckOutcome, CheckSpec, ExitStatusCheck
 from execloop.runtime.classic import CallTrace, ClassicEstimate, estimate_classic
@@ -93,6 +94,7 @@ class SubAgent:
         tool_call_budget: int = 1000,
         skill_dirs: Sequence[Path] = (),
         outputs_dir: Path | None = None,
+        tool_docs: ToolDocs = "full",
     ) -> None:
         if task.tools and registry is None:
             raise ConfigError(
@@ -107,6 +109,7 @@ class SubAgent:
             )
         self.task = task
         self.registry = registry
+        self.tool_docs = tool_docs  # "summary": one line per tool in the prompt
         self.tool_call_budget = tool_call_budget
         # where a passed task's verified workspace is kept (created then); None: not kept
         self.outputs_dir = outputs_dir
@@ -155,7 +158,7 @@ class SubAgent:
                 "Host tools, callable from the script as plain functions "
                 "(`from execloop_tools import ...`; a refused or failed call raises "
                 "execloop_tools.ToolError). Their results stay in the script: print only "
-                "what the answer needs.\n" + render_tool_api(tools)
+                "what the answer needs.\n" + render_tool_api(tools, docs=self.tool_docs)
             )
         return tuple(blocks)
 
