@@ -87,8 +87,9 @@ def tokens_command(
 ) -> None:
     """Both flows (code mode, a classic one-call-per-turn agent) on every task of the suite,
     measured side by side; without --model the model is a loopback replay (no key needed)."""
+    from execloop.runtime.bench_figures import TaskComparison
     from execloop.runtime.bench_suite import SUITE
-    from execloop.runtime.bench_tokens import TaskComparison, run_suite
+    from execloop.runtime.bench_tokens import run_suite
     from execloop.runtime.bench_tokens_report import plot_cumulative, render_markdown
     from execloop.runtime.models import parse_model
 
@@ -142,7 +143,7 @@ def tokens_command(
             )
 
         bench = anyio.run(main)
-    from execloop.runtime.bench_tokens import TokenBench
+    from execloop.runtime.bench_figures import TokenBench
 
     assert isinstance(bench, TokenBench)
     plot = plot_cumulative(bench, out.with_name(f"{out.stem}-tokens.png"))
