@@ -21,9 +21,11 @@ import anyio
 from execloop.errors import ConfigError, ExecloopError
 from execloop.runtime import bounds
 from execloop.runtime.bridge import ToolBridge, ToolCallRecord, ToolRegistry, render_tool_api
+from execloop.runtime.bridge.stubs import ToolDocs
 from execloop.runtime.check_runner import OutputReader, reverify, run_checks
 from execloop.runtime.checks import CheckOutcome, CheckSpec, ExitStatusCheck
 from execloop.runtime.classic import CallTrace, ClassicEstimate, estimate_classic
+from execloop.runtime.classic_prompt import ClassicPrompt
 from execloop.runtime.host_files import human_bytes
 from execloop.runtime.host_workspace import HostWorkspace
 from execloop.runtime.inputs import SCRIPT_NAME, Inputs, StagedInputs
@@ -92,6 +94,7 @@ class SubAgent:
         tool_call_budget: int = 1000,
         skill_dirs: Sequence[Path] = (),
         outputs_dir: Path | None = None,
+        tool_docs: ToolDocs = "full",
     ) -> None:
         if task.tools and registry is None:
             raise ConfigError(
@@ -106,6 +109,7 @@ class SubAgent:
             )
         self.task = task
         self.registry = registry
+        self.tool_docs = tool_docs  # "summary": one line per tool in the prompt
         self.tool_call_budget = tool_call_budget
         # where a passed task's verified workspace is kept (created then); None: not kept
         self.outputs_dir = outputs_dir
@@ -154,7 +158,7 @@ class SubAgent:
                 "Host tools, callable from the script as plain functions "
                 "(`from execloop_tools import ...`; a refused or failed call raises "
                 "execloop_tools.ToolError). Their results stay in the script: print only "
-                "what the answer needs.\n" + render_tool_api(tools)
+                "what the answer needs.\n" + render_tool_api(tools, docs=self.tool_docs)
             )
         return tuple(blocks)
 
@@ -337,21 +341,26 @@ class SubAgent:
             yield bridge
 
     def classic_estimate(self, final_answer: str) -> ClassicEstimate:
-        """What the classic round-trip flow would have cost for the last attempt's calls."""
+        """What the classic agent would have cost for the last attempt's calls: its own prompt
+        (``task.classic_system`` or the classic system prompt, with the allowed tools' schemas),
+        the goal as its user message, and each result as the text it would have read."""
         calls = [
             CallTrace(
                 tool=record.tool,
                 arguments=record.arguments,
-                result=record.result,
+                result=record.text,
                 argument_tokens=record.argument_tokens,
-                result_tokens=record.result_tokens,
+                result_tokens=record.text_tokens,
             )
             for record in self._state.tool_calls
             if record.ok
         ]
+        tools = [self.registry.get(name) for name in self.task.tools] if self.registry else []
+        prompt = ClassicPrompt.for_tools(tools, system=self.task.classic_system)
         return estimate_classic(
-            system="\n\n".join(self.system),
-            user=self.task_text,
+            system=prompt.system,
+            tools=prompt.tools,
+            user=self.task.goal,
             calls=calls,
             final_answer=final_answer,
         )
