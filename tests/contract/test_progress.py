@@ -5,10 +5,17 @@ hidden from the output a live view shows."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 
-from execloop.sandboxes import ExitReason
+from execloop.runtime.broker import Broker
+from execloop.runtime.checks import ExpressionCheck
+from execloop.runtime.loop import LoopEvent
+from execloop.runtime.models import ScriptedModel
+from execloop.runtime.store import PROGRESS_HISTORY, PROGRESS_LATEST, TaskStore
+from execloop.runtime.task import Task, TaskStatus
+from execloop.sandboxes import ExitReason, SandboxSpec
 from execloop.sandboxes.progress import ProgressEvent, ProgressReader
 
 from .backends import BACKEND_SPECS, make_sandbox
@@ -51,3 +58,46 @@ async def test_the_shipped_module_reports_progress(backend: str) -> None:
     assert "".join(t for s, t in shown if s == "stdout") == (
         '{"execloop": "progress", "step": "five"}\nafter\n'
     )
+
+
+TRAIN_SCRIPT = """\
+import json, time
+import execloop_progress
+execloop_progress.MIN_INTERVAL_S = 0
+for step in range(1, 201):
+    execloop_progress.report(step, 200, loss=4.0 - step / 100)
+    time.sleep(0.002)
+json.dump({"ok": True}, open("result.json", "w"))
+"""
+
+
+async def test_the_broker_keeps_each_attempts_progress_bounded(tmp_path: Path) -> None:
+    """Attempt 1 crashes half-way, attempt 2 trains to the end: both attempts' progress is in
+    the store, thinned (200 lines a run, at most 10 events a second read, at most
+    PROGRESS_LATEST + PROGRESS_HISTORY kept), each from its first step to its last."""
+    crash = TRAIN_SCRIPT.replace("time.sleep(0.002)", "time.sleep(0.002)\n    assert step < 100")
+    model = ScriptedModel([crash, TRAIN_SCRIPT])
+    task = Task(
+        goal="train",
+        checks=(ExpressionCheck(expr='result["ok"] == True'),),
+        sandbox=SandboxSpec(backend="local"),
+    )
+    seen: list[LoopEvent] = []
+    async with Broker(
+        db=tmp_path / "runs.db", model=model, on_event=lambda task_id, e: seen.append(e)
+    ) as broker:
+        await broker.submit(task)
+        result = await broker.result(task.id)
+    assert result.status is TaskStatus.PASSED, result.error
+    store = TaskStore(tmp_path / "runs.db", read_only=True)
+    kept = store.progress(task.id)
+    store.close()
+    by_attempt = {n: [r.event for r in kept if r.attempt == n] for n in (1, 2)}
+    assert by_attempt[1][0].step == 1 and by_attempt[1][-1].step == 100
+    assert by_attempt[2][0].step == 1 and by_attempt[2][-1].step == 200
+    assert by_attempt[2][-1].metrics == {"loss": pytest.approx(2.0)}
+    for events in by_attempt.values():
+        assert 2 <= len(events) <= PROGRESS_LATEST + PROGRESS_HISTORY
+        assert [e.step for e in events] == sorted(e.step for e in events)
+    live = [e for e in seen if e.kind == "progress"]
+    assert len(live) == len(kept)  # what a live view saw is what was stored
