@@ -2,10 +2,11 @@
 
 One row per task, per attempt, per tool call and per result, and a bounded record of the
 progress each attempt's script reported (the latest events, and a thinned history).
-``results.task_id`` is the primary key and a result is only inserted by the task's current owner: a task can never end
-with two results, whatever restarts or races happen. Each unfinished task names its owner
-(a broker, see ``execloop.runtime.ownership``) and the time its lease expires; ``claim`` takes
-an orphaned task over with a compare-and-swap on both. How the file is opened (schema,
+``results.task_id`` is the primary key and a result is only inserted by the task's current
+owner: a task can never end with two results, whatever restarts or races happen. Each
+unfinished task names its owner (a broker, see ``execloop.runtime.ownership``) and the time
+its lease expires; ``claim`` takes an orphaned task over with a compare-and-swap on both.
+How the file is opened (schema,
 migration, read-only access, errors) is ``store_db``'s job.
 """
 
