@@ -6,8 +6,7 @@ progress each attempt's script reported (the latest events, and a thinned histor
 owner: a task can never end with two results, whatever restarts or races happen. Each
 unfinished task names its owner (a broker, see ``execloop.runtime.ownership``) and the time
 its lease expires; ``claim`` takes an orphaned task over with a compare-and-swap on both.
-How the file is opened (schema,
-migration, read-only access, errors) is ``store_db``'s job.
+How the file is opened (schema, migration, read-only access, errors) is ``store_db``'s job.
 """
 
 from __future__ import annotations
