@@ -42,6 +42,7 @@ __all__ = [
     "guest_environment",
     "parse_progress",
     "ship_progress_module",
+    "without_progress_lines",
 ]
 
 GUEST_MODULE = "execloop_progress"
@@ -207,6 +208,16 @@ class ProgressReader:
             event, self._pending = self._pending, None
             self.events += 1
             self._on_progress(event)
+
+
+def without_progress_lines(text: str) -> str:
+    """``text`` as a ``ProgressReader`` with ``on_output`` shows it: the lines the guest module
+    wrote are gone (to tell what a live view showed from what an exec's result holds)."""
+    kept: list[str] = []
+    reader = ProgressReader(lambda event: None, on_output=lambda stream, piece: kept.append(piece))
+    reader.feed("stdout", text)
+    reader.close()
+    return "".join(kept)
 
 
 def ship_progress_module(control_dir: Path) -> str:
