@@ -5,13 +5,16 @@ hidden from the output a live view shows."""
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import pytest
+from mcp import Client
 
 from execloop.runtime.broker import Broker
 from execloop.runtime.checks import ExpressionCheck
 from execloop.runtime.loop import LoopEvent
+from execloop.runtime.mcp_server import build_server
 from execloop.runtime.models import ScriptedModel
 from execloop.runtime.store import PROGRESS_HISTORY, PROGRESS_LATEST, TaskStore
 from execloop.runtime.task import Task, TaskStatus
@@ -101,3 +104,30 @@ async def test_the_broker_keeps_each_attempts_progress_bounded(tmp_path: Path) -
         assert [e.step for e in events] == sorted(e.step for e in events)
     live = [e for e in seen if e.kind == "progress"]
     assert len(live) == len(kept)  # what a live view saw is what was stored
+
+
+async def test_mcp_run_task_forwards_the_scripts_progress(tmp_path: Path) -> None:
+    """The official client's ``progress_callback`` sees the attempt, the script's steps (with
+    their metrics) and the verdict, from a task run in a real bubblewrap sandbox."""
+    replies = tmp_path / "replies.json"
+    short = TRAIN_SCRIPT.replace("range(1, 201)", "range(1, 21)").replace("step, 200", "step, 20")
+    replies.write_text(json.dumps([short]))
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        seen.append((done, total, message))
+
+    server = build_server(spec=SandboxSpec(backend="local"), model=f"scripted:{replies}")
+    async with Client(server) as client:
+        called = await client.call_tool(
+            "run_task",
+            {"goal": "train", "checks": [{"kind": "expression", "expr": "result['ok']"}]},
+            progress_callback=on_progress,
+        )
+    assert called.structured_content is not None
+    assert called.structured_content["status"] == "passed", called.content
+    assert seen[0] == (0, 5, "attempt 1") and seen[-1] == (1, 1, "passed")
+    steps = seen[1:-1]
+    assert steps[0] == (1, 20, "attempt 1: step 1/20, loss 3.99")
+    assert steps[-1] == (20, 20, "attempt 1: step 20/20, loss 3.8")
+    assert [done for done, _, _ in steps] == sorted(done for done, _, _ in steps)
