@@ -19,4 +19,5 @@ for step in range(1, STEPS + 1):
     loss = 4.0 * math.exp(-step / 20)
     execloop_progress.report(step, STEPS, loss=loss, lr=1e-3)
 print(f"trained {STEPS} steps, final loss {loss:.3f}")
-json.dump({"steps": STEPS, "loss_final": loss}, open("result.json", "w"))
+with open("result.json", "w") as handle:
+    json.dump({"steps": STEPS, "loss_final": loss}, handle)
