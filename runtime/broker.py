@@ -397,6 +397,8 @@ class Broker:
             self._observe(task_id, event)
         if event.kind == "recorded":
             self.store.add_attempt(task_id, launch, event.data["record"])
+        elif event.kind == "progress":
+            self.store.add_progress(task_id, launch, event.attempt, event.data["event"])
         elif event.kind == "tool_calls":
             records = [r.model_dump(mode="json") for r in event.data["records"]]
             self.store.add_tool_calls(task_id, records)

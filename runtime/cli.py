@@ -25,8 +25,10 @@ from execloop.runtime.cli_sandbox import (
     spec_fields,
 )
 from execloop.runtime.config import Config, load_config
+from execloop.runtime.progress_view import ProgressView
 from execloop.runtime.terminal import one_line, printable
 from execloop.sandboxes import ExecResult, ExitReason
+from execloop.sandboxes.progress import ProgressEvent, without_progress_lines
 from execloop.sandboxes.spec import SANDBOX_UID
 from execloop.sandboxes.streaming import StreamName
 
@@ -100,7 +102,8 @@ def run(
     **limits: Any,
 ) -> None:
     """Run SCRIPT in a fresh hardened sandbox and print a compact result (its output live,
-    as it prints, then the workspace's files)."""
+    as it prints, with a progress bar for what it reports with execloop_progress, then the
+    workspace's files)."""
     from execloop.runtime.host_files import read_script
     from execloop.runtime.run import run_script
 
@@ -115,22 +118,36 @@ def run(
     status = console.status(f"running {name} in a {spec.backend} sandbox…", spinner="dots")
 
     live = None if as_json else _LiveOutput(status)
+    bar = None if as_json else ProgressView(console)
+
+    def progressed(event: ProgressEvent) -> None:
+        assert bar is not None
+        status.stop()
+        bar.start()
+        bar.update(event, label=script.name)
 
     def ran(result: ExecResult) -> None:
         status.stop()
+        if bar is not None:
+            bar.stop()
         if live is not None:
             live.finish(result)
 
     with status:
-        outcome = run_script(
-            code,
-            spec=spec,
-            inputs=inputs,
-            args=args,
-            on_exec=ran,
-            on_output=None if live is None else live.write,
-            out_dir=out_dir,
-        )
+        try:
+            outcome = run_script(
+                code,
+                spec=spec,
+                inputs=inputs,
+                args=args,
+                on_exec=ran,
+                on_output=None if live is None else live.write,
+                on_progress=None if bar is None else progressed,
+                out_dir=out_dir,
+            )
+        finally:
+            if bar is not None:
+                bar.stop()
     result = outcome.result
     if as_json:
         out.print_json(outcome.model_dump_json())
@@ -188,12 +205,18 @@ class _LiveOutput:
     @staticmethod
     def _emit(stream: str, text: str) -> None:
         target = out if stream == "stdout" else console
-        target.file.write(_shown(text, target))
-        target.file.flush()
+        # through sys.stdout/stderr: while a progress bar is live they are rich's proxies,
+        # which print whole lines above the bar
+        file = sys.stdout if stream == "stdout" else sys.stderr
+        file.write(_shown(text, target))
+        if not hasattr(file, "rich_proxied_file"):  # a proxy prints a partial line as a line
+            file.flush()
 
     def finish(self, result: ExecResult) -> None:
         for stream in ("stdout", "stderr"):
             shown, text = self._shown[stream], getattr(result, stream)
+            if stream == "stdout":  # the live view showed a bar instead of progress lines
+                text = without_progress_lines(text)
             if getattr(result, f"{stream}_truncated"):
                 if shown and not shown.endswith("\n"):
                     self._emit(stream, "\n")

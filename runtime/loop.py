@@ -42,6 +42,7 @@ from execloop.runtime.skills import TASK_JSON, Skill, resolve_skill
 from execloop.runtime.task import AttemptRecord, ErrorKind, Result, Task, TaskStatus, Timings
 from execloop.runtime.tokens import TOKENIZER_NAME
 from execloop.sandboxes import Artifact, ExecResult, Sandbox, SandboxSpec, create_sandbox
+from execloop.sandboxes.progress import ProgressReader
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
 __all__ = ["LoopEvent", "SubAgent"]
@@ -55,8 +56,9 @@ _REVERIFY_FAILED = (
 
 @dataclass(frozen=True)
 class LoopEvent:
-    """Progress for live displays and persistence: ``kind`` is attempt, reply, tool_calls (the
-    attempt's bridge trace), ran, checked, recorded (its ``AttemptRecord``) or finished."""
+    """Progress for live displays and persistence: ``kind`` is attempt, reply, progress (a
+    ``ProgressEvent`` the script reported, under ``"event"``), tool_calls (the attempt's bridge
+    trace), ran, checked, recorded (its ``AttemptRecord``) or finished."""
 
     kind: str
     attempt: int
@@ -117,6 +119,7 @@ class SubAgent:
         self.skill = skill
         self._factory = sandbox_factory
         self._on_event = on_event or (lambda event: None)
+        self._streams = on_event is not None  # the script's progress is read only if seen
         self.spec = skill.sandbox_spec(task.sandbox) if skill else task.sandbox
         checks: list[CheckSpec] = [*(skill.checks if skill else ()), *task.checks]
         if not any(isinstance(check, ExitStatusCheck) for check in checks):
@@ -286,7 +289,7 @@ class SubAgent:
             await self._staged.upload(sandbox)
             await sandbox.upload({SCRIPT_NAME: script})
             async with self._tools(sandbox) as bridge:
-                run = await sandbox.exec_file(SCRIPT_NAME)
+                run = await self._exec_script(sandbox, number)
             if bridge is not None:
                 state.tool_calls = list(bridge.trace)
                 self._on_event(LoopEvent("tool_calls", number, {"records": state.tool_calls}))
@@ -311,6 +314,19 @@ class SubAgent:
                 if all(o.passed for o in outcomes):
                     state.outputs_refused = await self._keep_outputs(sandbox, outputs)
         return run, outcomes
+
+    async def _exec_script(self, sandbox: Sandbox, number: int) -> ExecResult:
+        """Run the script; what it reports with ``execloop_progress`` becomes progress events
+        (read from its streamed output) when someone listens."""
+        if not self._streams:
+            return await sandbox.exec_file(SCRIPT_NAME)
+        reader = ProgressReader(
+            lambda event: self._on_event(LoopEvent("progress", number, {"event": event}))
+        )
+        try:
+            return await sandbox.exec_file(SCRIPT_NAME, on_output=reader.feed)
+        finally:
+            reader.close()
 
     async def _keep_outputs(self, sandbox: Sandbox, outputs: Path) -> str | None:
         """Copy the workspace into the host folder ``outputs`` for re-verification; the reason

@@ -44,6 +44,7 @@ from execloop.runtime.mcp_models import (
 )
 from execloop.runtime.mcp_state import (
     ProgressModel,
+    ProgressRelay,
     ServerConfig,
     ServerState,
     as_tool_error,
@@ -254,7 +255,9 @@ def add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
     ) -> Result:
         """Have a sub-agent solve GOAL with a script, run and checked in sandboxes until its
         checks pass; returns one verified Result (status, answer, checks, artifacts, usage).
-        Progress is reported per attempt. A failed task is a Result, not an error."""
+        Progress is reported per attempt, and as the script reports it (execloop_progress:
+        step of total, with its metrics in the message). A failed task is a Result, not an
+        error."""
         state = state_of(ctx)
         if model is not None and not config.host_paths and model != config.model:
             raise ToolError(
@@ -289,16 +292,20 @@ def add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
                 budget=Budget(max_attempts=max_attempts),
             )
         state.models[task.id] = ProgressModel(chosen, ctx, max_attempts)
+        relay = ProgressRelay(ctx)
+        state.listeners[task.id] = relay.on_event
         try:
-            with as_tool_error():
-                await state.broker.submit(task)
-                result = await state.broker.result(task.id)
+            async with relay.running():
+                with as_tool_error():
+                    await state.broker.submit(task)
+                    result = await state.broker.result(task.id)
         except anyio.get_cancelled_exc_class():  # the client gave up: so does the task
             with anyio.CancelScope(shield=True):
                 await state.broker.cancel(task.id)
             raise
         finally:
             state.models.pop(task.id, None)
+            state.listeners.pop(task.id, None)
         await progress(ctx, result.attempts, result.attempts, f"{result.status.value}")
         return result
 

@@ -41,6 +41,7 @@ from execloop.sandboxes.base import (
 )
 from execloop.sandboxes.channel import HelperChannel, Reply, private_unix_listener
 from execloop.sandboxes.placements.base import Launch, Placement
+from execloop.sandboxes.progress import guest_environment, ship_progress_module
 from execloop.sandboxes.spec import SandboxSpec
 from execloop.sandboxes.streaming import OnOutput, OutputStream, check_on_output
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
@@ -132,7 +133,11 @@ class HelperSandbox(Sandbox):
         return {"HOME": "/tmp", **self.spec.env}
 
     async def _launch(self, socket_dir: Path) -> None:
-        command, env = self._command(socket_dir), self._environment()
+        command = self._command(socket_dir)
+        # every session can import execloop_progress from its control directory
+        ship_progress_module(socket_dir)
+        guest_dir = self.placement.guest_control_dir(socket_dir)
+        env = guest_environment(self._environment(), guest_dir)
         await self.placement.launch(
             Launch(
                 command=command, control_dir=socket_dir, workspace=self.spec.workspace_dir, env=env
