@@ -82,6 +82,16 @@ def test_limits_are_flags_of_task_too(tmp_path: Path) -> None:
     assert line.startswith("error: --pids: must be at least 16")
 
 
+def test_label_flags_are_checked_before_anything_runs(tmp_path: Path, script: Path) -> None:
+    for command in (["run", str(script)], ["task", "goal", "--model", "scripted:x.yaml"]):
+        line = _one_error_line(_execloop(*command, "--label", "no-equals", cwd=tmp_path))
+        assert "--label" in line and "KEY=VALUE" in line
+        line = _one_error_line(
+            _execloop(*command, "--label", "org.execloop.owner=me", cwd=tmp_path)
+        )
+        assert "--label" in line and "reserved namespace org.execloop." in line
+
+
 def _replies(tmp_path: Path) -> Path:
     path = tmp_path / "replies.yaml"
     script = 'import json\njson.dump({"rows": 3}, open("result.json", "w"))\n'
