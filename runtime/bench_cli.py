@@ -20,15 +20,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from execloop.errors import ImageError
-from execloop.runtime.benchmarks.contenders import CONTENDERS
+from execloop.runtime.benchmarks.contenders import all_contenders
 from execloop.runtime.benchmarks.context import BenchContext
 from execloop.runtime.benchmarks.measure import machine
 from execloop.runtime.benchmarks.sandboxes import Settings, leftovers, measure_all
 from execloop.runtime.benchmarks.sandboxes_report import COLUMNS, markdown, plot, rows
 
 __all__ = ["bench_group"]
-
-KEYS = [c.key for c in CONTENDERS]
 
 
 @click.group("bench")
@@ -48,13 +46,14 @@ def _new_file(path: Path | None, flag: str) -> Path | None:
 
 
 def _only(value: str | None) -> list[str]:
+    keys = [c.key for c in all_contenders()]
     if not value:
-        return KEYS
+        return keys
     chosen = [key.strip() for key in value.split(",") if key.strip()]
-    unknown = [key for key in chosen if key not in KEYS]
+    unknown = [key for key in chosen if key not in keys]
     if unknown or not chosen:
         raise click.BadParameter(
-            f"unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(KEYS)}",
+            f"unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(keys)}",
             param_hint="--only",
         )
     return chosen
@@ -66,7 +65,7 @@ def _only(value: str | None) -> list[str]:
 @click.option("--execs", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--throughput-rounds", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--throughput-execs", type=click.IntRange(1), default=30, show_default=True)
-@click.option("--only", help=f"Comma-separated contenders of: {', '.join(KEYS)}.")
+@click.option("--only", help="Comma-separated contender keys (a wrong one lists them all).")
 @click.option("--json", "as_json", is_flag=True, help="Print every number as JSON.")
 @click.option("--md", "md_path", type=click.Path(path_type=Path), help="Write a markdown table.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="Write a PNG plot.")
@@ -94,7 +93,7 @@ def sandboxes_command(
                 "--plot needs matplotlib: pip install 'execloop[bench]'"
             ) from None
     settings = Settings(rounds, warmup_rounds, execs, throughput_rounds, throughput_execs)
-    result = anyio.run(_run, [c for c in CONTENDERS if c.key in keys], settings)
+    result = anyio.run(_run, [c for c in all_contenders() if c.key in keys], settings)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -119,7 +118,7 @@ def sandboxes_command(
 
 async def _run(contenders: list[Any], settings: Settings) -> dict[str, Any]:
     from execloop.images import python_image_tag
-    from execloop.sandboxes.docker_backend import default_client
+    from execloop.sandboxes.placements.container import default_client
 
     client = await anyio.to_thread.run_sync(default_client)
     image = python_image_tag()

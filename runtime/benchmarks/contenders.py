@@ -11,21 +11,24 @@ containers are named after the run instead.
 from __future__ import annotations
 
 import contextlib
+import functools
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import anyio.to_thread
 import docker.errors
 
+from execloop.errors import ConfigError, ExecloopError
 from execloop.runtime.benchmarks.context import BenchContext, Session, labelled
 from execloop.runtime.benchmarks.floor import start_floor
 from execloop.runtime.benchmarks.raw_kernel import docker_raw_kernel, raw_kernel_run
 from execloop.sandboxes import SandboxSpec, create_sandbox
+from execloop.sandboxes.spec import ISOLATING_BACKENDS, Placement
 
-__all__ = ["CONTENDERS", "Contender"]
+__all__ = ["Contender", "all_contenders"]
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,8 @@ class Contender:
     note: str = ""  # how it was set up here, where that differs from its defaults
 
 
-async def _execloop(ctx: BenchContext, **fields: Any) -> Session:
+async def _execloop(ctx: BenchContext, fields: dict[str, Any], *, in_container: bool) -> Session:
     session, labels = ctx.new_session()
-    placed = fields.get("placement") if fields.get("backend") == "jupyter" else None
-    in_container = fields.get("backend", "docker") == "docker" or placed == "docker"
-    # only a container takes labels (the other backends refuse them)
     sandbox = create_sandbox(SandboxSpec(labels=labels if in_container else {}, **fields))
     try:
         await sandbox.start()
@@ -57,7 +57,7 @@ async def _execloop(ctx: BenchContext, **fields: Any) -> Session:
         return result.stdout
 
     def pid() -> int | None:
-        process = getattr(sandbox, "process", None)  # the local backend's bubblewrap root
+        process = getattr(sandbox, "process", None)  # a helper's bubblewrap root
         if process is not None:
             return int(process.pid)
         manager = getattr(sandbox, "kernel_manager", None)  # a bubblewrap kernel's process,
@@ -67,20 +67,37 @@ async def _execloop(ctx: BenchContext, **fields: Any) -> Session:
     return Session(run, sandbox.close, labelled(session) if in_container else None, pid)
 
 
-async def _execloop_docker(ctx: BenchContext) -> Session:
-    return await _execloop(ctx)
+def _accepts(**fields: Any) -> bool:
+    """Whether a backend takes ``fields`` (a backend refuses what it cannot honour)."""
+    try:
+        create_sandbox(SandboxSpec(**fields))
+    except ConfigError:
+        return False
+    except ExecloopError:
+        return True  # it takes the spec but cannot run here: its open() will say why
+    return True
 
 
-async def _execloop_jupyter_docker(ctx: BenchContext) -> Session:
-    return await _execloop(ctx, backend="jupyter", placement="docker")
-
-
-async def _execloop_local(ctx: BenchContext) -> Session:
-    return await _execloop(ctx, backend="local")
-
-
-async def _execloop_jupyter_bubblewrap(ctx: BenchContext) -> Session:
-    return await _execloop(ctx, backend="jupyter", placement="bubblewrap")
+def _execloop_contenders() -> list[Contender]:
+    """One contender per isolating backend and placement it takes, from the registries (runtime
+    names no backend): a backend that takes labels runs in a container."""
+    found = []
+    for backend in ISOLATING_BACKENDS:
+        placements = [p for p in get_args(Placement) if _accepts(backend=backend, placement=p)]
+        for placement in placements:
+            fields = {"backend": backend, "placement": placement}
+            in_container = _accepts(**fields, labels={"bench": "1"})
+            suffix = f" ({placement})" if len(placements) > 1 else ""
+            found.append(
+                Contender(
+                    f"execloop-{backend}" + (f"-{placement}" if suffix else ""),
+                    f"execloop {backend}{suffix}",
+                    "execloop",
+                    "container" if in_container else "process sandbox (bubblewrap)",
+                    functools.partial(_execloop, fields=fields, in_container=in_container),
+                )
+            )
+    return found
 
 
 async def _docker_run(ctx: BenchContext) -> Session:
@@ -175,7 +192,7 @@ def _peers() -> list[Contender]:
             "peer",
             "container",
             peers.llm_sandbox,
-            ("llm_sandbox", "docker"),
+            ("llm_sandbox",),
             "skip_environment_setup=True: its setup pip-installs from PyPI into the container",
         ),
         Contender(
@@ -210,35 +227,28 @@ def _peers() -> list[Contender]:
     ]
 
 
-CONTENDERS: list[Contender] = [
-    Contender("execloop-docker", "execloop docker", "execloop", "container", _execloop_docker),
-    Contender(
-        "execloop-jupyter-docker",
-        "execloop jupyter (docker)",
-        "execloop",
-        "container",
-        _execloop_jupyter_docker,
-    ),
-    Contender("execloop-local", "execloop local", "execloop", "bubblewrap", _execloop_local),
-    Contender(
-        "execloop-jupyter-bubblewrap",
-        "execloop jupyter (bubblewrap)",
-        "execloop",
-        "bubblewrap",
-        _execloop_jupyter_bubblewrap,
-    ),
-    *_peers(),
-    Contender(
-        "docker-run",
-        "docker run --rm python3 -c",
-        "reference",
-        "container",
-        _docker_run,
-        note="no session: every exec is a new container",
-    ),
-    Contender("docker-exec", "docker exec python3 -c", "reference", "container", _docker_exec),
-    Contender(
-        "raw-kernel", "raw jupyter_client kernel (container)", "reference", "container", _raw_kernel
-    ),
-    Contender("floor", "stdio REPL floor (container)", "reference", "container", _floor),
-]
+@functools.cache
+def all_contenders() -> tuple[Contender, ...]:
+    """execloop's backends, the peers, then the references (found once, on first use: the
+    execloop rows come from constructing each backend's sandbox, nothing started)."""
+    return (
+        *_execloop_contenders(),
+        *_peers(),
+        Contender(
+            "docker-run",
+            "docker run --rm python3 -c",
+            "reference",
+            "container",
+            _docker_run,
+            note="no session: every exec is a new container",
+        ),
+        Contender("docker-exec", "docker exec python3 -c", "reference", "container", _docker_exec),
+        Contender(
+            "raw-kernel",
+            "raw jupyter_client kernel (container)",
+            "reference",
+            "container",
+            _raw_kernel,
+        ),
+        Contender("floor", "stdio REPL floor (container)", "reference", "container", _floor),
+    )
