@@ -21,8 +21,8 @@ import anyio.to_thread
 
 from execloop.runtime.benchmarks.raw_kernel import (
     docker_raw_kernel,
-    raw_kernel_answers,
     raw_kernel_run,
+    ready_or_stop,
 )
 from execloop.sandboxes import SandboxSpec
 
@@ -59,13 +59,7 @@ async def host_raw_kernel(folder: Path) -> Any:
         kc.stop_channels()
         await manager.shutdown_kernel(now=True)
 
-    try:
-        with anyio.fail_after(60):
-            while not await raw_kernel_answers(kc):
-                pass
-    except BaseException:
-        await stop()
-        raise
+    await ready_or_stop(kc, stop)
     return kc, stop
 
 

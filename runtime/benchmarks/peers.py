@@ -50,43 +50,43 @@ async def _blocking_session(session: Any) -> Session:
     return Session(run, close)
 
 
+async def _llm_sandbox(ctx: BenchContext, kind: Any, **attributes: str) -> Session:
+    """A session of llm-sandbox's class ``kind`` on the image, ``attributes`` set on it."""
+    name, labels = ctx.new_session()
+    session = kind(
+        lang="python",
+        image=ctx.image,
+        client=ctx.client,
+        skip_environment_setup=True,
+        runtime_configs=_llm_sandbox_configs(labels),
+    )
+    for attribute, value in attributes.items():
+        setattr(session, attribute, value)
+    opened = await _blocking_session(session)
+    opened.containers = labelled(name)
+    return opened
+
+
 async def llm_sandbox(ctx: BenchContext) -> Session:
     """``SandboxSession``: every ``run`` writes the code into the container and starts a new
     interpreter there (no state kept between runs)."""
     from llm_sandbox import SandboxSession
 
-    name, labels = ctx.new_session()
-    session = SandboxSession(
-        lang="python",
-        image=ctx.image,
-        client=ctx.client,
-        skip_environment_setup=True,
-        runtime_configs=_llm_sandbox_configs(labels),
-    )
-    opened = await _blocking_session(session)
-    opened.containers = labelled(name)
-    return opened
+    return await _llm_sandbox(ctx, SandboxSession)
 
 
 async def llm_sandbox_interactive(ctx: BenchContext) -> Session:
-    """``InteractiveSandboxSession``: an IPython runner in the container, fed through files."""
+    """``InteractiveSandboxSession``: an IPython runner in the container, fed through files.
+    Its setup would pip-install IPython into a venv it never made (setup skipped): it runs
+    the image's interpreter instead, which has IPython."""
     from llm_sandbox.interactive import InteractiveSandboxSession
 
-    name, labels = ctx.new_session()
-    session = InteractiveSandboxSession(
-        lang="python",
-        image=ctx.image,
-        client=ctx.client,
-        skip_environment_setup=True,
-        runtime_configs=_llm_sandbox_configs(labels),
+    return await _llm_sandbox(
+        ctx,
+        InteractiveSandboxSession,
+        _python_exec_path=IMAGE_PYTHON,
+        _pip_exec_path=IMAGE_PIP,
     )
-    # its setup would pip-install IPython into a venv it never made (setup skipped): use the
-    # image's interpreter, which has it
-    session._python_exec_path = IMAGE_PYTHON
-    session._pip_exec_path = IMAGE_PIP
-    opened = await _blocking_session(session)
-    opened.containers = labelled(name)
-    return opened
 
 
 def _readable_temp_dir() -> Path:

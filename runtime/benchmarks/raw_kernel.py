@@ -8,13 +8,20 @@ import functools
 import json
 import os
 import queue
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
 import anyio
 import anyio.to_thread
 
-__all__ = ["docker_raw_kernel", "raw_kernel_answers", "raw_kernel_files", "raw_kernel_run"]
+__all__ = [
+    "docker_raw_kernel",
+    "raw_kernel_answers",
+    "raw_kernel_files",
+    "raw_kernel_run",
+    "ready_or_stop",
+]
 
 RAW_KERNEL_PYTHON = "/opt/execloop/venv/bin/python"
 SLEEPER = {"detach": True, "network_mode": "none", "init": True}
@@ -92,11 +99,17 @@ async def docker_raw_kernel(client: Any, image: str, folder: Path, labels: dict[
         kc.stop_channels()
         await anyio.to_thread.run_sync(lambda: container.remove(force=True))
 
+    await ready_or_stop(kc, stop)
+    return kc, stop
+
+
+async def ready_or_stop(kc: Any, stop: Callable[[], Awaitable[None]]) -> None:
+    """Wait (60 s at most) until the kernel answers ``kernel_info`` and iopub delivers; stop
+    it if it never does."""
     try:
-        with anyio.fail_after(60):  # kernel_info until it answers, then until iopub delivers
+        with anyio.fail_after(60):
             while not await raw_kernel_answers(kc):
                 pass
     except BaseException:
         await stop()
         raise
-    return kc, stop
