@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,7 @@ def sandboxes_command(
             table.add_column(column, justify="right" if index > 2 else "left")
         for row in rows(result):
             table.add_row(*row)
-        Console().print(table)
+        Console(width=None if sys.stdout.isatty() else 160).print(table)  # piped: no squeeze
     err = Console(stderr=True)
     if md_path is not None:
         md_path.write_text(markdown(result))
@@ -138,7 +139,8 @@ async def _run(contenders: list[Any], settings: Settings) -> dict[str, Any]:
         try:
             records = await measure_all(ctx, contenders, settings, advance)
         finally:
-            left = await anyio.to_thread.run_sync(lambda: leftovers(ctx, remove=True))
+            with anyio.CancelScope(shield=True):  # Ctrl-C too: nothing of this run stays
+                left = await anyio.to_thread.run_sync(lambda: leftovers(ctx, remove=True))
     return {
         "run_id": ctx.run_id,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -69,7 +69,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"throughput rounds of {s['throughput_execs']} execs per session.",
         "",
         "| " + " | ".join(COLUMNS) + " |",
-        "| " + " | ".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + " |",
+        "| " + " | ".join(["---"] * 3 + ["---:"] * (len(COLUMNS) - 3)) + " |",
     ]
     lines += [
         "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows(result)
@@ -92,16 +92,18 @@ def plot(result: dict[str, Any], path: Path) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(ok) + 2.2), sharey=True)
     names = [c["name"] for c in ok][::-1]
     for ax, key, title in zip(
-        axes, ("cold_start_ms", "exec_ms"), ("cold start", "stateful exec"), strict=True
+        axes, ("cold_start_ms", "exec_ms"), ("cold start", "exec in an open session"), strict=True
     ):
         p50 = [c[key]["p50_ms"] for c in ok][::-1]
         p95 = [c[key]["p95_ms"] for c in ok][::-1]
         whiskers = [[0.0] * len(p50), [top - mid for mid, top in zip(p50, p95, strict=True)]]
         bars = [colors[c["group"]] for c in ok][::-1]
         ax.barh(range(len(ok)), p50, xerr=whiskers, color=bars, capsize=3)
-        for index, value in enumerate(p50):
-            ax.text(value, index, f" {value:.3g}", va="center", fontsize=8)
+        for index, (middle, top) in enumerate(zip(p50, p95, strict=True)):  # p50 past p95
+            label = f"{middle:.0f}" if middle >= 10 else f"{middle:.2g}"
+            ax.text(top * 1.15, index, label, va="center", fontsize=8)
         ax.set_xscale("log")
+        ax.set_xlim(right=max(p95) * 6)  # room for the labels
         ax.set_title(f"{title}: p50 ms (p95 whisker), log scale")
         ax.grid(axis="x", which="both", alpha=0.3)
     axes[0].set_yticks(range(len(ok)), names, fontsize=9)
