@@ -77,8 +77,13 @@ def sandbox_options(command: F) -> F:
 
 def sandbox_spec(base: Mapping[str, Any] | None = None, **given: Any) -> SandboxSpec:
     """``base`` (the config file's fields) overridden by the flags ``given`` (None: not
-    given, keyed by ``SandboxSpec`` field); a bad value is a usage error naming its flag."""
-    fields = {**(base or {}), **{k: v for k, v in given.items() if v is not None}}
+    given, keyed by ``SandboxSpec`` field); ``--label`` pairs are added to the file's labels.
+    A bad value is a usage error naming its flag."""
+    base = base or {}
+    given = {k: v for k, v in given.items() if v is not None}
+    if isinstance(base.get("labels"), Mapping) and "labels" in given:
+        given["labels"] = {**base["labels"], **given["labels"]}
+    fields = {**base, **given}
     with flags(SPEC_FLAGS):
         return SandboxSpec(**fields)
 

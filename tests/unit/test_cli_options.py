@@ -183,3 +183,12 @@ def test_on_exec_sees_the_output_before_the_workspace_is_listed_and_copied(
     done = run_script("print('hi')", spec={"backend": "restricted"}, on_exec=on_exec, out_dir=out)
     assert seen == [("hi\n", False)] and done.result.stdout == "hi\n"
     assert (out / "main.py").read_text() == "print('hi')"
+
+
+def test_label_flags_add_to_the_config_files_labels() -> None:
+    from execloop.runtime.cli_sandbox import sandbox_spec, spec_fields
+
+    base = {"labels": {"com.example.team": "ml", "stage": "dev"}}
+    spec = sandbox_spec(base, **spec_fields({"labels": ("stage=prod", "run=7")}))
+    assert spec.labels == {"com.example.team": "ml", "stage": "prod", "run": "7"}
+    assert sandbox_spec(base, **spec_fields({"labels": ()})).labels == base["labels"]
