@@ -1,170 +1,157 @@
-"""``execloop bench``: measurements people compare executors and flows with.
+"""``execloop bench``: measurements users can take on their own machine.
 
-``execloop bench tokens`` runs the token suite (``bench_tokens``) and writes its page.
-"""
+``execloop bench sandboxes`` puts every execloop backend beside the executors people use
+instead, in one run (``execloop.runtime.benchmarks.sandboxes``); ``execloop bench tokens``
+measures code mode beside a classic agent (``bench_tokens_cli``)."""
 
 from __future__ import annotations
 
+import datetime
+import json
+import platform
+import sys
+import uuid
 from pathlib import Path
-from typing import get_args
+from typing import Any
 
 import anyio
+import anyio.to_thread
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from execloop.errors import ConfigError
-from execloop.sandboxes.spec import Backend
+from execloop.errors import ImageError
+from execloop.runtime.bench_tokens_cli import tokens_command
+from execloop.runtime.benchmarks.contenders import all_contenders
+from execloop.runtime.benchmarks.context import BenchContext
+from execloop.runtime.benchmarks.measure import machine
+from execloop.runtime.benchmarks.sandboxes import Settings, leftovers, measure_all
+from execloop.runtime.benchmarks.sandboxes_report import COLUMNS, markdown, plot, rows
 
-__all__ = ["bench_command"]
-
-console = Console(stderr=True)
-_TITLE = "# Token benchmark"
+__all__ = ["bench_group"]
 
 
 @click.group("bench")
-def bench_command() -> None:
-    """Benchmarks: token cost of code mode beside a classic agent."""
+def bench_group() -> None:
+    """Benchmarks to run on your own machine."""
 
 
-@bench_command.command("tokens")
-@click.option(
-    "--out",
-    "out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("docs/benchmarks.md"),
-    show_default=True,
-    help="The markdown page; the plot is written beside it (<name>-tokens.png).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print every figure as JSON on stdout.")
-@click.option(
-    "--backend",
-    type=click.Choice(get_args(Backend)),
-    default="local",
-    show_default=True,
-    help="Sandbox backend for code mode (it needs the tool bridge: not restricted).",
-)
-@click.option(
-    "--protocol",
-    type=click.Choice(["anthropic", "openai"]),
-    default="anthropic",
-    show_default=True,
-    help="Which API the replay model speaks (ignored with --model).",
-)
-@click.option(
-    "--model",
-    "model_spec",
-    default=None,
-    help="Measure live with this model (anthropic:MODEL or openai:URL#MODEL); default: replay.",
-)
-@click.option("--task", "names", multiple=True, help="Run only these tasks (repeatable).")
-@click.option(
-    "--tool-docs",
-    type=click.Choice(["full", "summary"]),
-    default="full",
-    show_default=True,
-    help="Code mode's tool listing: full docstrings, or each tool's first sentence "
-    "(full docs on demand with help() in the sandbox).",
-)
-@click.option(
-    "--bfcl",
-    "bfcl",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Also run the first N BFCL v3 multi-turn base tasks (needs: pip install --no-deps "
-    "bfcl-eval mpmath).",
-)
-def tokens_command(
-    out: Path,
+bench_group.add_command(tokens_command)
+
+
+def _new_file(path: Path | None, flag: str) -> Path | None:
+    """``path`` refused if something is there already (nothing is ever overwritten)."""
+    if path is None:
+        return None
+    if path.exists() or path.is_symlink():
+        raise click.BadParameter(f"{path} exists; give a new path", param_hint=flag)
+    if not path.absolute().parent.is_dir():
+        raise click.BadParameter(f"{path.absolute().parent} does not exist", param_hint=flag)
+    return path
+
+
+def _only(value: str | None) -> list[str]:
+    keys = [c.key for c in all_contenders()]
+    if not value:
+        return keys
+    chosen = [key.strip() for key in value.split(",") if key.strip()]
+    unknown = [key for key in chosen if key not in keys]
+    if unknown or not chosen:
+        raise click.BadParameter(
+            f"unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(keys)}",
+            param_hint="--only",
+        )
+    return chosen
+
+
+@bench_group.command("sandboxes")
+@click.option("--rounds", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--warmup-rounds", type=click.IntRange(0), default=1, show_default=True)
+@click.option("--execs", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--throughput-rounds", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--throughput-execs", type=click.IntRange(1), default=30, show_default=True)
+@click.option("--only", help="Comma-separated contender keys (a wrong one lists them all).")
+@click.option("--json", "as_json", is_flag=True, help="Print every number as JSON.")
+@click.option("--md", "md_path", type=click.Path(path_type=Path), help="Write a markdown table.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="Write a PNG plot.")
+def sandboxes_command(
+    rounds: int,
+    warmup_rounds: int,
+    execs: int,
+    throughput_rounds: int,
+    throughput_execs: int,
+    only: str | None,
     as_json: bool,
-    backend: Backend,
-    protocol: str,
-    model_spec: str | None,
-    names: tuple[str, ...],
-    bfcl: int,
-    tool_docs: str,
+    md_path: Path | None,
+    plot_path: Path | None,
 ) -> None:
-    """Both flows (code mode, a classic one-call-per-turn agent) on every task of the suite,
-    measured side by side; without --model the model is a loopback replay (no key needed)."""
-    from execloop.runtime.bench_figures import TaskComparison
-    from execloop.runtime.bench_suite import SUITE
-    from execloop.runtime.bench_tokens import run_suite
-    from execloop.runtime.bench_tokens_report import plot_cumulative, render_markdown
-    from execloop.runtime.models import parse_model
-
-    known = {task.name: task for task in SUITE}
-    unknown = sorted(set(names) - set(known))
-    if unknown:
-        raise ConfigError(f"--task {', '.join(unknown)}: no such task; tasks: {sorted(known)}")
-    if backend == "restricted":
-        raise ConfigError("--backend restricted has no tool bridge; use local, docker or jupyter")
-    _check_writable(out)
-    tasks = [known[name] for name in dict.fromkeys(names)] if names else list(SUITE)
-    if bfcl:
-        from execloop.runtime.bench_bfcl import bfcl_tasks
-
-        tasks += bfcl_tasks(bfcl)
-    live = parse_model(model_spec) if model_spec else None
-    if live is not None and live.scripted:
-        raise ConfigError(
-            "--model: a scripted model cannot run the classic agent; leave --model out to replay"
-        )
-    if live is None:
-        console.print(
-            "[yellow]REPLAY: no LLM is called; a loopback model follows recorded "
-            "plans and counts tokens with the project's tokenizer.[/]"
-        )
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
-        bar = progress.add_task("code mode, then classic, per task", total=len(tasks))
-
-        def done(comparison: TaskComparison) -> None:
-            progress.advance(bar)
-            progress.console.print(
-                f"{comparison.task}: {comparison.calls} calls, input "
-                f"{comparison.code.input_tokens:,} vs {comparison.classic.input_tokens:,}, "
-                f"cached input saved {comparison.cached_input_savings:.0%}"
-            )
-
-        async def main() -> object:
-            return await run_suite(
-                tasks,
-                backend=backend,
-                protocol=protocol,  # type: ignore[arg-type]
-                live_model=live,
-                on_task=done,
-                tool_docs=tool_docs,  # type: ignore[arg-type]
-            )
-
-        bench = anyio.run(main)
-    from execloop.runtime.bench_figures import TokenBench
-
-    assert isinstance(bench, TokenBench)
-    plot = plot_cumulative(bench, out.with_name(f"{out.stem}-tokens.png"))
-    out.write_text(render_markdown(bench, plot=plot.name), encoding="utf-8")
-    console.print(f"wrote {out} and {plot}")
-    if as_json:
-        click.echo(bench.model_dump_json(indent=2))
-
-
-def _check_writable(out: Path) -> None:
-    """Refuse, before any work, to replace a file that is not an earlier benchmark page."""
-    if out.exists():
+    """Cold start, exec p50/p95, teardown, two-session throughput and idle memory of every
+    execloop backend beside llm-sandbox, autogen, smolagents, bare Docker, a raw kernel and
+    a stdio REPL floor, interleaved in one run on the local image (no registry)."""
+    keys = _only(only)
+    md_path, plot_path = _new_file(md_path, "--md"), _new_file(plot_path, "--plot")
+    if plot_path is not None:
         try:
-            head = out.read_text(encoding="utf-8")[: len(_TITLE)]
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"--out {out}: cannot read the existing file ({exc})") from exc
-        if head != _TITLE:
-            raise ConfigError(
-                f"--out {out}: the file exists and is not a benchmark page; choose another --out"
-            )
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot create its directory ({exc.strerror})") from exc
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise click.UsageError(
+                "--plot needs matplotlib: pip install 'execloop[bench]'"
+            ) from None
+    settings = Settings(rounds, warmup_rounds, execs, throughput_rounds, throughput_execs)
+    result = anyio.run(_run, [c for c in all_contenders() if c.key in keys], settings)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        table = Table(title="execloop bench sandboxes")
+        for index, column in enumerate(COLUMNS):
+            table.add_column(column, justify="right" if index > 2 else "left")
+        for row in rows(result):
+            table.add_row(*row)
+        Console(width=None if sys.stdout.isatty() else 160).print(table)  # piped: no squeeze
+    err = Console(stderr=True)
+    if md_path is not None:
+        md_path.write_text(markdown(result))
+        err.print(f"markdown table written to {md_path}")
+    if plot_path is not None:
+        plot(result, plot_path)
+        err.print(f"plot written to {plot_path}")
+    if result["left_behind"]:
+        raise click.ClickException(
+            f"containers were left behind and are now removed: {', '.join(result['left_behind'])}"
+        )
+
+
+async def _run(contenders: list[Any], settings: Settings) -> dict[str, Any]:
+    from execloop.images import python_image_tag
+    from execloop.sandboxes.placements.container import default_client
+
+    client = await anyio.to_thread.run_sync(default_client)
+    image = python_image_tag()
+    if not await anyio.to_thread.run_sync(lambda: client.images.list(name=image)):
+        raise ImageError(f"image {image} is missing: build it with `execloop images build`")
+    ctx = BenchContext(client=client, image=image, run_id=uuid.uuid4().hex[:10])
+    steps = len(contenders) * (
+        settings.warmup_rounds + settings.rounds + settings.throughput_rounds
+    )
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=Console(stderr=True)) as progress:
+        task = progress.add_task("starting", total=steps)
+
+        def advance(what: str) -> None:
+            progress.update(task, description=what, advance=1)
+
+        try:
+            records = await measure_all(ctx, contenders, settings, advance)
+        finally:
+            with anyio.CancelScope(shield=True):  # Ctrl-C too: nothing of this run stays
+                left = await anyio.to_thread.run_sync(lambda: leftovers(ctx, remove=True))
+    return {
+        "run_id": ctx.run_id,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": {**await anyio.to_thread.run_sync(machine, client), "os": platform.system()},
+        "image": image,
+        "settings": settings.__dict__,
+        "contenders": [record.as_json() for record in records],
+        "left_behind": left,
+    }

@@ -422,13 +422,13 @@ def reap(everything: bool) -> None:
 
 
 def _register_commands() -> None:
-    from execloop.runtime.bench_cli import bench_command
+    from execloop.runtime.bench_cli import bench_group
     from execloop.runtime.mcp_cli import mcp_command
     from execloop.runtime.runs_cli import demo_command, report_command, runs_command
     from execloop.runtime.task_cli import task_command
 
     commands = (task_command, demo_command, runs_command, report_command, mcp_command)
-    for command in (*commands, bench_command):
+    for command in (*commands, bench_group):
         cli.add_command(command)
 
 

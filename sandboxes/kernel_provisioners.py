@@ -59,7 +59,7 @@ def check_placement(spec: SandboxSpec) -> None:
     )
     if spec.placement == "bubblewrap":
         advice = "bubblewrap runs the host's Python; use placement 'docker'"
-        unsupported = {name: advice for name in ("image", "gpus", "runtime")}
+        unsupported = {name: advice for name in ("image", "gpus", "runtime", "labels")}
         unsupported |= detect_cgroups().refusals(instead="use placement 'docker' to limit CPUs")
         refuse(spec, backend="jupyter (bubblewrap)", unsupported=unsupported)
 

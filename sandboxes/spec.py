@@ -30,6 +30,7 @@ __all__ = [
     "ISOLATING_BACKENDS",
     "IsolatingBackend",
     "Placement",
+    "RESERVED_LABEL_PREFIXES",
     "SANDBOX_UID",
     "SandboxSpec",
     "coerce_spec",
@@ -50,6 +51,11 @@ SANDBOX_UID = 1000
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Docker's label keys: alphanumeric, with periods, underscores, slashes and hyphens inside.
+_LABEL_KEY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._/-]{0,253}[A-Za-z0-9])?")
+# Namespaces a user label may not take: execloop's own (the reaper and janitor key on them)
+# and the ones Docker reserves for itself.
+RESERVED_LABEL_PREFIXES = ("org.execloop.", "com.docker.", "io.docker.", "org.dockerproject.")
 # Docker's reference grammar (distribution/reference): [DOMAIN[:PORT]/]PATH[:TAG][@DIGEST].
 _DOMAIN = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -116,6 +122,11 @@ class SandboxSpec(BaseModel):
         default=(), description="GPU device ids to pin (e.g. ('0',)); empty means no GPU."
     )
     runtime: str | None = Field(default=None, description="OCI runtime, e.g. 'runsc' (gVisor).")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels put on the sandbox's container beside execloop's own (docker, "
+        "jupyter on docker).",
+    )
     start_timeout_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
 
     @field_validator("env")
@@ -127,6 +138,25 @@ class SandboxSpec(BaseModel):
                 f"invalid environment variable names {bad}: use [A-Za-z_][A-Za-z0-9_]*"
             )
         return env
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key, value in labels.items():
+            if not _LABEL_KEY.fullmatch(key):
+                raise ValueError(
+                    f"invalid label key {key!r}: use letters, digits, '.', '_', '/' and '-', "
+                    "starting and ending with a letter or digit (e.g. com.example.team)"
+                )
+            reserved = next((p for p in RESERVED_LABEL_PREFIXES if key.startswith(p)), None)
+            if reserved is not None:
+                raise ValueError(
+                    f"label {key!r} is in the reserved namespace {reserved}*; "
+                    "choose a key under your own domain (e.g. com.example.team)"
+                )
+            if "\x00" in value:
+                raise ValueError(f"label {key!r} has a NUL character in its value")
+        return labels
 
     @field_validator("image")
     @classmethod

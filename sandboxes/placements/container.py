@@ -287,7 +287,7 @@ class ContainerPlacement(Placement):
             image=default_image() if self.own_image else str(spec.image),
             own_image=self.own_image or not self._mount_helper,
             control_dir=what.control_dir,
-            labels=labels,
+            labels={**spec.labels, **labels},  # the spec refuses keys of execloop's own
             user=f"{uid}:{gid}",
             command=what.command,
             environment=what.env,
