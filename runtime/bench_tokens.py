@@ -36,7 +36,7 @@ from execloop.runtime.models.anthropic_model import AnthropicModel
 from execloop.runtime.models.base import Model
 from execloop.runtime.models.openai_model import OpenAIModel
 from execloop.runtime.task import Budget, Result, Task, TaskStatus
-from execloop.sandboxes.spec import Backend, SandboxSpec
+from execloop.sandboxes.spec import DEFAULT_BACKEND, Backend, SandboxSpec
 from execloop.testing.replay import FinalText, ReplayModelServer, SubmitScript, ToolUse
 
 __all__ = ["TaskRun", "run_suite", "run_task"]
@@ -82,7 +82,7 @@ def _replay_model(server: ReplayModelServer, protocol: Protocol) -> AnthropicMod
 async def run_suite(
     tasks: Sequence[BenchTask],
     *,
-    backend: Backend = "local",
+    backend: Backend = DEFAULT_BACKEND,
     protocol: Protocol = "anthropic",
     live_model: Model | None = None,
     on_task: Callable[[TaskComparison], None] | None = None,

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from execloop.errors import ConfigError
-from execloop.sandboxes.spec import Backend
+from execloop.sandboxes.spec import DEFAULT_BACKEND, ISOLATING_BACKENDS, Backend
 
 __all__ = ["tokens_command"]
 
@@ -33,9 +33,9 @@ _TITLE = "# Token benchmark"
 @click.option(
     "--backend",
     type=click.Choice(get_args(Backend)),
-    default="local",
+    default=DEFAULT_BACKEND,
     show_default=True,
-    help="Sandbox backend for code mode (it needs the tool bridge: not restricted).",
+    help="Sandbox backend for code mode (one that hosts the tool bridge: an isolating one).",
 )
 @click.option(
     "--protocol",
@@ -90,8 +90,10 @@ def tokens_command(
     unknown = sorted(set(names) - set(known))
     if unknown:
         raise ConfigError(f"--task {', '.join(unknown)}: no such task; tasks: {sorted(known)}")
-    if backend == "restricted":
-        raise ConfigError("--backend restricted has no tool bridge; use local, docker or jupyter")
+    if backend not in ISOLATING_BACKENDS:
+        raise ConfigError(
+            f"--backend {backend} has no tool bridge; use one of {', '.join(ISOLATING_BACKENDS)}"
+        )
     _check_writable(out)
     tasks = [known[name] for name in dict.fromkeys(names)] if names else list(SUITE)
     if bfcl:
