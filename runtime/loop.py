@@ -22,6 +22,7 @@ from execloop.errors import ConfigError, ExecloopError
 from execloop.runtime import bounds
 from execloop.runtime.bridge import ToolBridge, ToolCallRecord, ToolRegistry, render_tool_api
 from execloop.runtime.check_runner import OutputReader, reverify, run_checks
+from execloop.runtime.checkpoints import TaskCheckpoints
 from execloop.runtime.checks import CheckOutcome, CheckSpec, ExitStatusCheck
 from execloop.runtime.classic import CallTrace, ClassicEstimate, estimate_classic
 from execloop.runtime.host_files import human_bytes
@@ -92,6 +93,7 @@ class SubAgent:
         tool_call_budget: int = 1000,
         skill_dirs: Sequence[Path] = (),
         outputs_dir: Path | None = None,
+        checkpoint_root: Path | None = None,
     ) -> None:
         if task.tools and registry is None:
             raise ConfigError(
@@ -109,6 +111,10 @@ class SubAgent:
         self.tool_call_budget = tool_call_budget
         # where a passed task's verified workspace is kept (created then); None: not kept
         self.outputs_dir = outputs_dir
+        # where the task's checkpoint directory is made if its spec asks for one (a broker:
+        # beside its database, so a resumed task finds it); None: a temporary folder
+        self.checkpoint_root = checkpoint_root
+        self._checkpoints: TaskCheckpoints | None = None
         self.model = model
         self.skill = skill
         self._factory = sandbox_factory
@@ -179,6 +185,8 @@ class SubAgent:
             with anyio.move_on_after(self.task.budget.max_wall_time_s) as deadline:
                 async with self._prepared():
                     status = await self._attempts()
+            if self._checkpoints is not None:  # the task has its final result
+                self._checkpoints.discard()
             if deadline.cancelled_caught:
                 status, error = TaskStatus.BUDGET_EXHAUSTED, "wall-time budget exhausted"
             else:
@@ -201,6 +209,10 @@ class SubAgent:
         """The staged inputs every sandbox of this task receives, and the claim on a host
         workspace directory if the spec names one."""
         async with AsyncExitStack() as stack:
+            self._checkpoints = TaskCheckpoints.open(
+                self.spec, task_id=self.task.id, root=self.checkpoint_root
+            )
+            self.spec = self._checkpoints.spec
             if self.spec.workspace_dir is not None:
                 claim = stack.enter_context(HostWorkspace.claim(self.spec.workspace_dir))
                 claim.reserve(SCRIPT_NAME)
@@ -297,6 +309,8 @@ class SubAgent:
                 check_files_root=self.check_root,
                 outputs=reader,
             )
+            if self._checkpoints is not None and (over := self._checkpoints.check()):
+                outcomes = [*outcomes, over]
             state.checks_s += time.monotonic() - checked
             self._on_event(LoopEvent("checked", number, {"outcomes": outcomes}))
             if run.exit_code is not None:  # the sandbox is alive: keep what it produced

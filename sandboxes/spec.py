@@ -26,7 +26,9 @@ from execloop.errors import ConfigError
 __all__ = [
     "Backend",
     "ByteCount",
+    "CHECKPOINT_ENV",
     "DEFAULT_BACKEND",
+    "GUEST_CHECKPOINTS",
     "GpuRequest",
     "ISOLATING_BACKENDS",
     "IsolatingBackend",
@@ -51,6 +53,9 @@ _GPU_ID = re.compile(r"[0-9]+|GPU-[0-9a-fA-F-]+|MIG-[0-9a-zA-Z/-]+")
 
 # Every backend runs the untrusted code as this uid (never root), inside and outside.
 SANDBOX_UID = 1000
+# Where a checkpoint directory is inside every sandbox, and the variable that says so.
+GUEST_CHECKPOINTS = "/checkpoints"
+CHECKPOINT_ENV = "EXECLOOP_CHECKPOINT_DIR"
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
@@ -128,6 +133,18 @@ class SandboxSpec(BaseModel):
         default=None,
         description="Host directory bind-mounted as the workspace instead of a sized tmpfs.",
     )
+    checkpoint_dir: Path | None = Field(
+        default=None,
+        description="Host directory bound read-write at /checkpoints (EXECLOOP_CHECKPOINT_DIR "
+        "inside): it outlives the sandbox, so a killed run resumes. The runtime sets it per "
+        "task when checkpoint_size is given.",
+    )
+    checkpoint_size: ByteCount | None = Field(
+        default=None,
+        ge=1024**2,
+        description="Ask for a per-task checkpoint directory holding at most this much "
+        "(checked after every run); None: none.",
+    )
     tmp_size: ByteCount = Field(default=64 * 1024**2, ge=1024**2)
     max_output_bytes: ByteCount = Field(
         default=1024**2, ge=1024, description="Output kept per stream and exec (head + tail)."
@@ -185,6 +202,13 @@ class SandboxSpec(BaseModel):
     def _workspace_exists(cls, path: Path | None) -> Path | None:
         if path is not None and not path.is_dir():
             raise ValueError(f"workspace_dir {path} is not an existing directory; create it first")
+        return path.resolve() if path is not None else None
+
+    @field_validator("checkpoint_dir")
+    @classmethod
+    def _checkpoint_dir_exists(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_dir():
+            raise ValueError(f"checkpoint_dir {path} is not an existing directory; create it")
         return path.resolve() if path is not None else None
 
     @model_validator(mode="after")

@@ -43,7 +43,7 @@ from execloop.sandboxes.placements.base import (
     workspace_owner,
 )
 from execloop.sandboxes.reaper import LABEL_SESSION, remove_orphans_once, sandbox_labels
-from execloop.sandboxes.spec import SANDBOX_UID, GpuRequest, SandboxSpec
+from execloop.sandboxes.spec import GUEST_CHECKPOINTS, SANDBOX_UID, GpuRequest, SandboxSpec
 
 __all__ = [
     "ContainerPlacement",
@@ -173,6 +173,8 @@ def container_request(
         tmpfs[GUEST_WORKSPACE] = (
             f"rw,nosuid,nodev,size={spec.workspace_size},uid={uid},gid={gid or uid},mode=0755"
         )
+    if spec.checkpoint_dir is not None:  # outlives the container: a killed run resumes
+        mounts.append(Mount(target=GUEST_CHECKPOINTS, source=str(spec.checkpoint_dir), type="bind"))
     if not own_image:  # any image with python3 works: the helper is bound in read-only
         helper_file = Path(__file__).parent.parent / "helper.py"
         mounts.append(

@@ -1,0 +1,109 @@
+"""Checkpoints and resume: a script that saves its step to $EXECLOOP_CHECKPOINT_DIR is killed
+by its timeout mid-run, and the next attempt (a new sandbox) resumes from the saved step —
+on every backend that can mount the directory; the others refuse it clearly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from execloop.errors import ConfigError
+from execloop.runtime.broker import Broker
+from execloop.runtime.checkpoints import CHECKPOINTS_FOLDER
+from execloop.runtime.checks import ExpressionCheck
+from execloop.runtime.loop import SubAgent
+from execloop.runtime.task import Budget, Task, TaskStatus
+from execloop.sandboxes import ExitReason, SandboxSpec
+from execloop.testing import ScriptedModel
+from tests.contract.backends import make_sandbox
+
+pytestmark = pytest.mark.anyio
+
+STEPS = 30
+# Saves its step after each one (write + rename: a kill never leaves half a file), resumes
+# from the saved one, and says where it started in result.json.
+TRAINS = f"""
+import json, os, pathlib, time
+ckpt = pathlib.Path(os.environ["EXECLOOP_CHECKPOINT_DIR"]) / "state.json"
+start = json.loads(ckpt.read_text())["step"] if ckpt.exists() else 0
+print("resuming from step", start, flush=True)
+for step in range(start, {STEPS}):
+    time.sleep(0.1)  # one training step
+    tmp = ckpt.with_suffix(".tmp")
+    tmp.write_text(json.dumps({{"step": step + 1}}))
+    tmp.replace(ckpt)
+json.dump({{"resumed_from": start, "step": {STEPS}}}, open("result.json", "w"))
+"""
+
+
+def _task(backend: str, **spec: object) -> Task:
+    return Task(
+        id=f"resume-{backend}",
+        goal="Train for 30 steps, checkpointing each one.",
+        sandbox=SandboxSpec(backend=backend, timeout_s=2.0, checkpoint_size="1m", **spec),
+        checks=(ExpressionCheck(expr=f'result["step"] == {STEPS}'),),
+        budget=Budget(max_attempts=6),
+    )
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("backend", ["docker", "local"])
+async def test_a_run_killed_by_its_timeout_resumes_from_its_checkpoint(backend: str) -> None:
+    model = ScriptedModel([TRAINS], when_exhausted="repeat_last")
+    result = await SubAgent(_task(backend), model=model).run()
+    assert result.status is TaskStatus.PASSED, result.error or result.attempt_log
+    log = result.attempt_log
+    assert log[0].exit_reason == ExitReason.TIMEOUT.value  # killed mid-run, not finished
+    resumed_from = json.loads(result.answer)["resumed_from"]
+    assert 0 < resumed_from < STEPS, resumed_from  # the last attempt did not start over
+
+
+@pytest.mark.docker
+async def test_a_broker_keeps_the_checkpoints_beside_its_database_until_the_result(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "runs.db"
+    folder = tmp_path / CHECKPOINTS_FOLDER / "resume-docker"
+    folder.mkdir(parents=True)  # left by a broker that died mid-task
+    (folder / "state.json").write_text(json.dumps({"step": 20}))
+    folder.chmod(0o777)  # the sandbox user writes to it; a fresh folder is chowned instead
+    (folder / "state.json").chmod(0o666)
+    model = ScriptedModel([TRAINS], when_exhausted="repeat_last")
+    async with Broker(model=model, db=database) as broker:
+        (result,) = await broker.map([_task("docker")])
+    assert result.status is TaskStatus.PASSED, result.error
+    assert json.loads(result.answer)["resumed_from"] == 20  # resumed, on its first attempt
+    assert result.attempts == 1
+    assert not folder.exists()  # the task has its result: its checkpoints are gone
+
+
+def test_checkpoint_size_is_checked_after_each_run(tmp_path: Path) -> None:
+    from execloop.runtime.checkpoints import TaskCheckpoints
+
+    checkpoints = TaskCheckpoints.open(
+        SandboxSpec(checkpoint_size="1m"), task_id="t/1", root=tmp_path
+    )
+    assert checkpoints.folder is not None and checkpoints.folder.parent == tmp_path
+    assert checkpoints.spec.checkpoint_dir == checkpoints.folder
+    (checkpoints.folder / "small").write_bytes(b"x" * 1000)
+    assert checkpoints.check() is None
+    (checkpoints.folder / "big").write_bytes(b"x" * 2 * 1024**2)
+    over = checkpoints.check()
+    assert over is not None and not over.passed
+    assert "over checkpoint_size 1.0 MB" in over.reason and "delete older" in over.reason
+    checkpoints.discard()
+    assert not checkpoints.folder.exists()
+
+
+@pytest.mark.parametrize(
+    ("backend", "says"),
+    [
+        ("restricted", "restricted backend cannot honour checkpoint_size"),
+        ("jupyter-docker", "use backend='docker' or 'local' for checkpoints"),
+    ],
+)
+def test_backends_that_cannot_mount_it_refuse_clearly(backend: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        make_sandbox(backend, checkpoint_size="1m")
