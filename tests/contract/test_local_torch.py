@@ -35,8 +35,10 @@ def test_local_backend_trains_a_pytorch_model_with_default_limits(tmp_path: Path
     script.write_text(TRAINS)
     out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "execloop.runtime.cli", "run", "--backend", "local", "--json"]
-        + ["--out", str(out), str(script)],
+        [
+            *(sys.executable, "-m", "execloop.runtime.cli", "run", "--backend", "local"),
+            *("--json", "--out", str(out), str(script)),
+        ],
         capture_output=True,
         text=True,
         check=False,
