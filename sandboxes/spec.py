@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -197,18 +198,13 @@ class SandboxSpec(BaseModel):
                     )
         return gpus
 
-    @field_validator("workspace_dir")
+    @field_validator("workspace_dir", "checkpoint_dir")
     @classmethod
-    def _workspace_exists(cls, path: Path | None) -> Path | None:
+    def _host_dir_exists(cls, path: Path | None, info: ValidationInfo) -> Path | None:
         if path is not None and not path.is_dir():
-            raise ValueError(f"workspace_dir {path} is not an existing directory; create it first")
-        return path.resolve() if path is not None else None
-
-    @field_validator("checkpoint_dir")
-    @classmethod
-    def _checkpoint_dir_exists(cls, path: Path | None) -> Path | None:
-        if path is not None and not path.is_dir():
-            raise ValueError(f"checkpoint_dir {path} is not an existing directory; create it")
+            raise ValueError(
+                f"{info.field_name} {path} is not an existing directory; create it first"
+            )
         return path.resolve() if path is not None else None
 
     @model_validator(mode="after")
