@@ -5,8 +5,9 @@ killer or a host restart resumes from its last checkpoint instead of starting ov
 A task asks for one with ``checkpoint_size`` in its sandbox spec. Under a broker it lives
 beside the runs database (``<db folder>/checkpoints/<task id>``), so a broker that resumes the
 task after a crash finds it; without one it is a temporary folder for the task's run. It is
-removed once the task has its final result. The size cap is checked after every run (a bind
-mount has no size limit of its own): a run that leaves more fails with a check saying so.
+removed once the task has its final result. A bind mount has no size limit of its own, so the
+cap is watched from the host: a run whose folder grows past it is stopped (its sandbox killed,
+``killed``) within about a second, and a run that leaves more fails with a check saying so.
 """
 
 from __future__ import annotations
@@ -15,10 +16,16 @@ import hashlib
 import os
 import re
 import shutil
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import anyio
+import anyio.to_thread
 
 from execloop.runtime.checks import CheckOutcome
 from execloop.runtime.host_files import human_bytes
+from execloop.sandboxes.base import ExecResult, ExitReason
 from execloop.sandboxes.placements.base import workspace_owner
 from execloop.sandboxes.spec import CHECKPOINT_ENV, SANDBOX_UID, SandboxSpec
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
@@ -85,6 +92,37 @@ class TaskCheckpoints:
             os.chown(folder, uid, gid)
         spec = spec.model_copy(update={"checkpoint_dir": folder})
         return cls(spec, folder=folder, owned=True, temp=temp)
+
+    async def guard(
+        self, run: Callable[[], Awaitable[ExecResult]], *, interval_s: float = 1.0
+    ) -> ExecResult:
+        """``run()``'s result, or a ``killed`` one when the folder outgrew the cap while it ran
+        (then the exec was cancelled, which kills its sandbox, as a timeout does)."""
+        limit, folder = self.spec.checkpoint_size, self.folder
+        if folder is None or limit is None:
+            return await run()
+        began, result, seen = time.monotonic(), None, 0
+
+        async def watch() -> None:
+            nonlocal seen
+            while seen <= limit:
+                await anyio.sleep(interval_s)
+                seen = await anyio.to_thread.run_sync(directory_size, folder)
+            group.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch)
+            result = await run()
+            group.cancel_scope.cancel()
+        if result is not None:
+            return result
+        return ExecResult(
+            exit_code=None,
+            exit_reason=ExitReason.KILLED,
+            stderr=f"execloop stopped the script: ${CHECKPOINT_ENV} grew to {human_bytes(seen)}, "
+            f"over checkpoint_size {human_bytes(limit)}\n",
+            duration_s=time.monotonic() - began,
+        )
 
     def check(self) -> CheckOutcome | None:
         """A failed ``checkpoint_size`` check when the folder holds more than the cap."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -294,7 +294,7 @@ class SubAgent:
             await self._staged.upload(sandbox)
             await sandbox.upload({SCRIPT_NAME: script})
             async with self._tools(sandbox) as bridge:
-                run = await sandbox.exec_file(SCRIPT_NAME)
+                run = await self._checkpoints_guard(lambda: sandbox.exec_file(SCRIPT_NAME))
             if bridge is not None:
                 state.tool_calls = list(bridge.trace)
                 self._on_event(LoopEvent("tool_calls", number, {"records": state.tool_calls}))
@@ -321,6 +321,11 @@ class SubAgent:
                 if all(o.passed for o in outcomes):
                     state.outputs_refused = await self._keep_outputs(sandbox, outputs)
         return run, outcomes
+
+    async def _checkpoints_guard(self, run: Callable[[], Awaitable[ExecResult]]) -> ExecResult:
+        if self._checkpoints is None:
+            return await run()
+        return await self._checkpoints.guard(run)
 
     async def _keep_outputs(self, sandbox: Sandbox, outputs: Path) -> str | None:
         """Copy the workspace into the host folder ``outputs`` for re-verification; the reason

@@ -143,8 +143,8 @@ class SandboxSpec(BaseModel):
     checkpoint_size: ByteCount | None = Field(
         default=None,
         ge=1024**2,
-        description="Ask for a per-task checkpoint directory holding at most this much "
-        "(checked after every run); None: none.",
+        description="Ask the task runtime for a per-task checkpoint directory holding at "
+        "most this much (watched while a run runs); None: none.",
     )
     tmp_size: ByteCount = Field(default=64 * 1024**2, ge=1024**2)
     max_output_bytes: ByteCount = Field(

@@ -1,6 +1,7 @@
 """Checkpoints and resume: a script that saves its step to $EXECLOOP_CHECKPOINT_DIR is killed
 by its timeout mid-run, and the next attempt (a new sandbox) resumes from the saved step —
-on every backend that can mount the directory; the others refuse it clearly."""
+on every backend that can mount the directory; the others refuse it clearly. A run whose
+checkpoints outgrow checkpoint_size is stopped and told why."""
 
 from __future__ import annotations
 
@@ -77,6 +78,28 @@ async def test_a_broker_keeps_the_checkpoints_beside_its_database_until_the_resu
     assert json.loads(result.answer)["resumed_from"] == 20  # resumed, on its first attempt
     assert result.attempts == 1
     assert not folder.exists()  # the task has its result: its checkpoints are gone
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("backend", ["docker", "local"])
+async def test_a_run_that_outgrows_checkpoint_size_is_stopped_and_told(backend: str) -> None:
+    fills = (
+        "import os, time\n"
+        "folder = os.environ['EXECLOOP_CHECKPOINT_DIR']\n"
+        "open(os.path.join(folder, 'huge.pt'), 'wb').write(b'x' * 3 * 2**20)\n"
+        "time.sleep(60)\n"
+    )
+    task = Task(
+        goal="Save a checkpoint.",
+        sandbox=SandboxSpec(backend=backend, timeout_s=50, checkpoint_size="1m"),
+        budget=Budget(max_attempts=1),
+    )
+    result = await SubAgent(task, model=ScriptedModel([fills])).run()
+    assert result.status is TaskStatus.FAILED
+    (attempt,) = result.attempt_log
+    assert attempt.exit_reason == ExitReason.KILLED.value  # stopped by the host, not its timeout
+    failed = {check.name: check.reason for check in result.checks if not check.passed}
+    assert "over checkpoint_size 1.0 MB" in failed["checkpoint_size"]
 
 
 def test_checkpoint_size_is_checked_after_each_run(tmp_path: Path) -> None:
