@@ -5,7 +5,11 @@ checkpoints outgrow checkpoint_size is stopped and told why."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,24 +23,14 @@ from execloop.runtime.task import Budget, Task, TaskStatus
 from execloop.sandboxes import ExitReason, SandboxSpec
 from execloop.testing import ScriptedModel
 from tests.contract.backends import make_sandbox
+from tests.contract.checkpoint_child import trains
+from tests.contract.test_broker import reap_temp_dirs_of
 
 pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).resolve().parents[2]
 
 STEPS = 30
-# Saves its step after each one (write + rename: a kill never leaves half a file), resumes
-# from the saved one, and says where it started in result.json.
-TRAINS = f"""
-import json, os, pathlib, time
-ckpt = pathlib.Path(os.environ["EXECLOOP_CHECKPOINT_DIR"]) / "state.json"
-start = json.loads(ckpt.read_text())["step"] if ckpt.exists() else 0
-print("resuming from step", start, flush=True)
-for step in range(start, {STEPS}):
-    time.sleep(0.1)  # one training step
-    tmp = ckpt.with_suffix(".tmp")
-    tmp.write_text(json.dumps({{"step": step + 1}}))
-    tmp.replace(ckpt)
-json.dump({{"resumed_from": start, "step": {STEPS}}}, open("result.json", "w"))
-"""
+TRAINS = trains(STEPS)
 
 
 def _task(backend: str, **spec: object) -> Task:
@@ -100,6 +94,35 @@ async def test_a_run_that_outgrows_checkpoint_size_is_stopped_and_told(backend: 
     assert attempt.exit_reason == ExitReason.KILLED.value  # stopped by the host, not its timeout
     failed = {check.name: check.reason for check in result.checks if not check.passed}
     assert "over checkpoint_size 1.0 MB" in failed["checkpoint_size"]
+
+
+@pytest.mark.docker
+def test_a_broker_killed_mid_training_resumes_the_task_from_its_checkpoint(tmp_path: Path) -> None:
+    database = tmp_path / "runs.db"
+    command = [sys.executable, "-m", "tests.contract.checkpoint_child", str(database)]
+    state = tmp_path / CHECKPOINTS_FOLDER / "trains-through-a-crash" / "state.json"
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
+    try:
+        saved = 0
+        for _ in range(1200):  # until it has trained a few steps (2 minutes at most)
+            with contextlib.suppress(OSError, ValueError):
+                saved = json.loads(state.read_text())["step"]
+            if saved >= 5 or first.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert first.poll() is None and saved >= 5, "the broker never started training"
+    finally:
+        first.kill()  # SIGKILL: no clean-up of its own; its janitor removes the sandbox
+        first.wait()
+        reap_temp_dirs_of(first.pid)
+    second = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False
+    )
+    assert second.returncode == 0, second.stderr[-2000:]
+    status, answer = second.stdout.split(" ", 1)
+    assert status == "passed"
+    assert json.loads(answer)["resumed_from"] >= saved  # not from step 0
+    assert not state.parent.exists()
 
 
 def test_checkpoint_size_is_checked_after_each_run(tmp_path: Path) -> None:
