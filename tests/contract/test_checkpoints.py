@@ -153,3 +153,10 @@ def test_checkpoint_size_is_checked_after_each_run(tmp_path: Path) -> None:
 def test_backends_that_cannot_mount_it_refuse_clearly(backend: str, says: str) -> None:
     with pytest.raises(ConfigError, match=says):
         make_sandbox(backend, checkpoint_size="1m")
+
+
+def test_a_single_run_refuses_checkpoint_size_before_anything_starts() -> None:
+    from execloop.runtime.run import run_script
+
+    with pytest.raises(ConfigError, match="a single run does not have: use a task"):
+        run_script("print(1)", spec={"checkpoint_size": "1m"})
