@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from execloop.errors import ConfigError
@@ -33,11 +34,11 @@ STEPS = 30
 TRAINS = trains(STEPS)
 
 
-def _task(backend: str, **spec: object) -> Task:
+def _task(backend: str, *, timeout_s: float = 2.0) -> Task:
     return Task(
         id=f"resume-{backend}",
         goal="Train for 30 steps, checkpointing each one.",
-        sandbox=SandboxSpec(backend=backend, timeout_s=2.0, checkpoint_size="1m", **spec),
+        sandbox=SandboxSpec(backend=backend, timeout_s=timeout_s, checkpoint_size="1m"),
         checks=(ExpressionCheck(expr=f'result["step"] == {STEPS}'),),
         budget=Budget(max_attempts=6),
     )
@@ -94,6 +95,21 @@ async def test_a_run_that_outgrows_checkpoint_size_is_stopped_and_told(backend: 
     assert attempt.exit_reason == ExitReason.KILLED.value  # stopped by the host, not its timeout
     failed = {check.name: check.reason for check in result.checks if not check.passed}
     assert "over checkpoint_size 1.0 MB" in failed["checkpoint_size"]
+
+
+@pytest.mark.docker
+async def test_a_cancelled_task_leaves_no_checkpoints(tmp_path: Path) -> None:
+    state = tmp_path / CHECKPOINTS_FOLDER / "resume-local" / "state.json"
+    model = ScriptedModel([trains(600)], when_exhausted="repeat_last")
+    async with Broker(model=model, db=tmp_path / "runs.db") as broker:
+        task_id = await broker.submit(_task("local", timeout_s=120))
+        with anyio.fail_after(120):
+            while not state.exists():  # noqa: ASYNC110 - another process writes it
+                await anyio.sleep(0.05)
+        assert await broker.cancel(task_id)
+        result = await broker.result(task_id)
+    assert result.error == "cancelled"
+    assert not state.parent.exists()
 
 
 @pytest.mark.docker
