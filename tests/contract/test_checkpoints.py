@@ -176,3 +176,33 @@ def test_a_single_run_refuses_checkpoint_size_before_anything_starts() -> None:
 
     with pytest.raises(ConfigError, match="a single run does not have: use a task"):
         run_script("print(1)", spec={"checkpoint_size": "1m"})
+
+
+@pytest.mark.docker
+def test_execloop_task_checkpoint_size_resumes_a_killed_attempt(tmp_path: Path) -> None:
+    replies = tmp_path / "replies.json"
+    replies.write_text(json.dumps([TRAINS] * 6))
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "execloop.runtime.cli", "task", "Train for 30 steps."),
+            *("--model", f"scripted:{replies}", "--backend", "local", "--timeout", "2"),
+            *("--checkpoint-size", "1m", "--max-attempts", "6", "--json"),
+            *("--check", f'result["step"] == {STEPS}'),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["attempt_log"][0]["exit_reason"] == "timeout"
+    assert 0 < json.loads(result["answer"])["resumed_from"] < STEPS
+    bad = subprocess.run(
+        [sys.executable, "-m", "execloop.runtime.cli", "task", "x", "--checkpoint-size", "lots"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2 and "--checkpoint-size" in bad.stderr
