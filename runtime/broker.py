@@ -31,6 +31,7 @@ import anyio.abc
 
 from execloop.errors import BrokerBusyError, BrokerStoppedError, ConfigError, ExecloopError
 from execloop.runtime.bridge import ToolRegistry
+from execloop.runtime.checkpoints import remove_task_checkpoints, store_checkpoint_root
 from execloop.runtime.loop import LoopEvent, SubAgent
 from execloop.runtime.models.base import Model
 from execloop.runtime.ownership import BrokerOwner, owner_is_gone
@@ -357,6 +358,7 @@ class Broker:
                 error_kind=ErrorKind.CANCELLED,
             )
         if self.store.put_result(result, owner=self.owner.id):
+            remove_task_checkpoints(store_checkpoint_root(self.store.path), task.id)
             return True
         log.warning("task %s: another broker took it over; its result is the one kept", task.id)
         return False
@@ -382,6 +384,7 @@ class Broker:
                 on_event=lambda event: self._persist(task.id, launch, event),
                 registry=self.registry,
                 outputs_dir=None if self.outputs_dir is None else self.outputs_dir / task.id,
+                checkpoint_root=store_checkpoint_root(self.store.path),
             )
         except ExecloopError as exc:
             return Result(

@@ -285,17 +285,30 @@ def images() -> None:
 
 
 @images.command("build")
+@click.argument("image", type=click.Choice(["python", "train"]), default="python")
+@click.option(
+    "--torch",
+    "variant",
+    type=click.Choice(["cuda", "cpu"]),
+    default="cuda",
+    show_default=True,
+    help="train only: PyPI's CUDA torch (serves CPU and GPU hosts, several GB) or a CPU-only "
+    "torch (small; execloop/train-cpu).",
+)
 @click.option("--from-registry", is_flag=True, help="Build on python:3.11-slim from a registry.")
 @click.option("--force", is_flag=True, help="Rebuild even if the tags exist.")
-def images_build(from_registry: bool, force: bool) -> None:
-    """Build the base and python images (debootstrap + docker import + wheelhouse)."""
-    from execloop.images import build_images
+def images_build(image: str, variant: str, from_registry: bool, force: bool) -> None:
+    """Build the base and python images (debootstrap + docker import + wheelhouse), or with
+    IMAGE `train` the train image (PyTorch, transformers, PEFT, TRL; built only when asked)."""
+    from execloop.images import build_images, build_train_image
 
-    tags = build_images(
-        from_registry=from_registry,
-        force=force,
-        log=lambda line: console.print(line, markup=False, highlight=False),
-    )
+    def log(line: str) -> None:
+        console.print(line, markup=False, highlight=False)
+
+    if image == "train":
+        tags = build_train_image(variant=variant, from_registry=from_registry, force=force, log=log)
+    else:
+        tags = build_images(from_registry=from_registry, force=force, log=log)
     for tag in tags:
         out.print(tag)
 

@@ -38,6 +38,8 @@ SPEC_FLAGS = {
     "memory": "--memory",
     "cpus": "--cpus",
     "pids": "--pids",
+    "gpus": "--gpus",
+    "checkpoint_size": "--checkpoint-size",
     "workspace_dir": "--workspace",
     "labels": "--label",
 }
@@ -53,7 +55,11 @@ _OPTIONS = (
         type=click.Choice(get_args(Placement)),
         help="Where a jupyter kernel runs: a container or a bubblewrap process.",
     ),
-    click.option("--image", help="Image to run in [default: execloop's python image]."),
+    click.option(
+        "--image",
+        help="Image to run in [default: execloop's python image]; execloop/train (or "
+        "execloop/train-cpu) is the train image built by `execloop images build train`.",
+    ),
     click.option("--timeout", type=float, help="Wall-clock limit in seconds [default: 60]."),
     click.option("--memory", help="Memory limit, e.g. 512m or 2g [default: 1g]."),
     click.option("--cpus", type=float, help="CPU limit [default: 1]."),
@@ -65,11 +71,17 @@ _OPTIONS = (
         metavar="KEY=VALUE",
         help="A label for the sandbox's container (repeatable), e.g. com.example.team=ml.",
     ),
+    click.option(
+        "--gpus",
+        help="GPUs (docker backend), as for docker run: all, a count (2), or pinned ids "
+        "device=0,GPU-<uuid> [default: none].",
+    ),
 )
 
 
 def sandbox_options(command: F) -> F:
-    """Add ``--backend --placement --image --timeout --memory --cpus --pids --label``."""
+    """Add ``--backend --placement --image --timeout --memory --cpus --pids --label --gpus``
+    to ``command``."""
     for option in reversed(_OPTIONS):
         command = option(command)
     return command

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from execloop.runtime import bounds
 from execloop.runtime.bridge import ToolBridge, ToolCallRecord, ToolRegistry, render_tool_api
 from execloop.runtime.bridge.stubs import ToolDocs
 from execloop.runtime.check_runner import OutputReader, reverify, run_checks
+from execloop.runtime.checkpoints import TaskCheckpoints
 from execloop.runtime.checks import CheckOutcome, CheckSpec, ExitStatusCheck
 from execloop.runtime.classic import CallTrace, ClassicEstimate, estimate_classic
 from execloop.runtime.classic_prompt import ClassicPrompt
@@ -97,6 +98,7 @@ class SubAgent:
         skill_dirs: Sequence[Path] = (),
         outputs_dir: Path | None = None,
         tool_docs: ToolDocs = "full",
+        checkpoint_root: Path | None = None,
     ) -> None:
         if task.tools and registry is None:
             raise ConfigError(
@@ -115,6 +117,10 @@ class SubAgent:
         self.tool_call_budget = tool_call_budget
         # where a passed task's verified workspace is kept (created then); None: not kept
         self.outputs_dir = outputs_dir
+        # where the task's checkpoint directory is made if its spec asks for one (a broker:
+        # beside its database, so a resumed task finds it); None: a temporary folder
+        self.checkpoint_root = checkpoint_root
+        self._checkpoints: TaskCheckpoints | None = None
         self.model = model
         self.skill = skill
         self._factory = sandbox_factory
@@ -199,6 +205,8 @@ class SubAgent:
             kind = ErrorKind.BUDGET if status is TaskStatus.BUDGET_EXHAUSTED else None
         if status is TaskStatus.BUDGET_EXHAUSTED and error is None:
             error = "token budget exhausted"
+        if self._checkpoints is not None:  # the task has its result (a cancelled one has none)
+            self._checkpoints.discard()
         result = self._result(status, error, kind, time.monotonic() - started)
         self._on_event(LoopEvent("finished", len(self._state.records), {"result": result}))
         return result
@@ -208,6 +216,10 @@ class SubAgent:
         """The staged inputs every sandbox of this task receives, and the claim on a host
         workspace directory if the spec names one."""
         async with AsyncExitStack() as stack:
+            self._checkpoints = TaskCheckpoints.open(
+                self.spec, task_id=self.task.id, root=self.checkpoint_root
+            )
+            self.spec = self._checkpoints.spec
             if self.spec.workspace_dir is not None:
                 claim = stack.enter_context(HostWorkspace.claim(self.spec.workspace_dir))
                 claim.reserve(SCRIPT_NAME)
@@ -289,7 +301,7 @@ class SubAgent:
             await self._staged.upload(sandbox)
             await sandbox.upload({SCRIPT_NAME: script})
             async with self._tools(sandbox) as bridge:
-                run = await self._exec_script(sandbox, number)
+                run = await self._checkpoints_guard(lambda: self._exec_script(sandbox, number))
             if bridge is not None:
                 state.tool_calls = list(bridge.trace)
                 self._on_event(LoopEvent("tool_calls", number, {"records": state.tool_calls}))
@@ -304,6 +316,8 @@ class SubAgent:
                 check_files_root=self.check_root,
                 outputs=reader,
             )
+            if self._checkpoints is not None and (over := self._checkpoints.check()):
+                outcomes = [*outcomes, over]
             state.checks_s += time.monotonic() - checked
             self._on_event(LoopEvent("checked", number, {"outcomes": outcomes}))
             if run.exit_code is not None:  # the sandbox is alive: keep what it produced
@@ -327,6 +341,11 @@ class SubAgent:
             return await sandbox.exec_file(SCRIPT_NAME, on_output=reader.feed)
         finally:
             reader.close()
+
+    async def _checkpoints_guard(self, run: Callable[[], Awaitable[ExecResult]]) -> ExecResult:
+        if self._checkpoints is None:
+            return await run()
+        return await self._checkpoints.guard(run)
 
     async def _keep_outputs(self, sandbox: Sandbox, outputs: Path) -> str | None:
         """Copy the workspace into the host folder ``outputs`` for re-verification; the reason

@@ -87,6 +87,12 @@ async def run_script_async(
     if files is not None and not isinstance(files, Mapping):
         raise ConfigError(f"files must be a {{name: content}} mapping, not {type(files).__name__}")
     spec = coerce_spec(spec)
+    if spec.checkpoint_size is not None:  # a one-off run has no attempts to resume
+        raise ConfigError(
+            "checkpoint_size asks for a task's checkpoint directory, which a single run does "
+            "not have: use a task (SubAgent, the broker, `execloop task`), or mount a host "
+            "directory with checkpoint_dir"
+        )
     on_progress = check_on_progress(on_progress)
     script = source.encode() if isinstance(source, str) else source
     extra = {name: _content(name, content) for name, content in (files or {}).items()}

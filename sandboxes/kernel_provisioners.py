@@ -55,6 +55,9 @@ def check_placement(spec: SandboxSpec) -> None:
         backend="jupyter",
         unsupported={
             "workspace_size": "the workspace is a host directory, which has no size cap",
+            # a kernel is stateful: a task resumes in it, not from a directory
+            "checkpoint_dir": "use backend='docker' or 'local' for checkpoints",
+            "checkpoint_size": "use backend='docker' or 'local' for checkpoints",
         },
     )
     if spec.placement == "bubblewrap":
