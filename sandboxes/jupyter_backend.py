@@ -269,7 +269,7 @@ class JupyterSandbox(Sandbox):
                 await self._kernel.run_silently(REAP_ZOMBIES)
             peak, oom_after = await provisioner.memory()
             self._uncounted = oom_after is None
-            trouble = end.trouble if end.checked else await self._kernel.health()
+            trouble = collector.trouble
         exit_code: int | None
         if end.died is not None and collector.exit_status is not None:  # the script's os._exit
             exit_code = collector.exit_status & 0xFF
