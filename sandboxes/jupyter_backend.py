@@ -68,7 +68,7 @@ class JupyterSandbox(Sandbox):
         self._files: Workspace | None = None
         self._kernel: KernelSession | None = None
         self._dead: str | None = None
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)  # no loop pass when uncontended
         self.exec_count = 0
         self._outputs_saved = 0
         self._uncounted = False  # this kernel's placement cannot count OOM kills
