@@ -319,7 +319,7 @@ async def main(args: argparse.Namespace) -> int:
             samples.update(await local_execs(reps, per_round))
         if "pool" in only:
             console.print(f"pool: {reps} acquires and {reps} acquires + exec, warm docker pool")
-            samples.update(await pool_acquires(reps))
+            samples.update(await pool_acquires(client, image, reps, BENCH_LABELS))
         if "throughput" in only:
             console.print(f"throughput: {rounds} rounds of {k} execs: 1 session, 2, 2 floors")
             tp = await throughput(client, image, k, rounds)
