@@ -71,7 +71,7 @@ async def pool_acquires(
     try:
         async with SandboxPool(SandboxSpec(), min_idle=2, max_size=4) as pool:
             for round_ in range(3 * reps + 3):
-                await pool.wait_settled()  # no close or start of a past round in flight
+                await pool.wait_warm(settled=True)  # no close or start of a past round in flight
                 kind = round_ % 3
                 if kind == 2:
                     floors.append(await _timed(functools.partial(floor.exec, CODE)))
