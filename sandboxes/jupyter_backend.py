@@ -146,7 +146,8 @@ class JupyterSandbox(Sandbox):
         await self._kernel.run_silently(SESSION_HOOKS)
 
     async def restart(self) -> None:
-        """A fresh kernel (new state, new HMAC key) on the same workspace, dead or alive."""
+        """A fresh kernel (new state, new HMAC key, new ``control_dir``) on the same workspace,
+        dead or alive; then the ``on_restart`` hooks (the tool bridge re-attaches)."""
         self._check_not_closed()
         async with self._lock:
             await self._stop_kernel()
@@ -157,6 +158,7 @@ class JupyterSandbox(Sandbox):
                 self._dead = "restart() failed"
                 await self._stop_kernel()
                 raise
+        await self._restarted()
 
     async def close(self) -> None:
         if self._closed:
