@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+from floor import FloorRepl, start_floor  # bench/floor.py
 
 from execloop.sandboxes import SandboxSpec
 from execloop.sandboxes.local_backend import LocalSandbox
@@ -20,6 +21,7 @@ LOCAL_ONESHOT = "LocalSandbox start+exec+close"
 POOL_ACQUIRE = "SandboxPool.acquire() (docker, warm)"
 POOL_FIRST = "pool acquire + first exec (docker, warm)"
 POOL_SECOND = "pool: the same sandbox's second exec"
+POOL_FLOOR = "pool: stdio floor's exec after the same pause"
 CODE = "print(1+1)"
 
 
@@ -54,29 +56,45 @@ async def local_execs(reps: int, per_round: int) -> dict[str, list[float]]:
     return samples
 
 
-async def pool_acquires(reps: int) -> dict[str, list[float]]:
-    """From a warm docker pool: the acquire alone, and acquire until the first exec's result
-    (released sandboxes are destroyed in the background, and the pool refills); beside it, the
-    second exec of the same sandbox, which pays for the same background work but is not first."""
+async def pool_acquires(
+    client: Any, image: str, reps: int, labels: dict[str, str]
+) -> dict[str, list[float]]:
+    """From a warm docker pool: the acquire alone, and acquire until the first exec's result;
+    beside them, the second exec of the same sandbox, and the stdio floor's exec measured the
+    same way (each timed step follows the same pause: the previous round's sandbox destroyed
+    in the background and a fresh one started, so CPU caches are as cold for the floor)."""
     acquires: list[float] = []
     firsts: list[float] = []
     seconds: list[float] = []
-    async with SandboxPool(SandboxSpec(), min_idle=2, max_size=4) as pool:
-        for round_ in range(2 * reps + 2):
-            await pool.wait_settled()  # no close or start of an earlier round in flight
-            lease = pool.acquire()
-            start = time.perf_counter()
-            sandbox = await lease.__aenter__()
-            acquired = time.perf_counter()
-            if round_ % 2:
-                result = await sandbox.exec(CODE)
-                firsts.append(time.perf_counter() - start)
-                assert result.stdout == "2\n", result
-                seconds.append(await _timed(functools.partial(sandbox.exec, CODE)))
-            else:
-                acquires.append(acquired - start)
-            await lease.__aexit__(None, None, None)
-    return {POOL_ACQUIRE: acquires[1:], POOL_FIRST: firsts[1:], POOL_SECOND: seconds[1:]}
+    floors: list[float] = []
+    floor: FloorRepl = await start_floor(client, image, labels, via="stdio")
+    try:
+        async with SandboxPool(SandboxSpec(), min_idle=2, max_size=4) as pool:
+            for round_ in range(3 * reps + 3):
+                await pool.wait_warm(settled=True)  # no close or start of a past round in flight
+                kind = round_ % 3
+                if kind == 2:
+                    floors.append(await _timed(functools.partial(floor.exec, CODE)))
+                lease = pool.acquire()
+                start = time.perf_counter()
+                sandbox = await lease.__aenter__()
+                acquired = time.perf_counter()
+                if kind == 1:
+                    result = await sandbox.exec(CODE)
+                    firsts.append(time.perf_counter() - start)
+                    assert result.stdout == "2\n", result
+                    seconds.append(await _timed(functools.partial(sandbox.exec, CODE)))
+                elif kind == 0:
+                    acquires.append(acquired - start)
+                await lease.__aexit__(None, None, None)
+    finally:
+        await floor.aclose()
+    return {
+        POOL_ACQUIRE: acquires[1:],
+        POOL_FIRST: firsts[1:],
+        POOL_SECOND: seconds[1:],
+        POOL_FLOOR: floors[1:],
+    }
 
 
 def backend_targets(p50: dict[str, float]) -> list[tuple[str, float, str, float]]:
@@ -86,4 +104,6 @@ def backend_targets(p50: dict[str, float]) -> list[tuple[str, float, str, float]
     if POOL_ACQUIRE in p50:
         rows.append(("pool acquire p50, ms", p50[POOL_ACQUIRE], "<", 5))
         rows.append(("pool acquire-to-first-result p50, ms", p50[POOL_FIRST], "<=", 1))
+        vs_floor = p50[POOL_FIRST] / p50[POOL_FLOOR]
+        rows.append(("pool acquire-to-first-result / floor after a pause", vs_floor, "<=", 1.1))
     return rows

@@ -13,6 +13,7 @@ import argparse
 import functools
 import json
 import operator
+import os
 import statistics
 import sys
 import time
@@ -275,7 +276,9 @@ async def main(args: argparse.Namespace) -> int:
         console.print(f"[red]image {image} is missing: `python -m execloop.images build`[/]")
         return 2
     host = await anyio.to_thread.run_sync(machine, client)
-    console.print(f"image {image}, docker {host['docker_version']}, {host['cores']} cores")
+    host["load_before"] = os.getloadavg()  # a shared machine: the ratios hold, not the times
+    load = "load average {:.1f} {:.1f} {:.1f}".format(*host["load_before"])
+    console.print(f"image {image}, docker {host['docker_version']}, {host['cores']} cores, {load}")
     samples: dict[str, list[float]] = {}
     tp: dict[str, float] = {}
     only = set(args.only.split(",")) if args.only else set(SECTIONS)
@@ -294,7 +297,7 @@ async def main(args: argparse.Namespace) -> int:
             samples.update(await local_execs(reps, per_round))
         if "pool" in only:
             console.print(f"pool: {reps} acquires and {reps} acquires + exec, warm docker pool")
-            samples.update(await pool_acquires(reps))
+            samples.update(await pool_acquires(client, image, reps, BENCH_LABELS))
         if "throughput" in only:
             console.print(f"throughput: {rounds} rounds of {k} execs: 1 session, 2, 2 floors")
             tp = await throughput(client, image, k, rounds)
@@ -302,6 +305,8 @@ async def main(args: argparse.Namespace) -> int:
         leftovers = await thread(client.containers.list, all=True, filters=BENCH_FILTER)()
         for container in leftovers:
             await thread(container.remove, force=True)()
+    host["load_after"] = os.getloadavg()
+    console.print("load average at the end {:.1f} {:.1f} {:.1f}".format(*host["load_after"]))
     latency = {name: stats(values) for name, values in samples.items()}
     result = {
         "machine": host,

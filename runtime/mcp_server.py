@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -56,7 +56,7 @@ from execloop.runtime.skills import builtin_skills_dir, resolve_skill, scan_skil
 from execloop.runtime.store import TaskStore
 from execloop.runtime.task import Budget, Result, Task
 from execloop.runtime.terminal import one_line
-from execloop.sandboxes import Sandbox, SandboxSpec, create_sandbox
+from execloop.sandboxes import SandboxSpec
 from execloop.sandboxes.spec import IsolatingBackend
 
 __all__ = ["INSTRUCTIONS", "add_tools", "build_server", "server_for"]
@@ -70,40 +70,16 @@ INSTRUCTIONS = (
 )
 
 
-def build_server(
-    *,
-    spec: SandboxSpec | None = None,
-    model: str | None = None,
-    db: Path | None = None,
-    artifacts_dir: Path | None = None,
-    skill_dirs: tuple[Path, ...] = (),
-    session_ttl_s: float = 900.0,
-    max_sessions: int = 16,
-    max_concurrency: int = 4,
-    sandbox_factory: Callable[[SandboxSpec], Sandbox] = create_sandbox,
-    inputs_dir: Path | None = None,
-    host_paths: bool = True,
-) -> MCPServer[Any]:
-    """The execloop MCP server. ``spec`` is every sandbox's default (backend, limits);
-    ``model`` the default ``run_task`` model spec (``anthropic:MODEL`` …); ``db`` the broker's
-    SQLite file and ``artifacts_dir`` where passed tasks' files are kept (both default to a
-    private temporary folder removed when the server stops). ``run_task`` reads host paths
-    only under ``inputs_dir`` when it is set, and any only when ``host_paths`` (a server for
-    one local user); without ``host_paths`` a client cannot pick the model either."""
-    config = ServerConfig(
-        spec=spec or SandboxSpec(),
-        model=model,
-        db=db,
-        artifacts_dir=artifacts_dir,
-        skill_dirs=tuple(skill_dirs),
-        session_ttl_s=session_ttl_s,
-        max_sessions=max_sessions,
-        max_concurrency=max_concurrency,
-        sandbox_factory=sandbox_factory,
-        inputs_dir=inputs_dir,
-        host_paths=host_paths,
-    )
-    return server_for(config)
+def build_server(**keywords: Any) -> MCPServer[Any]:
+    """The execloop MCP server; the keywords are ``ServerConfig``'s fields. ``spec`` is every
+    sandbox's default (backend, limits); ``model`` the default ``run_task`` model spec
+    (``anthropic:MODEL`` …); ``db`` the broker's SQLite file and ``artifacts_dir`` where passed
+    tasks' files are kept (both default to a private temporary folder removed when the server
+    stops); ``skill_dirs``, ``session_ttl_s`` (900), ``max_sessions`` (16),
+    ``max_concurrency`` (4), ``sandbox_factory``. ``run_task`` reads host paths only under
+    ``inputs_dir`` when it is set, and any only when ``host_paths`` (a server for one local
+    user); without ``host_paths`` a client cannot pick the model either."""
+    return server_for(ServerConfig.from_keywords(**keywords))
 
 
 def server_for(config: ServerConfig) -> MCPServer[Any]:

@@ -4,8 +4,9 @@ its tools share: the state of a request, progress per attempt and from the scrip
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import ValidationError
 
-from execloop.errors import ExecloopError
+from execloop.errors import ConfigError, ExecloopError
 from execloop.runtime.broker import Broker
 from execloop.runtime.cli_boundary import describe_validation
 from execloop.runtime.loop import LoopEvent
@@ -58,6 +59,18 @@ class ServerConfig:
     # (one local user, stdio). host_paths=False also keeps run_task on the server's model.
     inputs_dir: Path | None = None
     host_paths: bool = True
+
+    @classmethod
+    def from_keywords(
+        cls, *, spec: SandboxSpec | None = None, skill_dirs: Iterable[Path] = (), **fields: Any
+    ) -> ServerConfig:
+        """The keywords of ``build_server`` and ``execloop_sdk_server``: these fields, with
+        ``spec`` None for the default spec and ``skill_dirs`` any iterable of folders."""
+        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            known = ", ".join(f.name for f in dataclasses.fields(cls))
+            raise ConfigError(f"unknown server keyword(s) {unknown}; the keywords are: {known}")
+        return cls(spec=spec or SandboxSpec(), skill_dirs=tuple(skill_dirs), **fields)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import enum
 import math
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -33,6 +33,7 @@ __all__ = [
     "GUEST_CONTROL_DIR",
     "MAX_MANIFEST_LIMIT",
     "Manifest",
+    "RestartHook",
     "Sandbox",
     "check_backend",
     "check_exec_args",
@@ -43,6 +44,8 @@ DEFAULT_MANIFEST_LIMIT = 1000
 MAX_MANIFEST_LIMIT = 100_000
 # Where the code in a sandbox sees ``Sandbox.control_dir`` (sockets, generated modules).
 GUEST_CONTROL_DIR = "/run/execloop"
+
+RestartHook = Callable[[], Awaitable[None]]
 
 
 class Capability(enum.StrEnum):
@@ -184,6 +187,7 @@ class Sandbox(abc.ABC):
         # that leaks can be found and reaped.
         self.session_id = uuid.uuid4().hex[:12]
         self._closed = False
+        self._restart_hooks: list[RestartHook] = []
 
     # -- lifecycle -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -193,6 +197,23 @@ class Sandbox(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Tear everything down. Idempotent; never leaves a container or process behind."""
+
+    def on_restart(self, hook: RestartHook) -> Callable[[], None]:
+        """Have ``hook()`` awaited after each ``restart()`` (``Capability.RESTART``): the fresh
+        interpreter has none of the session's setup, and may have a new ``control_dir`` (the
+        tool bridge re-attaches so). Returns the function that removes the hook again."""
+        self._restart_hooks.append(hook)
+
+        def remove() -> None:
+            if hook in self._restart_hooks:
+                self._restart_hooks.remove(hook)
+
+        return remove
+
+    async def _restarted(self) -> None:
+        """A backend's ``restart()`` calls this once its fresh interpreter is up."""
+        for hook in list(self._restart_hooks):
+            await hook()
 
     async def warm(self) -> None:
         """Rehearse a call once, leaving no trace, so that the first real one costs what later

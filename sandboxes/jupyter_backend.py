@@ -68,7 +68,7 @@ class JupyterSandbox(Sandbox):
         self._files: Workspace | None = None
         self._kernel: KernelSession | None = None
         self._dead: str | None = None
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)  # no loop pass when uncontended
         self.exec_count = 0
         self._outputs_saved = 0
         self._uncounted = False  # this kernel's placement cannot count OOM kills
@@ -146,7 +146,8 @@ class JupyterSandbox(Sandbox):
         await self._kernel.run_silently(SESSION_HOOKS)
 
     async def restart(self) -> None:
-        """A fresh kernel (new state, new HMAC key) on the same workspace, dead or alive."""
+        """A fresh kernel (new state, new HMAC key, new ``control_dir``) on the same workspace,
+        dead or alive; then the ``on_restart`` hooks (the tool bridge re-attaches)."""
         self._check_not_closed()
         async with self._lock:
             await self._stop_kernel()
@@ -157,6 +158,7 @@ class JupyterSandbox(Sandbox):
                 self._dead = "restart() failed"
                 await self._stop_kernel()
                 raise
+        await self._restarted()
 
     async def close(self) -> None:
         if self._closed:
@@ -269,7 +271,7 @@ class JupyterSandbox(Sandbox):
                 await self._kernel.run_silently(REAP_ZOMBIES)
             peak, oom_after = await provisioner.memory()
             self._uncounted = oom_after is None
-            trouble = end.trouble if end.checked else await self._kernel.health()
+            trouble = collector.trouble
         exit_code: int | None
         if end.died is not None and collector.exit_status is not None:  # the script's os._exit
             exit_code = collector.exit_status & 0xFF

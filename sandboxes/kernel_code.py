@@ -1,14 +1,13 @@
 """Code execloop runs inside a Jupyter kernel, as cells (the kernel has no execloop package).
 
-Each snippet cleans up after itself: no name is left in the user's namespace, except the
-health check, which lives in ``builtins`` where ``user_expressions`` can reach it.
+Each snippet cleans up after itself: no name is left in the user's namespace.
 """
 
 from __future__ import annotations
 
-from execloop.sandboxes.kernel_messages import EXIT_MIME
+from execloop.sandboxes.kernel_messages import EXIT_MIME, HEALTH_MIME
 
-__all__ = ["HEALTH_EXPRESSION", "REAP_ZOMBIES", "RUN_FILE", "SESSION_HOOKS"]
+__all__ = ["REAP_ZOMBIES", "RUN_FILE", "SESSION_HOOKS"]
 
 # Runs a workspace file as __main__ the way the helper does: its globals join the session, its
 # folder comes first on sys.path for the run (inserted: ipykernel has removed the cwd, so
@@ -45,17 +44,21 @@ finally:
 
 # Run once per kernel. os._exit kills the kernel at once: the hook first flushes the output,
 # says which status it was (a display message of execloop's own type) and gives the kernel's
-# I/O thread a moment to send. The health check says, after each cell, whether the script left
-# the kernel a file descriptor and some address space: "" if so, else "reason:why".
+# I/O thread a moment to send. After every cell (IPython's post_run_cell event, which fires
+# whether the cell succeeded, failed or was interrupted) the kernel checks that the script left
+# it a file descriptor and some address space, and says so on iopub only when it did not: a
+# normal cell costs one execute request, as in a plain kernel. Nothing here may raise: IPython
+# would print a callback's traceback into the user's output.
 SESSION_HOOKS = f"""\
 def __execloop_hooks():
-    import builtins, errno, mmap, os, sys, time
+    import errno, mmap, os, sys, time
+    from IPython import get_ipython
+    from IPython.display import publish_display_data
     real, parent = os._exit, os.getpid()
     def _exit(status, /):
         code = status.__index__()
         if os.getpid() == parent:
             try:
-                from IPython.display import publish_display_data
                 for stream in (sys.stdout, sys.stderr):
                     try:
                         stream.flush()
@@ -66,23 +69,34 @@ def __execloop_hooks():
             finally:
                 real(code)
         real(code)
-    def health():
+    def trouble():
         try:
             os.close(os.dup(2))
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
-                return "error:the script used up the file descriptors (EMFILE)"
+                return "error", "the script used up the file descriptors (EMFILE)"
         try:
             mmap.mmap(-1, 8 << 20).close()
         except (OSError, MemoryError):
-            return "oom:the script left the kernel no memory (threads or data fill it)"
-        return ""
+            return "oom", "the script left the kernel no memory (threads or data fill it)"
+        return None
+    def after_cell(result=None):
+        try:
+            found = trouble()
+        except MemoryError:
+            found = "oom", "the script left the kernel no memory"
+        except BaseException:
+            return
+        if found is not None:
+            try:
+                publish_display_data({{{HEALTH_MIME!r}: {{"reason": found[0], "why": found[1]}}}})
+            except BaseException:
+                pass
     os._exit = _exit
-    builtins.__execloop_health = health
+    get_ipython().events.register("post_run_cell", after_cell)
 __execloop_hooks()
 del __execloop_hooks
 """
-HEALTH_EXPRESSION = "__execloop_health()"
 
 # Only a parent reaps its zombies, and the kernel's killed children would count against the
 # pids limit: reaped by the kernel itself, silently, leaving no name behind.

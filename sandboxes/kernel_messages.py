@@ -17,10 +17,24 @@ from execloop.sandboxes.base import ExitReason
 from execloop.sandboxes.helper import _Bounded, python_exit_status
 from execloop.sandboxes.streaming import OutputStream, StreamName
 
-__all__ = ["EXIT_MIME", "OutputCollector", "RICH_SUFFIXES", "strip_ansi", "system_exit_status"]
+__all__ = [
+    "EXIT_MIME",
+    "HEALTH_MIME",
+    "OutputCollector",
+    "RICH_SUFFIXES",
+    "Trouble",
+    "strip_ansi",
+    "system_exit_status",
+]
 
 # The display message execloop's os._exit hook sends before the kernel exits: {"status": n}.
 EXIT_MIME = "application/vnd.execloop.exit+json"
+# The one the kernel sends after a cell that left it unable to go on (``kernel_code``):
+# {"reason": "oom" or "error", "why": text}.
+HEALTH_MIME = "application/vnd.execloop.health+json"
+_WHY_CHARS = 300
+
+Trouble = tuple[ExitReason, str]
 
 # Rich mime types saved as workspace files, in order of preference for the suffix.
 RICH_SUFFIXES = {
@@ -63,6 +77,7 @@ class OutputCollector:
         self.frozen = False  # after an interrupt: only wait for idle, keep nothing more
         self.error: tuple[str, str, str] | None = None  # ename, evalue, traceback text
         self.exit_status: int | None = None  # what the script passed to os._exit
+        self.trouble: Trouble | None = None  # the kernel cannot go on after this cell
         self.live: OutputStream | None = None  # a streaming exec's on_output, bounded
 
     @property
@@ -92,13 +107,26 @@ class OutputCollector:
             self.error = (str(content.get("ename", "")), str(content.get("evalue", "")), traceback)
         elif kind in ("display_data", "execute_result"):
             data = content.get("data", {})
-            payload = data.get(EXIT_MIME) if isinstance(data, Mapping) else None
-            status = payload.get("status") if isinstance(payload, Mapping) else None
-            if kind == "display_data" and isinstance(status, int) and not isinstance(status, bool):
-                self.exit_status = status
+            if kind == "display_data" and isinstance(data, Mapping) and self._own(data):
                 return []
             return self._rich(kind, data)
         return []
+
+    def _own(self, data: Mapping[str, Any]) -> bool:
+        """Take execloop's own display messages (the exit status, the kernel's trouble);
+        whether ``data`` was one. Frozen or not: they come after an interrupt too."""
+        exit_payload, health = data.get(EXIT_MIME), data.get(HEALTH_MIME)
+        if isinstance(exit_payload, Mapping):
+            status = exit_payload.get("status")
+            if isinstance(status, int) and not isinstance(status, bool):
+                self.exit_status = status
+                return True
+        if isinstance(health, Mapping):
+            reason = ExitReason.OOM if health.get("reason") == "oom" else ExitReason.ERROR
+            why = "".join(c if c.isprintable() else "?" for c in str(health.get("why", "")))
+            self.trouble = reason, why[:_WHY_CHARS] or "the kernel cannot go on"
+            return True
+        return False
 
     def _rich(self, kind: str, data: Mapping[str, Any]) -> list[tuple[str, bytes]]:
         saved: list[tuple[str, bytes]] = []

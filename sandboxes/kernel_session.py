@@ -11,7 +11,6 @@ grace the kernel lives on with its state, otherwise it is killed.
 
 from __future__ import annotations
 
-import ast
 import logging
 import queue
 import time
@@ -31,7 +30,6 @@ from execloop.errors import (
     SandboxStartError,
 )
 from execloop.sandboxes.base import ExitReason
-from execloop.sandboxes.kernel_code import HEALTH_EXPRESSION
 from execloop.sandboxes.kernel_messages import OutputCollector
 from execloop.sandboxes.kernel_provisioners import SandboxKernelProvisioner
 
@@ -46,20 +44,13 @@ log = logging.getLogger("execloop.sandboxes.jupyter")
 SaveOutput = Callable[[str, bytes], Awaitable[None]]
 
 
-Trouble = tuple[ExitReason, str]
-
-
 @dataclass(frozen=True)
 class RunEnd:
     """How a cell ended: ``reason`` None when it finished by itself; ``died`` says why the
-    kernel is gone (it was killed, or died), None while it lives. ``checked`` when the kernel's
-    health was evaluated with the cell (it is, unless the cell failed or did not finish), and
-    then ``trouble`` is ``health()``'s answer."""
+    kernel is gone (it was killed, or died), None while it lives."""
 
     reason: ExitReason | None
     died: str | None = None
-    checked: bool = False
-    trouble: Trouble | None = None
 
 
 class _OneKernelSpec(KernelSpecManager):
@@ -163,20 +154,17 @@ class KernelSession:
     async def run(
         self, code: str, collector: OutputCollector, deadline: float, save: SaveOutput
     ) -> RunEnd:
-        """Run one cell; its messages go to ``collector``, its rich outputs to ``save``."""
+        """Run one cell; its messages go to ``collector``, its rich outputs to ``save``. The
+        kernel's own check after the cell (``kernel_code.SESSION_HOOKS``) reaches
+        ``collector.trouble`` before the kernel reports idle."""
         client = self.client
-        msg_id = client.execute(  # the health check rides along: evaluated if the cell succeeds
-            code,
-            silent=False,
-            store_history=False,
-            allow_stdin=False,
-            stop_on_error=False,
-            user_expressions={"health": HEALTH_EXPRESSION},
+        msg_id = client.execute(
+            code, silent=False, store_history=False, allow_stdin=False, stop_on_error=False
         )
         ended = await self._drain(msg_id, collector, deadline, save)
         if ended is None:
-            checked, trouble = _verdict(await _shell_reply(client, msg_id, _REPLY_S))
-            return RunEnd(None, checked=checked, trouble=trouble)
+            await _shell_reply(client, msg_id, _REPLY_S)
+            return RunEnd(None)
         if ended is not ExitReason.KILLED:  # a deadline or a flood: interrupt, then kill
             collector.frozen = True
             await self.manager.interrupt_kernel()
@@ -202,25 +190,6 @@ class KernelSession:
         if await self._drain(msg_id, collector, deadline, _discard) is None:
             await _shell_reply(self.client, msg_id, _REPLY_S)
 
-    async def health(self) -> Trouble | None:
-        """After a cell: ``(reason, why)`` if it left the kernel no file descriptor or address
-        space to go on with (``kernel_code.SESSION_HOOKS``), else None (also when unsure).
-        A separate request: ``run`` asks along with the cell, which suffices when it succeeds."""
-        client = self.client
-        msg_id = client.execute(
-            "",
-            silent=True,
-            store_history=False,
-            allow_stdin=False,
-            user_expressions={"health": HEALTH_EXPRESSION},
-        )
-        collector = OutputCollector(keep=1024, limit=1 << 20)
-        collector.frozen = True
-        deadline = time.monotonic() + INTERRUPT_GRACE_S
-        if await self._drain(msg_id, collector, deadline, _discard) is not None:
-            return None  # it died or hung: the next call finds out
-        return _verdict(await _shell_reply(client, msg_id, _REPLY_S))[1]
-
     async def _drain(
         self, msg_id: str, collector: OutputCollector, deadline: float, save: SaveOutput
     ) -> ExitReason | None:
@@ -243,27 +212,6 @@ class KernelSession:
             if collector.over_limit and not collector.frozen:
                 return ExitReason.OUTPUT_LIMIT
         return ExitReason.TIMEOUT
-
-
-def _verdict(reply: dict[str, Any] | None) -> tuple[bool, Trouble | None]:
-    """``(checked, trouble)`` from an execute reply that asked for the health expression:
-    not checked when the kernel did not evaluate it (the cell failed, or no reply came)."""
-    content = (reply or {}).get("content", {})
-    found = content.get("user_expressions", {}).get("health") if isinstance(content, dict) else None
-    if not isinstance(found, dict):
-        return False, None
-    if found.get("status") != "ok":
-        if found.get("ename") == "MemoryError":
-            return True, (ExitReason.OOM, "the script left the kernel no memory")
-        return True, None
-    try:
-        verdict = ast.literal_eval(str(found.get("data", {}).get("text/plain", "''")))
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return True, None
-    if not isinstance(verdict, str) or ":" not in verdict:
-        return True, None
-    reason, _, why = verdict.partition(":")
-    return True, ((ExitReason.OOM if reason == "oom" else ExitReason.ERROR), why)
 
 
 def _parent(msg: dict[str, object]) -> object:

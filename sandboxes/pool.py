@@ -131,16 +131,11 @@ class SandboxPool:
         """Sandboxes alive or on their way: idle, in use, starting and closing."""
         return len(self._idle) + self._in_use + self._starting + self._closing
 
-    async def wait_warm(self) -> None:
-        """Wait until ``min_idle`` sandboxes are idle (e.g. before a burst of work)."""
+    async def wait_warm(self, *, settled: bool = False) -> None:
+        """Wait until ``min_idle`` sandboxes are idle (e.g. before a burst of work); with
+        ``settled``, also until the pool is at rest: no start or close in flight."""
         async with self._changed:
-            while len(self._idle) < self.min_idle:
-                await self._changed.wait()
-
-    async def wait_settled(self) -> None:
-        """Wait until the pool is warm and at rest: no start or close in flight."""
-        async with self._changed:
-            while len(self._idle) < self.min_idle or self._starting or self._closing:
+            while len(self._idle) < self.min_idle or (settled and self._starting + self._closing):
                 await self._changed.wait()
 
     def stats(self) -> PoolStats:

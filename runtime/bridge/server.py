@@ -11,6 +11,8 @@ Any sandbox offering ``Capability.TOOLS`` can host the bridge.
 Attaching runs one short ``exec`` in the session that puts that directory on ``sys.path`` and
 ``PYTHONPATH`` and sets ``EXECLOOP_TOOLS_TOKEN``: the token lives only in the session's
 environment, never in a file; the socket itself is mode 0600, owned by the sandbox's user.
+After a sandbox's ``restart()`` (a fresh interpreter, a new ``control_dir``) the bridge attaches
+again: same tools, same token, same audit trail and call budget.
 
 What each call goes through is ``gate.CallGate``; the wire format is described in ``guest.py``.
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 import logging
 import secrets
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -94,7 +96,9 @@ class ToolBridge:
         )
         self._host_dir: Path | None = None
         self._listener: anyio.abc.SocketListener | None = None
+        self._serving: anyio.CancelScope | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._forget_restart: Callable[[], None] | None = None
 
     @property
     def trace(self) -> list[ToolCallRecord]:
@@ -126,26 +130,68 @@ class ToolBridge:
             )
         if (socket_dir / SOCKET_NAME).exists():
             raise ConfigError("a tool bridge is already attached to this sandbox")
-        self._host_dir = socket_dir
         try:
-            lib = socket_dir / _LIB
-            lib.mkdir(exist_ok=True)
-            lib.chmod(0o755)  # the control dir may be 0o711, and imports need to list a directory
-            module = lib / f"{MODULE_NAME}.py"
-            module.write_text(render_module(self.tools), encoding="utf-8")
-            module.chmod(0o644)
-            # Only the sandbox's user can connect (mode 0600, handed over when we are root);
-            # the token guards the calls too.
-            owner = self.sandbox.control_owner
-            self._listener = await private_unix_listener(socket_dir / SOCKET_NAME, owner=owner)
             self._task_group = anyio.create_task_group()
             await self._task_group.__aenter__()
-            self._task_group.start_soon(self._listener.serve, self._handle, self._task_group)
+            await self._serve_in(socket_dir)
             await self._attach()
+            self._forget_restart = self.sandbox.on_restart(self._reattach)
         except BaseException:
             await self.aclose()
             raise
         return self
+
+    async def _serve_in(self, socket_dir: Path) -> None:
+        """Put the module and the listening socket in ``socket_dir`` and serve there."""
+        self._host_dir = socket_dir
+        lib = socket_dir / _LIB
+        lib.mkdir(exist_ok=True)
+        lib.chmod(0o755)  # the control dir may be 0o711, and imports need to list a directory
+        module = lib / f"{MODULE_NAME}.py"
+        module.write_text(render_module(self.tools), encoding="utf-8")
+        module.chmod(0o644)
+        # Only the sandbox's user can connect (mode 0600, handed over when we are root);
+        # the token guards the calls too.
+        owner = self.sandbox.control_owner
+        self._listener = await private_unix_listener(socket_dir / SOCKET_NAME, owner=owner)
+        assert self._task_group is not None
+        self._serving = await self._task_group.start(self._serve, self._listener)
+
+    async def _serve(
+        self,
+        listener: anyio.abc.SocketListener,
+        *,
+        task_status: anyio.abc.TaskStatus[anyio.CancelScope],
+    ) -> None:
+        """Accept on ``listener`` until its scope is cancelled; calls run in the bridge's
+        task group, so a re-attach does not cut the ones in flight."""
+        assert self._task_group is not None
+        with anyio.CancelScope() as scope:
+            task_status.started(scope)
+            await listener.serve(self._handle, self._task_group)
+
+    async def _reattach(self) -> None:
+        """After the sandbox's restart: serve in its new control directory, attach again."""
+        await self._stop_serving()
+        socket_dir = self.sandbox.control_dir
+        if socket_dir is None:
+            raise SandboxError("the restarted sandbox has no control directory for the bridge")
+        await self._serve_in(socket_dir)
+        await self._attach()
+
+    async def _stop_serving(self) -> None:
+        """Stop accepting and remove the socket and the module (the directory may be gone)."""
+        with anyio.CancelScope(shield=True):
+            if self._serving is not None:
+                self._serving.cancel()
+                self._serving = None
+            if self._listener is not None:
+                await self._listener.aclose()
+                self._listener = None
+            if self._host_dir is not None:
+                (self._host_dir / SOCKET_NAME).unlink(missing_ok=True)
+                shutil.rmtree(self._host_dir / _LIB, ignore_errors=True)
+                self._host_dir = None
 
     async def _attach(self) -> None:
         env = {TOKEN_ENV: self._token, SOCKET_ENV: f"{self.guest_dir}/{SOCKET_NAME}"}
@@ -167,6 +213,9 @@ class ToolBridge:
 
     async def aclose(self) -> None:
         """Stop serving (in-flight calls are cancelled) and remove the socket and the module."""
+        if self._forget_restart is not None:
+            self._forget_restart()
+            self._forget_restart = None
         if self._task_group is not None:
             # The group's own scope is shielded (a new scope here would break LIFO exit), so an
             # outer cancellation cannot interrupt the teardown.
@@ -174,14 +223,7 @@ class ToolBridge:
             self._task_group.cancel_scope.shield = True
             await self._task_group.__aexit__(None, None, None)
             self._task_group = None
-        with anyio.CancelScope(shield=True):
-            if self._listener is not None:
-                await self._listener.aclose()
-                self._listener = None
-            if self._host_dir is not None:
-                (self._host_dir / SOCKET_NAME).unlink(missing_ok=True)
-                shutil.rmtree(self._host_dir / _LIB, ignore_errors=True)
-                self._host_dir = None
+        await self._stop_serving()
 
     # -- serving ---------------------------------------------------------------------------
     async def _handle(self, stream: anyio.abc.SocketStream) -> None:

@@ -19,9 +19,8 @@ the sessions a query opened are closed when it ends.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from execloop.errors import ConfigError
@@ -47,7 +46,6 @@ from mcp_types import (
 from execloop import __version__
 from execloop.runtime.mcp_server import INSTRUCTIONS, server_for
 from execloop.runtime.mcp_state import ServerConfig, ServerState, running
-from execloop.sandboxes import Sandbox, SandboxSpec, create_sandbox
 
 __all__ = ["SERVER_NAME", "TOOLS", "allowed_tools", "execloop_sdk_server", "lowlevel_server"]
 
@@ -100,28 +98,10 @@ def lowlevel_server(config: ServerConfig) -> Server[ServerState]:
 
 
 def execloop_sdk_server(
-    *,
-    name: str = SERVER_NAME,
-    spec: SandboxSpec | None = None,
-    model: str | None = None,
-    db: Path | None = None,
-    artifacts_dir: Path | None = None,
-    skill_dirs: tuple[Path, ...] = (),
-    session_ttl_s: float = 900.0,
-    max_sessions: int = 16,
-    sandbox_factory: Callable[[SandboxSpec], Sandbox] = create_sandbox,
+    *, name: str = SERVER_NAME, **keywords: Any
 ) -> claude_agent_sdk.McpSdkServerConfig:
     """``ClaudeAgentOptions(mcp_servers={name: execloop_sdk_server(...)})``: the execloop
     tools in process. The keywords are ``build_server``'s (``spec``: backend and limits of
     every sandbox; ``model``: run_task's default model spec; ``db``: the broker database)."""
-    config = ServerConfig(
-        spec=spec or SandboxSpec(),
-        model=model,
-        db=db,
-        artifacts_dir=artifacts_dir,
-        skill_dirs=tuple(skill_dirs),
-        session_ttl_s=session_ttl_s,
-        max_sessions=max_sessions,
-        sandbox_factory=sandbox_factory,
-    )
+    config = ServerConfig.from_keywords(**keywords)
     return {"type": "sdk", "name": name, "instance": lowlevel_server(config)}

@@ -431,9 +431,7 @@ class ContainerPlacement(Placement):
     async def crowded(self, main: psutil.Process | None) -> bool:
         if self._cgroup is None:
             return self.container is not None
-        with contextlib.suppress(OSError):  # more than docker-init and the main process?
-            return len((self._cgroup.dirs["memory"] / "cgroup.procs").read_text().split()) > 2
-        return True
+        return self._cgroup.holds_more_than(2)  # more than docker-init and the main process?
 
     async def remove(self) -> None:
         container, self.container, self._init, self._cgroup = self.container, None, None, None

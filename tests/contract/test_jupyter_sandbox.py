@@ -165,6 +165,33 @@ async def test_a_loop_that_ignores_sigint_is_killed_and_restart_gives_a_fresh_ke
     assert fresh.stdout == "False\n"
 
 
+# descriptors are used up, then the cell fails (or runs into its deadline) holding them
+_HOLD_EVERY_DESCRIPTOR = (
+    "import os\nheld = []\ntry:\n    while True:\n"
+    "        held.append(os.open('/dev/null', os.O_RDONLY))\nexcept OSError:\n    pass\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("ending", "outcome"),
+    [("raise ValueError('after')", "ValueError: after"), ("import time\ntime.sleep(60)", "timed")],
+    ids=["failed", "interrupted"],
+)
+async def test_the_kernel_checks_itself_after_failed_and_interrupted_cells(
+    placement: str, ending: str, outcome: str
+) -> None:
+    """The check rides on IPython's post_run_cell event: no cell outcome escapes it, and the
+    kernel's trouble is the result's reason."""
+    async with jupyter(placement) as sandbox:
+        result = await sandbox.exec(_HOLD_EVERY_DESCRIPTOR + ending, timeout=1.5)
+        assert sandbox.ended is not None and "file descriptors" in sandbox.ended
+        with pytest.raises(SandboxClosedError, match="file descriptors"):
+            await sandbox.exec("print(1)")
+    assert (result.exit_code, result.exit_reason) == (1, ExitReason.ERROR), result.stderr
+    assert outcome in result.stderr
+    assert "execloop: the script used up the file descriptors" in result.stderr
+
+
 async def test_a_dead_kernel_is_reported_as_killed(placement: str) -> None:
     async with jupyter(placement) as sandbox:
         dead = await sandbox.exec("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")

@@ -375,3 +375,25 @@ async def test_a_jupyter_kernel_calls_host_tools_on_either_placement(placement: 
     assert [r.tool for r in bridge.trace[:150]] == ["lookup", "add", "record"] * 50
     assert bridge.calls_used == 153 and not bridge.trace[-1].ok
     assert artifacts == ["main.py"]  # the bridge leaves nothing in the workspace
+
+
+@pytest.mark.parametrize("placement", ["docker", "bubblewrap"])
+async def test_the_bridge_reattaches_after_a_jupyter_restart(placement: str) -> None:
+    notes: list[str] = []
+    spec = SandboxSpec(backend="jupyter", placement=placement)  # type: ignore[arg-type]
+    call = "from execloop_tools import record\nprint(record('{}'))"
+    async with (
+        create_sandbox(spec) as sandbox,
+        ToolBridge(sandbox, host_registry(notes), allow=["record"], call_budget=2) as bridge,
+    ):
+        before = await sandbox.exec(call.format("before"))
+        old_dir = sandbox.control_dir
+        await sandbox.restart()  # a fresh kernel in a new control directory
+        assert sandbox.control_dir != old_dir and (sandbox.control_dir / "tools.sock").exists()
+        after = await sandbox.exec(call.format("after"))
+        over_budget = await sandbox.exec(call.format("third"))
+    assert (before.stdout, after.stdout) == ("1\n", "2\n"), after.stderr
+    assert "ToolError" in over_budget.stderr  # one budget across the restart
+    assert notes == ["before", "after"]
+    assert [r.ok for r in bridge.trace] == [True, True, False]
+    assert sandbox.control_dir is None  # closed: nothing of the bridge is left

@@ -45,6 +45,17 @@ async def test_the_sdk_server_serves_the_execloop_tools_with_state_and_field_err
     assert backend.sandboxes and all(s.closed for s in backend.sandboxes)  # the lifespan ended
 
 
+def test_both_servers_take_the_same_keywords_and_refuse_unknown_ones() -> None:
+    from execloop.errors import ConfigError
+    from execloop.runtime.mcp_server import build_server
+
+    limited = execloop_sdk_server(max_concurrency=1, host_paths=False)  # build_server's too
+    assert limited["name"] == "execloop"
+    for make in (build_server, execloop_sdk_server):
+        with pytest.raises(ConfigError, match=r"unknown server keyword\(s\) \['max_session'\]"):
+            make(max_session=3)
+
+
 def test_allowed_tools_are_claude_code_names() -> None:
     assert allowed_tools(tools=["run_python"]) == ["mcp__execloop__run_python"]
     assert len(allowed_tools()) == len(TOOLS)

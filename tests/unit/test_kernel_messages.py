@@ -123,3 +123,18 @@ def test_the_exit_hook_message_records_the_status_and_shows_nothing() -> None:
     assert c.add(msg("display_data", data={EXIT_MIME: {"status": 3}}, metadata={})) == []
     c.add(msg("display_data", data={EXIT_MIME: "garbage"}, metadata={}))
     assert c.exit_status == 3 and c.stdout.text() == ""
+
+
+def test_the_kernels_trouble_message_is_recorded_frozen_or_not_and_shows_nothing() -> None:
+    from execloop.sandboxes.kernel_messages import HEALTH_MIME
+
+    c = collector()
+    c.frozen = True  # it comes after an interrupted cell too
+    oom = {"reason": "oom", "why": "no memory\x1b[2J"}
+    assert c.add(msg("display_data", data={HEALTH_MIME: oom}, metadata={})) == []
+    assert c.trouble == (ExitReason.OOM, "no memory?[2J") and c.stdout.text() == ""
+    c.add(msg("display_data", data={HEALTH_MIME: {"reason": "error", "why": ""}}, metadata={}))
+    assert c.trouble == (ExitReason.ERROR, "the kernel cannot go on")
+    c = collector()
+    c.add(msg("display_data", data={HEALTH_MIME: "garbage", "text/plain": "x"}, metadata={}))
+    assert (c.trouble, c.stdout.text()) == (None, "x\n")

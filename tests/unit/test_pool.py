@@ -222,7 +222,7 @@ async def test_a_refill_waits_for_the_grace_after_a_take_and_then_happens(delay:
     async with SandboxPool(
         SPEC, min_idle=1, max_size=3, refill_delay_s=delay, factory=recorder.factory
     ) as pool:
-        await pool.wait_settled()
+        await pool.wait_warm(settled=True)
         async with pool.acquire() as sandbox:
             await sandbox.exec("print(1)")
             for _ in range(20):  # the warmer gets every chance to run (no wall time passes)
