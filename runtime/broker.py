@@ -8,7 +8,8 @@ id that already has a result is answered from the store (idempotent submission);
 live broker elsewhere is running is answered when that broker stores its result (or taken
 over if it dies first). Concurrency is bounded (``max_concurrency`` sub-agents at once) and
 admission is controlled (at most ``max_pending`` tasks waiting or running; beyond that
-``submit`` refuses).
+``submit`` refuses). Sandboxes are bounded too: at most ``max_starting_sandboxes`` start at once
+and at most ``max_live_sandboxes`` exist at once (host memory); a sub-agent over a bound waits.
 
     async with Broker(db="runs.db", model=model, max_concurrency=8) as broker:
         results = await broker.map(tasks)
@@ -40,6 +41,7 @@ from execloop.runtime.skills import Skill, resolve_skill
 from execloop.runtime.store import TaskRow, TaskStore
 from execloop.runtime.task import ErrorKind, Result, Task, TaskStatus
 from execloop.sandboxes import Sandbox, SandboxSpec, create_sandbox, remove_orphans_once
+from execloop.sandboxes.gate import SandboxGate
 from execloop.sandboxes.pool import PooledSandbox, PoolSet
 
 __all__ = ["Broker", "run_tasks", "summarize_run"]
@@ -71,6 +73,8 @@ class Broker:
         reap_orphans: bool = True,
         registry: ToolRegistry | None = None,
         warm_sandboxes: int = 0,
+        max_live_sandboxes: int | None = None,
+        max_starting_sandboxes: int | None = 4,
         lease_s: float = 30.0,
         skill_dirs: Sequence[Path] = (),
         outputs_dir: Path | None = None,
@@ -102,6 +106,11 @@ class Broker:
             )
             pools = self._pools
             self._factory = lambda spec: PooledSandbox(pools, spec)
+        # Back-pressure on the host (sandboxes/gate.py): a burst of sub-agents waits for start
+        # slots and live slots instead of starting a hundred interpreters at once.
+        self._factory = SandboxGate(
+            self._factory, max_live=max_live_sandboxes, max_starting=max_starting_sandboxes
+        )
         self._reap = reap_orphans
         # a passed task's verified workspace is kept in outputs_dir/<task id>
         self.outputs_dir = outputs_dir
