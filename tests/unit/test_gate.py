@@ -21,6 +21,8 @@ class _Counting:
     def __init__(self, *, fail: bool = False) -> None:
         self.live = self.starting = self.peak_live = self.peak_starting = 0
         self.fail = fail
+        self.full = anyio.Event()  # set once ``full_at`` sandboxes were live at once
+        self.full_at = 3
 
     def __call__(self, spec: SandboxSpec) -> FakeSandbox:
         counter = self
@@ -37,6 +39,8 @@ class _Counting:
                     counter.starting -= 1
                 counter.live += 1
                 counter.peak_live = max(counter.peak_live, counter.live)
+                if counter.live >= counter.full_at:
+                    counter.full.set()
                 await super().start()
 
             async def close(self) -> None:
@@ -54,8 +58,7 @@ async def test_live_and_starting_sandboxes_stay_within_their_bounds() -> None:
     async def use() -> None:
         async with gate(SandboxSpec()) as sandbox:
             assert (await sandbox.exec("print(1)")).exit_code == 0
-            while counting.peak_live < 3:  # hold on until the gate is full
-                await anyio.sleep(0.005)
+            await counting.full.wait()  # hold on until the gate is full
 
     async with anyio.create_task_group() as tasks:
         for _ in range(12):
