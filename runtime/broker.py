@@ -36,6 +36,7 @@ from execloop.runtime.bridge import ToolRegistry
 from execloop.runtime.loop import LoopEvent, SubAgent
 from execloop.runtime.models.base import Model
 from execloop.runtime.ownership import BrokerOwner, owner_is_gone
+from execloop.runtime.ray_cluster import RayCluster
 from execloop.runtime.report import RunSummary, StageSummary, TaskSummary
 from execloop.runtime.skills import Skill, resolve_skill
 from execloop.runtime.store import TaskRow, TaskStore
@@ -79,9 +80,17 @@ class Broker:
         skill_dirs: Sequence[Path] = (),
         outputs_dir: Path | None = None,
         on_event: Callable[[str, LoopEvent], None] | None = None,
+        cluster: RayCluster | None = None,
     ) -> None:
         if max_concurrency < 1 or max_pending < 1:
             raise ConfigError("max_concurrency and max_pending must be at least 1")
+        if cluster is not None and (registry is not None or outputs_dir is not None):
+            raise ConfigError(
+                "a broker on a Ray cluster cannot serve host tools (registry) or keep outputs "
+                "(outputs_dir) yet: run those tasks on one machine, without cluster"
+            )
+        # sub-agents run on the cluster's nodes (ray_cluster.py) instead of in this process
+        self._cluster = cluster
         if not lease_s > 0:
             raise ConfigError(f"lease_s must be a positive number of seconds, not {lease_s}")
         self._own_store = not isinstance(db, TaskStore)
@@ -380,6 +389,8 @@ class Broker:
         launch = self.store.mark_running(task.id, owner=self.owner.id)
         if launch is None:
             raise _NotOwner(task.id)
+        if self._cluster is not None:
+            return await self._run_on_cluster(self._cluster, task, model, launch)
         try:
             if self.outputs_dir is not None and not _PLAIN_ID.fullmatch(task.id):
                 raise ConfigError(f"task id {task.id!r} cannot name a folder in outputs_dir")
@@ -401,6 +412,28 @@ class Broker:
                 error_kind=ErrorKind.of(exc),
             )
         return await agent.run()
+
+    async def _run_on_cluster(
+        self, cluster: RayCluster, task: Task, model: Model, launch: int
+    ) -> Result:
+        """The task's loop runs on a node; its attempts are stored when its result is in (a
+        node lost mid-task takes its attempts with it, and the task is launched again)."""
+        launches = [launch]
+
+        def relaunched() -> None:
+            again = self.store.mark_running(task.id, owner=self.owner.id)
+            if again is None:
+                raise _NotOwner(task.id)
+            launches.append(again)
+
+        result = await cluster.run(task, model, skill_dirs=self.skill_dirs, relaunched=relaunched)
+        for record in result.attempt_log:
+            self._persist(
+                task.id, launches[-1], LoopEvent("recorded", record.number, {"record": record})
+            )
+        if self._observe is not None:
+            self._observe(task.id, LoopEvent("finished", result.attempts, {"result": result}))
+        return result
 
     def _persist(self, task_id: str, launch: int, event: LoopEvent) -> None:
         if self._observe is not None:

@@ -25,21 +25,27 @@ from execloop.sandboxes.janitor import process_start_ticks
 __all__ = [
     "LABEL_BACKEND",
     "LABEL_MANAGED",
+    "LABEL_NODE",
     "LABEL_OWNER",
     "LABEL_SESSION",
     "Orphans",
     "is_orphan",
     "owner_id",
+    "reap_lost_nodes",
     "reap_orphans",
     "remove_orphans",
     "remove_orphans_once",
     "sandbox_labels",
+    "set_node_label",
 ]
 
 LABEL_MANAGED = "org.execloop.managed"
 LABEL_OWNER = "org.execloop.owner"
 LABEL_BACKEND = "org.execloop.backend"
 LABEL_SESSION = "org.execloop.session"
+# The cluster node (a Ray node id) whose sub-agents started the container; set per process
+LABEL_NODE = "org.execloop.node"
+_node: str | None = None
 
 log = logging.getLogger("execloop.sandboxes.reaper")
 _swept = threading.Event()
@@ -50,13 +56,43 @@ def owner_id(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{pid}:{process_start_ticks(pid)}"
 
 
+def set_node_label(node: str | None) -> None:
+    """Label every container this process starts from now on with cluster node ``node``
+    (a node's pool actor does this once), so the node's reaper can find them."""
+    global _node
+    _node = node
+
+
 def sandbox_labels(*, backend: str, session: str) -> dict[str, str]:
-    return {
+    labels = {
         LABEL_MANAGED: "1",
         LABEL_OWNER: owner_id(),
         LABEL_BACKEND: backend,
         LABEL_SESSION: session,
     }
+    if _node is not None:
+        labels[LABEL_NODE] = _node
+    return labels
+
+
+def reap_lost_nodes(client: Any, *, lost: set[str]) -> list[str]:
+    """Remove the containers labelled with a lost cluster node: its processes died with it,
+    but its containers are the daemon's children and live on. Only nodes known to be lost
+    are named: another cluster's containers on the same daemon are not this caller's."""
+    removed = []
+    listed = client.containers.list(all=True, filters={"label": LABEL_NODE}, ignore_removed=True)
+    for container in listed:
+        if container.labels.get(LABEL_NODE) not in lost:
+            continue
+        try:
+            container.remove(force=True)
+        except Exception as exc:  # already gone or being removed: nothing left to do
+            log.debug("could not remove %s: %s", container.short_id, exc)
+            continue
+        removed.append(container.short_id)
+    if removed:
+        log.info("reaped %d container(s) of lost cluster nodes: %s", len(removed), removed)
+    return removed
 
 
 def is_orphan(owner: str) -> bool:

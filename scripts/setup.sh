@@ -18,7 +18,7 @@ fi
 # backend's notices about editable installs are kept in a log, shown only on failure.
 echo "setup: installing execloop into .venv (log: .venv/install.log)"
 if ! { .venv/bin/python -m pip install --upgrade pip \
-        && .venv/bin/python -m pip install -e '.[dev]' --config-settings editable_mode=strict; \
+        && .venv/bin/python -m pip install -e '.[dev,ray]' --config-settings editable_mode=strict; \
      } >.venv/install.log 2>&1; then
     tail -n 40 .venv/install.log >&2
     echo "setup: pip install failed (full log: .venv/install.log)" >&2
