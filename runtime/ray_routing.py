@@ -5,8 +5,9 @@ gave its pool actor, the sandbox backends that work there and the images it hold
 a node that has enough CPUs in total (a sandbox's ``cpus`` is a limit, not a reservation: a
 sub-agent mostly waits for its model), enough *free* GPUs (GPUs are handed out, one task each),
 the backend, and for ``docker`` the image. Of the nodes that fit, the least busy one per CPU
-wins. Under Ray, ``spec.gpus`` says how many GPUs (its length): the ids are the ones Ray gave
-that node, mapped to Docker device requests there (``with_gpus``).
+wins (a task without GPUs prefers a node without them). Under Ray, ``spec.gpus`` says how many
+GPUs (its length): the ids are the ones Ray gave that node, mapped to Docker device requests
+there (``with_gpus``).
 """
 
 from __future__ import annotations
@@ -68,7 +69,10 @@ def choose_node(
             "add a node with the resources, or ask for fewer"
         )
     free = [n for n in able if why_unfit(n, spec, image=image, now=True) is None]
-    return min(free, key=lambda n: (n.load, n.node_id), default=None)
+    # a task without GPUs leaves GPU nodes to those that need them, when load is equal
+    return min(
+        free, key=lambda n: (n.load, bool(n.gpus) and not spec.gpus, n.node_id), default=None
+    )
 
 
 @dataclass
