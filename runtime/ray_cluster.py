@@ -256,6 +256,8 @@ class RayCluster:
             except _NodeLost:
                 self.node_losses += 1
                 continue
+            except ConfigError as exc:
+                return _error(task, f"ConfigError: {exc}", ErrorKind.INVALID_TASK)
             finally:
                 node.info.running -= 1
                 node.info.gpus_in_use -= len(spec.gpus)
@@ -284,7 +286,13 @@ class RayCluster:
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
         while True:
-            ref = node.actor.run.remote(task_json, model, dirs)
+            try:
+                ref = node.actor.run.remote(task_json, model, dirs)
+            except (TypeError, ValueError) as exc:  # Ray could not pickle the arguments
+                raise ConfigError(
+                    f"the model {model.name!r} cannot be sent to a Ray node ({exc}); give the "
+                    "broker a picklable model, e.g. ModelBySpec('anthropic:MODEL', ...)"
+                ) from exc
             try:
                 result: str = await ref
                 return result

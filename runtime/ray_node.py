@@ -22,7 +22,7 @@ import anyio.to_thread
 
 from execloop.errors import ExecloopError
 from execloop.runtime.loop import SubAgent
-from execloop.runtime.models.base import Model
+from execloop.runtime.models.base import Model, ModelReply, ModelRequest
 from execloop.runtime.ray_routing import GpuIds, with_gpus
 from execloop.runtime.skills import resolve_skill
 from execloop.runtime.task import ErrorKind, Result, Task, TaskStatus
@@ -30,9 +30,37 @@ from execloop.sandboxes import Sandbox, SandboxSpec, create_sandbox
 from execloop.sandboxes.gate import SandboxGate
 from execloop.sandboxes.reaper import reap_lost_nodes, reap_orphans, set_node_label
 
-__all__ = ["NodeAgent"]
+__all__ = ["ModelBySpec", "NodeAgent"]
 
 log = logging.getLogger("execloop.runtime.ray_node")
+
+
+class ModelBySpec:
+    """A model sent to a node as its ``--model`` spec and built there on first use: a
+    provider's client (sockets, locks) cannot travel between processes, a spec can."""
+
+    def __init__(self, spec: str, *, name: str, scripted: bool) -> None:
+        self.spec = spec
+        self._name, self._scripted = name, scripted
+        self._model: Model | None = None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def scripted(self) -> bool:
+        return self._scripted
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        if self._model is None:
+            from execloop.runtime.models import parse_model
+
+            self._model = parse_model(self.spec)
+        return await self._model.complete(request)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_model": None}  # the built client stays where it was built
 
 
 class NodeAgent:
