@@ -10,6 +10,7 @@ Deselect it locally with ``-m 'not ray'``; CI runs it (scripts/setup.sh installs
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,9 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.contract.test_readme import readme_blocks
+
 pytestmark = [pytest.mark.ray, pytest.mark.docker, pytest.mark.timeout(240)]
 
 CHILD = Path(__file__).with_name("ray_child.py")
+REPO = Path(__file__).resolve().parents[2]
+SECTION = "### Many sub-agents, one machine or a Ray cluster"
 
 
 def test_a_lost_node_costs_no_task_and_leaves_no_container(tmp_path: Path) -> None:
@@ -44,3 +49,32 @@ def test_a_lost_node_costs_no_task_and_leaves_no_container(tmp_path: Path) -> No
     assert report["sandboxes_at_removal"] > 0  # the lost node had containers running
     assert report["node_losses"] >= 1  # its tasks were queued again on the other node
     assert report["containers_left"] == []
+
+
+def test_the_readme_ray_commands_run_as_written(tmp_path: Path) -> None:
+    """``--ray auto`` against a cluster ``ray start`` made, then ``--ray local``: each task
+    passes and is stored (README block, in a private network namespace)."""
+    (block,) = [b for b in readme_blocks() if SECTION in b.sections and b.lang == "bash"]
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    script = tmp_path / "block.sh"
+    # a failing command must not leave the cluster `ray start` made running
+    prologue = "set -e\ntrap 'ray stop --force > /dev/null 2>&1' EXIT\nip link set lo up\n"
+    script.write_text(prologue + block.code)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "RAY_AUTH_MODE": "disabled",  # token authentication is for real clusters
+        "HOME": str(tmp_path),  # ray start writes ~/.ray; nothing of the user's is touched
+    }
+    done = subprocess.run(
+        ["unshare", "--net", "bash", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
+    said = done.stdout + done.stderr  # the summary goes to the console (stderr)
+    assert said.count("passed after 1 attempt(s)") == 2, said[-3000:]
+    assert said.count("stored in runs.db") == 2
