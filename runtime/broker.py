@@ -30,6 +30,7 @@ from typing import Self
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 
 from execloop.errors import BrokerBusyError, BrokerStoppedError, ConfigError, ExecloopError
 from execloop.runtime.bridge import ToolRegistry
@@ -41,6 +42,7 @@ from execloop.runtime.report import RunSummary, StageSummary, TaskSummary
 from execloop.runtime.skills import Skill, resolve_skill
 from execloop.runtime.store import TaskRow, TaskStore
 from execloop.runtime.task import ErrorKind, Result, Task, TaskStatus
+from execloop.runtime.tokens import load_tokenizer
 from execloop.sandboxes import Sandbox, SandboxSpec, create_sandbox, remove_orphans_once
 from execloop.sandboxes.gate import SandboxGate
 from execloop.sandboxes.pool import PooledSandbox, PoolSet
@@ -75,7 +77,7 @@ class Broker:
         registry: ToolRegistry | None = None,
         warm_sandboxes: int = 0,
         max_live_sandboxes: int | None = None,
-        max_starting_sandboxes: int | None = 4,
+        max_starting_sandboxes: int | None = 16,
         lease_s: float = 30.0,
         skill_dirs: Sequence[Path] = (),
         outputs_dir: Path | None = None,
@@ -144,6 +146,7 @@ class Broker:
     # -- lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
         self.store.start_run(self.run_id, {"model": self.model_name})
+        await anyio.to_thread.run_sync(load_tokenizer)  # off the loop every sub-agent shares
         if self._reap:
             await self._reap_orphans()
         self.owner.hold(lambda: self.store.renew(owner=self.owner.id, lease_s=self.owner.lease_s))
