@@ -79,11 +79,16 @@ def reap_lost_nodes(client: Any, *, lost: set[str]) -> list[str]:
     """Remove the containers labelled with a lost cluster node: its processes died with it,
     but its containers are the daemon's children and live on. Only nodes known to be lost
     are named: another cluster's containers on the same daemon are not this caller's."""
-    removed = []
     listed = client.containers.list(all=True, filters={"label": LABEL_NODE}, ignore_removed=True)
-    for container in listed:
-        if container.labels.get(LABEL_NODE) not in lost:
-            continue
+    return _remove(
+        [c for c in listed if c.labels.get(LABEL_NODE) in lost], "container(s) of lost nodes"
+    )
+
+
+def _remove(containers: list[Any], what: str) -> list[str]:
+    """Remove ``containers``; the short ids of those removed (one already gone is skipped)."""
+    removed = []
+    for container in containers:
         try:
             container.remove(force=True)
         except Exception as exc:  # already gone or being removed: nothing left to do
@@ -91,7 +96,7 @@ def reap_lost_nodes(client: Any, *, lost: set[str]) -> list[str]:
             continue
         removed.append(container.short_id)
     if removed:
-        log.info("reaped %d container(s) of lost cluster nodes: %s", len(removed), removed)
+        log.info("reaped %d %s: %s", len(removed), what, removed)
     return removed
 
 
@@ -106,21 +111,10 @@ def is_orphan(owner: str) -> bool:
 
 def reap_orphans(client: Any, *, everything: bool = False) -> list[str]:
     """Remove execloop containers whose owner is gone (all of them with ``everything``)."""
-    removed = []
     # ignore_removed: a container removed between listing and inspection is not an error
     listed = client.containers.list(all=True, filters={"label": LABEL_MANAGED}, ignore_removed=True)
-    for container in listed:
-        owner = container.labels.get(LABEL_OWNER, "")
-        if everything or is_orphan(owner):
-            try:
-                container.remove(force=True)
-            except Exception as exc:  # already gone or being removed: nothing left to do
-                log.debug("could not remove %s: %s", container.short_id, exc)
-                continue
-            removed.append(container.short_id)
-    if removed:
-        log.info("reaped %d orphaned sandbox container(s): %s", len(removed), removed)
-    return removed
+    orphans = [c for c in listed if everything or is_orphan(c.labels.get(LABEL_OWNER, ""))]
+    return _remove(orphans, "orphaned sandbox container(s)")
 
 
 @dataclass(frozen=True)
