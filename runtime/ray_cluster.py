@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
+import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,9 +126,10 @@ class RayCluster:
         if self.address == "local":
             # a driver killed earlier leaves this file, and ray.init() then tries to join
             # the dead cluster instead of starting one
-            Path(tempfile.gettempdir(), "ray", "ray_current_cluster").unlink(missing_ok=True)
+            _ray_temp_dir().joinpath("ray_current_cluster").unlink(missing_ok=True)
             options.setdefault("include_dashboard", False)
         else:
+            _check_reachable(self.address)
             options["address"] = self.address
         try:
             ray.init(**options)
@@ -325,6 +327,26 @@ class RayCluster:
                 except RayActorError:  # ActorDiedError and the like: it will not come back
                     return False
         return False
+
+
+def _ray_temp_dir() -> Path:
+    """Where Ray keeps its sessions and the current cluster's address (as Ray decides it)."""
+    return Path(os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp", "ray")
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse at once an explicit HOST:PORT where nothing listens: ray.init() would retry it
+    for minutes. ``auto`` (and a name Ray resolves itself) is left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"no Ray cluster answers at {address} ({exc}); check the address (`ray status` on "
+            "the head prints it), use --ray auto on a node of the cluster, or --ray local"
+        ) from exc
 
 
 def _image_of(task: Task) -> str | None:

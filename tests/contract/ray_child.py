@@ -52,7 +52,9 @@ def containers_of(node_ids: set[str]) -> list[str]:
     from execloop.sandboxes.placements.container import default_client
     from execloop.sandboxes.reaper import LABEL_NODE
 
-    listed = default_client().containers.list(all=True, filters={"label": LABEL_NODE})
+    listed = default_client().containers.list(
+        all=True, filters={"label": LABEL_NODE}, ignore_removed=True
+    )
     return [c.short_id for c in listed if c.labels.get(LABEL_NODE) in node_ids]
 
 
@@ -60,7 +62,7 @@ async def main(backend: str, db: Path) -> dict[str, object]:
     import ray
     from ray.cluster_utils import Cluster
 
-    stale = Path(tempfile.gettempdir(), "ray", "ray_current_cluster")
+    stale = Path(os.environ.get("RAY_TMPDIR", tempfile.gettempdir()), "ray", "ray_current_cluster")
     await anyio.to_thread.run_sync(lambda: stale.unlink(missing_ok=True))
     began = time.monotonic()
     cluster = Cluster(
@@ -68,8 +70,10 @@ async def main(backend: str, db: Path) -> dict[str, object]:
         head_node_args={"num_cpus": 2, "include_dashboard": False, "_system_config": FAST_HEALTH},
     )
     try:
-        second = cluster.add_node(num_cpus=2)
+        # the driver joins while the head is the only node: it attaches to the head's raylet
+        # (a driver attached to the second node's would be cut off when that node goes)
         ray.init(address=cluster.address, log_to_driver=False)
+        second = cluster.add_node(num_cpus=2)
         cluster.wait_for_nodes()
         spec = SandboxSpec(backend=backend)  # type: ignore[arg-type]
         tasks = [
@@ -108,8 +112,8 @@ async def main(backend: str, db: Path) -> dict[str, object]:
                 counts = broker.store.result_counts()
             losses, reaped = execs.node_losses, list(execs.reaped)
             alive_after = [info.node_id for info in execs.nodes]
-        ray.shutdown()
     finally:
+        ray.shutdown()  # the driver first: the cluster refuses to stop a node it is attached to
         cluster.shutdown()
     left = containers_of(node_ids) if backend == "docker" else []
     return {
