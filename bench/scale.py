@@ -109,6 +109,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         if args.max_live is not None:
             extra["max_live_sandboxes"] = args.max_live
+        if args.warm:
+            extra["warm_sandboxes"] = args.warm
         if args.max_starting is not None:
             extra["max_starting_sandboxes"] = args.max_starting or None
         parallel = await run_batch(
@@ -170,6 +172,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=("local", "docker"), default="local")
     parser.add_argument("--concurrency", type=int, default=100, help="broker max_concurrency")
     parser.add_argument("--max-live", type=int, default=None, help="broker max_live_sandboxes")
+    parser.add_argument("--warm", type=int, default=0, help="broker warm_sandboxes (pools)")
     parser.add_argument(
         "--max-starting", type=int, default=None, help="broker max_starting_sandboxes (0: none)"
     )

@@ -108,12 +108,16 @@ class Broker:
         self.owner = BrokerOwner(lease_s=lease_s)
         self._factory = sandbox_factory
         self.registry = registry
-        # Warm pools (one per spec) hand out started sandboxes; starts stay capped at two at a
-        # time, so a burst of tasks queues for sandboxes instead of overloading the machine.
+        # Warm pools (one per spec) hand out started sandboxes; their starts are capped at
+        # max_starting_sandboxes like the tasks' own (the pools' default of two at a time made
+        # a burst of 100 tasks 1.6x slower: bench/scale.py --warm 16).
         self._pools: PoolSet | None = None
         if warm_sandboxes > 0:
             self._pools = PoolSet(
-                min_idle=warm_sandboxes, max_size=warm_sandboxes + 2 * max_concurrency
+                min_idle=warm_sandboxes,
+                max_size=warm_sandboxes + 2 * max_concurrency,
+                # the pools start sandboxes as fast as the gate below lets tasks start them
+                max_starting=max_starting_sandboxes or 2 * max_concurrency,
             )
             pools = self._pools
             self._factory = lambda spec: PooledSandbox(pools, spec)
