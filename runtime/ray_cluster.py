@@ -35,6 +35,7 @@ from execloop.runtime.models.base import Model
 from execloop.runtime.ray_node import NodeAgent
 from execloop.runtime.ray_routing import NodeInfo, choose_node
 from execloop.runtime.task import ErrorKind, Result, Task, TaskStatus
+from execloop.sandboxes.host_offer import image_needed
 
 __all__ = ["RayCluster"]
 
@@ -242,7 +243,7 @@ class RayCluster:
     ) -> Result:
         """The task's Result from a node that fits it; queued again (``relaunched`` is called)
         when its node is lost, up to ``max_node_losses`` times."""
-        spec, image = task.sandbox, _image_of(task)
+        spec, image = task.sandbox, image_needed(task.sandbox)
         dirs = [str(d) for d in skill_dirs]
         for losses in range(self.max_node_losses + 1):
             if losses:
@@ -347,16 +348,6 @@ def _check_reachable(address: str) -> None:
             f"no Ray cluster answers at {address} ({exc}); check the address (`ray status` on "
             "the head prints it), use --ray auto on a node of the cluster, or --ray local"
         ) from exc
-
-
-def _image_of(task: Task) -> str | None:
-    if task.sandbox.backend != "docker":
-        return None
-    if task.sandbox.image is not None:
-        return task.sandbox.image
-    from execloop.sandboxes.placements.container import default_image
-
-    return default_image()
 
 
 def _error(task: Task, error: str, kind: ErrorKind) -> Result:

@@ -28,6 +28,7 @@ from execloop.runtime.skills import resolve_skill
 from execloop.runtime.task import ErrorKind, Result, Task, TaskStatus
 from execloop.sandboxes import Sandbox, SandboxSpec, create_sandbox
 from execloop.sandboxes.gate import SandboxGate
+from execloop.sandboxes.host_offer import host_offer
 from execloop.sandboxes.reaper import reap_lost_nodes, reap_orphans, set_node_label
 
 __all__ = ["ModelBySpec", "NodeAgent"]
@@ -81,20 +82,12 @@ class NodeAgent:
 
     async def describe(self) -> dict[str, Any]:
         """What this node offers: working backends, local images, GPU ids."""
-        backends, images = {"restricted"}, []
-        try:
-            from execloop.sandboxes.placements.bubblewrap import available_tools
-
-            await available_tools()
-            backends |= {"local", "jupyter"}
-        except ExecloopError as exc:
-            log.info("node %s: no local backend: %s", self.node_id[:12], exc)
-        try:
-            images = await anyio.to_thread.run_sync(_local_images)
-            backends |= {"docker", "jupyter"}
-        except ExecloopError as exc:
-            log.info("node %s: no docker backend: %s", self.node_id[:12], exc)
-        return {"backends": sorted(backends), "images": images, "gpus": list(self._gpus.ids)}
+        offer = await host_offer()
+        return {
+            "backends": sorted(offer.backends),
+            "images": sorted(offer.images),
+            "gpus": list(self._gpus.ids),
+        }
 
     async def run(self, task_json: str, model: Model, skill_dirs: Sequence[str]) -> str:
         """The task's Result (JSON); the same run if it was asked for before."""
@@ -154,12 +147,6 @@ class NodeAgent:
 def _pinned(gate: SandboxGate, ids: tuple[str, ...]) -> Callable[[SandboxSpec], Sandbox]:
     """Sandboxes of ``gate`` pinned to the GPU ids Ray gave this node."""
     return lambda spec: gate(with_gpus(spec, ids))
-
-
-def _local_images() -> list[str]:
-    from execloop.sandboxes.placements.container import default_client
-
-    return sorted(tag for image in default_client().images.list() for tag in image.tags)
 
 
 def _reap_host(lost: set[str]) -> list[str]:

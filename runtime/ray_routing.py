@@ -4,10 +4,10 @@ Pure bookkeeping (no Ray here, so it is tested on its own). A node offers CPUs, 
 gave its pool actor, the sandbox backends that work there and the images it holds. A task fits
 a node that has enough CPUs in total (a sandbox's ``cpus`` is a limit, not a reservation: a
 sub-agent mostly waits for its model), enough *free* GPUs (GPUs are handed out, one task each),
-the backend, and for ``docker`` the image. Of the nodes that fit, the least busy one per CPU
-wins (a task without GPUs prefers a node without them). Under Ray, ``spec.gpus`` says how many
-GPUs (its length): the ids are the ones Ray gave that node, mapped to Docker device requests
-there (``with_gpus``).
+the backend, and the image if its sandbox runs one (``host_offer.image_needed``). Of the nodes
+that fit, the least busy one per CPU wins (a task without GPUs prefers a node without them).
+Under Ray, ``spec.gpus`` says how many GPUs (its length): the ids are the ones Ray gave that
+node, mapped to Docker device requests there (``with_gpus``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def why_unfit(node: NodeInfo, spec: SandboxSpec, *, image: str | None, now: bool
     free = len(node.gpus) - (node.gpus_in_use if now else 0)
     if len(spec.gpus) > free:
         return f"{free} {'free ' if now else ''}GPUs < {len(spec.gpus)}"
-    if spec.backend == "docker" and image is not None and image not in node.images:
+    if image is not None and image not in node.images:
         return f"no image {image}"
     return None
 
