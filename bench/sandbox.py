@@ -13,8 +13,6 @@ import argparse
 import functools
 import json
 import operator
-import os
-import platform
 import statistics
 import sys
 import time
@@ -26,12 +24,19 @@ import anyio
 import anyio.to_thread
 import docker.errors
 from backends import backend_targets, local_execs, pool_acquires  # bench/backends.py
-from floor import FLOOR_SOCKET, FLOOR_STDIO, FloorRepl, floor_pair, start_floor
 from jupyter import jupyter_execs, jupyter_targets
 from rich.console import Console
 from rich.table import Table
 
 from execloop.images import python_image_tag
+from execloop.runtime.benchmarks.floor import (
+    FLOOR_SOCKET,
+    FLOOR_STDIO,
+    FloorRepl,
+    floor_pair,
+    start_floor,
+)
+from execloop.runtime.benchmarks.measure import machine, stats, thread, timed
 from execloop.sandboxes import DockerSandbox, SandboxSpec
 from execloop.sandboxes.docker_backend import default_client
 
@@ -45,23 +50,6 @@ RUN, RUN_NONE = "docker run --rm true", "docker run --rm --network none true"
 EXEC, DEXEC_PY, DEXEC_TRUE = "sandbox.exec(print)", "docker exec python3 -c", "docker exec true"
 SECTIONS = ("start", "exec", "jupyter", "local", "pool", "throughput")
 console = Console()
-
-
-def thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], Awaitable[Any]]:
-    """An awaitable factory running a blocking docker SDK call in a worker thread."""
-    return lambda: anyio.to_thread.run_sync(functools.partial(function, *args, **kwargs))
-
-
-async def timed(step: Callable[[], Awaitable[Any]]) -> float:
-    start = time.perf_counter()
-    await step()
-    return time.perf_counter() - start
-
-
-def stats(seconds: list[float]) -> dict[str, float]:
-    ms = sorted(s * 1000 for s in seconds)
-    p95 = statistics.quantiles(ms, n=20, method="inclusive")[-1] if len(ms) > 1 else ms[0]
-    return {"n": len(ms), "p50_ms": statistics.median(ms), "p95_ms": p95}
 
 
 async def cold_starts(client: Any, image: str, reps: int) -> dict[str, list[float]]:
@@ -176,19 +164,6 @@ async def throughput(client: Any, image: str, k: int, rounds: int) -> dict[str, 
     result["vs_stdio_floor"] = result["two_sessions_per_s"] / result["two_stdio_floors_per_s"]
     result["vs_socket_floor"] = result["two_sessions_per_s"] / result["two_socket_floors_per_s"]
     return result
-
-
-def machine(client: Any) -> dict[str, Any]:
-    version, info = client.version(), client.info()
-    return {
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "docker_version": version.get("Version"),
-        "docker_api": version.get("ApiVersion"),
-        "cgroup": info.get("CgroupVersion"),
-        "docker_cpus": info.get("NCPU"),
-    }
 
 
 def targets(latency: dict[str, dict[str, float]], tp: dict[str, float]) -> list[dict[str, Any]]:

@@ -8,15 +8,19 @@
 
 from __future__ import annotations
 
-from .build import build_context, build_images, images_status
+from .build import build_context, build_images, build_train_image, images_status
 from .tags import ImageInputs, base_image_tag, load_inputs, python_image_tag
+from .train_image import load_train_inputs, train_image_tag
 
 __all__ = [
     "ImageInputs",
     "base_image_tag",
     "build_context",
     "build_images",
+    "build_train_image",
     "images_status",
     "load_inputs",
+    "load_train_inputs",
     "python_image_tag",
+    "train_image_tag",
 ]

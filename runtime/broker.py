@@ -23,7 +23,6 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -34,11 +33,12 @@ import anyio.to_thread
 
 from execloop.errors import BrokerBusyError, BrokerStoppedError, ConfigError, ExecloopError
 from execloop.runtime.bridge import ToolRegistry
+from execloop.runtime.checkpoints import remove_task_checkpoints, store_checkpoint_root
 from execloop.runtime.loop import LoopEvent, SubAgent
 from execloop.runtime.models.base import Model
 from execloop.runtime.ownership import BrokerOwner, owner_is_gone
 from execloop.runtime.ray_cluster import RayCluster
-from execloop.runtime.report import RunSummary, StageSummary, TaskSummary
+from execloop.runtime.run_summary import summarize_run
 from execloop.runtime.skills import Skill, resolve_skill
 from execloop.runtime.store import TaskRow, TaskStore
 from execloop.runtime.task import ErrorKind, Result, Task, TaskStatus
@@ -383,6 +383,7 @@ class Broker:
                 error_kind=ErrorKind.CANCELLED,
             )
         if self.store.put_result(result, owner=self.owner.id):
+            remove_task_checkpoints(store_checkpoint_root(self.store.path), task.id)
             return True
         log.warning("task %s: another broker took it over; its result is the one kept", task.id)
         return False
@@ -410,6 +411,7 @@ class Broker:
                 on_event=lambda event: self._persist(task.id, launch, event),
                 registry=self.registry,
                 outputs_dir=None if self.outputs_dir is None else self.outputs_dir / task.id,
+                checkpoint_root=store_checkpoint_root(self.store.path),
             )
         except ExecloopError as exc:
             return Result(
@@ -447,38 +449,11 @@ class Broker:
             self._observe(task_id, event)
         if event.kind == "recorded":
             self.store.add_attempt(task_id, launch, event.data["record"])
+        elif event.kind == "progress":
+            self.store.add_progress(task_id, launch, event.attempt, event.data["event"])
         elif event.kind == "tool_calls":
             records = [r.model_dump(mode="json") for r in event.data["records"]]
             self.store.add_tool_calls(task_id, records)
-
-
-def summarize_run(store: TaskStore, run_id: str, *, include: Sequence[str] = ()) -> RunSummary:
-    """The report's view of a run, built from the store; ``include`` adds tasks of earlier
-    runs that this run finished (``Broker.resumed``)."""
-    rows = store.tasks(run_id)
-    seen = {row.id for row in rows}
-    rows += [row for row in map(store.task, include) if row is not None and row.id not in seen]
-    tasks = []
-    for row in rows:
-        result = store.result(row.id)
-        if result is None or row.started_at is None or row.finished_at is None:
-            continue
-        tasks.append(
-            TaskSummary(
-                task_id=row.id,
-                status=result.status,
-                error_kind=result.error_kind,
-                attempts=result.attempts,
-                usage=result.usage,
-                classic=result.usage_classic_estimate,
-                started_at=datetime.fromtimestamp(row.started_at, UTC),
-                ended_at=datetime.fromtimestamp(row.finished_at, UTC),
-                scripted=result.scripted,
-            )
-        )
-    return RunSummary(
-        run_id=run_id, tasks=tasks, stages=[StageSummary(name="main", orchestration_steps=1)]
-    )
 
 
 def run_tasks(

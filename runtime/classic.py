@@ -12,12 +12,17 @@ T + 1 requests (the last one writes the final answer, F tokens)::
 
 Two agents are priced:
 
-- ``sequential``: one call per round, in trace order, so T = the number of calls.
-- ``parallel``: every call is issued in the first round whose results it needs, i.e. call m
-  sits at level 1 + max(level of its dependencies) (level 1 without any), and T = D = the
-  deepest level. All calls of a level share one round: the model emits them in one message
-  and their results come back in one message, so O_l = Σ O_m and R_l = Σ R_m over the calls
-  at level l, and the formula above applies with T = D.
+- ``sequential``: the classic agent (``classic_agent.ClassicAgent``): one call per round, in
+  trace order, so T = the number of calls. S is *its* prompt: its system prompt and the tools'
+  JSON schemas (``classic_prompt.ClassicPrompt``), U the task's goal, R_m the text it would
+  read (the tool's own text rendering, ``ToolCallRecord.text``), not the script's JSON value.
+- ``parallel``: a different agent, one that issues independent calls in one turn (labelled
+  with its assumption, ``ClassicEstimate.parallel_assumption``): every call is issued in the
+  first round whose results it needs, i.e. call m sits at level 1 + max(level of its
+  dependencies) (level 1 without any), and T = D = the deepest level. All calls of a level
+  share one round: the model emits them in one message and their results come back in one
+  message, so O_l = Σ O_m and R_l = Σ R_m over the calls at level l, and the formula above
+  applies with T = D.
 
 Each is given without and with prompt caching. With caching, request 0 writes S+U to the
 cache; request k ≥ 1 reads the previous request's whole prompt from the cache and writes
@@ -53,6 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from execloop.errors import ConfigError
 from execloop.runtime.ledger import Usage
+from execloop.runtime.models.base import ToolDefinition
 from execloop.runtime.tokens import TOKENIZER_NAME, count_tokens
 
 __all__ = [
@@ -64,6 +70,8 @@ __all__ = [
     "ClassicFlow",
     "FlowRatios",
     "MIN_VALUE_CHARS",
+    "PARALLEL_ASSUMPTION",
+    "SEQUENTIAL_ASSUMPTION",
     "classic_flow",
     "dependency_levels",
     "estimate_classic",
@@ -74,6 +82,15 @@ CACHE_READ_WEIGHT = 0.1
 CACHE_WRITE_WEIGHT = 1.25
 # Shorter values (0, 1, "ok", 42) recur by chance and would invent dependencies.
 MIN_VALUE_CHARS = 4
+SEQUENTIAL_ASSUMPTION = "one tool call per turn, each result read before the next call"
+PARALLEL_ASSUMPTION = (
+    "an agent that issues every call whose inputs are known in one turn, in parallel; "
+    "a call needs an earlier one when its depends_on says so"
+)
+_INFERRED = (
+    ", or (depends_on not given) when one of that call's result values of at least "
+    f"{MIN_VALUE_CHARS} characters reappears whole among its arguments"
+)
 
 
 class CallTrace(BaseModel):
@@ -114,6 +131,9 @@ class ClassicFlow(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     rounds: int = Field(ge=0, description="Tool rounds T; requests = T + 1.")
+    request_input_tokens: tuple[int, ...] = Field(
+        default=(), description="Input tokens of each of the T + 1 requests, in order."
+    )
     uncached: Usage
     cached: Usage = Field(description="input_tokens is 0: every input token is read or written.")
     uncached_cost_units: float
@@ -153,6 +173,10 @@ class ClassicEstimate(BaseModel):
     dependencies_inferred: bool = Field(description="Some calls had depends_on=None.")
     sequential: ClassicFlow
     parallel: ClassicFlow
+    sequential_assumption: str = SEQUENTIAL_ASSUMPTION
+    parallel_assumption: str = Field(
+        default=PARALLEL_ASSUMPTION, description="Which agent the parallel figure prices."
+    )
 
     def compare(self, actual: Usage) -> ClassicComparison:
         """Ratios classic / actual for input tokens and for input cost units."""
@@ -185,6 +209,8 @@ def classic_flow(
     appended = [o + r for o, r in rounds]
     # Round m's tokens (1-based, i = m-1) are in the prompts of requests m..T (T+1-m of them);
     # request m writes them to the cache and requests m+1..T (T-m of them) read them.
+    # request k re-sends the prefix and every round before it: its input grows with k
+    requests = [prefix + sum(appended[:k]) for k in range(t + 1)]
     input_tokens = (t + 1) * prefix + sum((t - i) * a for i, a in enumerate(appended))
     cache_read = t * prefix + sum((t - 1 - i) * a for i, a in enumerate(appended))
     output_tokens = sum(o for o, _ in rounds) + final_answer_tokens
@@ -197,6 +223,7 @@ def classic_flow(
     )
     return ClassicFlow(
         rounds=t,
+        request_input_tokens=tuple(requests),
         uncached=uncached,
         cached=cached,
         uncached_cost_units=input_cost_units(uncached),
@@ -225,13 +252,21 @@ def dependency_levels(calls: Sequence[CallTrace]) -> list[int]:
 
 
 def estimate_classic(
-    *, system: str, user: str, calls: Sequence[CallTrace], final_answer: str = ""
+    *,
+    system: str,
+    user: str,
+    calls: Sequence[CallTrace],
+    final_answer: str = "",
+    tools: Sequence[ToolDefinition] = (),
 ) -> ClassicEstimate:
-    """The classic flow's cost for ``calls``, counted by the project's tokenizer."""
-    system_tokens, user_tokens = count_tokens(system), count_tokens(user)
+    """The classic flow's cost for ``calls``, counted by the project's tokenizer; S is
+    ``system`` plus the ``tools`` definitions every request carries."""
+    system_tokens = count_tokens(system) + sum(tool.tokens for tool in tools)
+    user_tokens = count_tokens(user)
     final_tokens = count_tokens(final_answer)
     sequential = [(c.emitted_tokens(), c.read_tokens()) for c in calls]
     levels = dependency_levels(calls)
+    inferred = any(c.depends_on is None for c in calls)
     parallel = [(0, 0)] * max(levels, default=0)
     for level, (o, r) in zip(levels, sequential, strict=True):
         po, pr = parallel[level - 1]
@@ -252,9 +287,10 @@ def estimate_classic(
         call_tokens=sum(o for o, _ in sequential),
         result_tokens=sum(r for _, r in sequential),
         final_answer_tokens=final_tokens,
-        dependencies_inferred=any(c.depends_on is None for c in calls),
+        dependencies_inferred=inferred,
         sequential=flow(sequential),
         parallel=flow(parallel),
+        parallel_assumption=PARALLEL_ASSUMPTION + (_INFERRED if inferred else ""),
     )
 
 

@@ -25,8 +25,10 @@ from execloop.runtime.cli_sandbox import (
     spec_fields,
 )
 from execloop.runtime.config import Config, load_config
+from execloop.runtime.progress_view import ProgressView
 from execloop.runtime.terminal import one_line, printable
 from execloop.sandboxes import ExecResult, ExitReason
+from execloop.sandboxes.progress import ProgressEvent, without_progress_lines
 from execloop.sandboxes.spec import SANDBOX_UID
 from execloop.sandboxes.streaming import StreamName
 
@@ -100,7 +102,8 @@ def run(
     **limits: Any,
 ) -> None:
     """Run SCRIPT in a fresh hardened sandbox and print a compact result (its output live,
-    as it prints, then the workspace's files)."""
+    as it prints, with a progress bar for what it reports with execloop_progress, then the
+    workspace's files)."""
     from execloop.runtime.host_files import read_script
     from execloop.runtime.run import run_script
 
@@ -115,22 +118,36 @@ def run(
     status = console.status(f"running {name} in a {spec.backend} sandbox…", spinner="dots")
 
     live = None if as_json else _LiveOutput(status)
+    bar = None if as_json else ProgressView(console)
+
+    def progressed(event: ProgressEvent) -> None:
+        assert bar is not None
+        status.stop()
+        bar.start()
+        bar.update(event, label=script.name)
 
     def ran(result: ExecResult) -> None:
         status.stop()
+        if bar is not None:
+            bar.stop()
         if live is not None:
             live.finish(result)
 
     with status:
-        outcome = run_script(
-            code,
-            spec=spec,
-            inputs=inputs,
-            args=args,
-            on_exec=ran,
-            on_output=None if live is None else live.write,
-            out_dir=out_dir,
-        )
+        try:
+            outcome = run_script(
+                code,
+                spec=spec,
+                inputs=inputs,
+                args=args,
+                on_exec=ran,
+                on_output=None if live is None else live.write,
+                on_progress=None if bar is None else progressed,
+                out_dir=out_dir,
+            )
+        finally:
+            if bar is not None:
+                bar.stop()
     result = outcome.result
     if as_json:
         out.print_json(outcome.model_dump_json())
@@ -188,12 +205,18 @@ class _LiveOutput:
     @staticmethod
     def _emit(stream: str, text: str) -> None:
         target = out if stream == "stdout" else console
-        target.file.write(_shown(text, target))
-        target.file.flush()
+        # through sys.stdout/stderr: while a progress bar is live they are rich's proxies,
+        # which print whole lines above the bar
+        file = sys.stdout if stream == "stdout" else sys.stderr
+        file.write(_shown(text, target))
+        if not hasattr(file, "rich_proxied_file"):  # a proxy prints a partial line as a line
+            file.flush()
 
     def finish(self, result: ExecResult) -> None:
         for stream in ("stdout", "stderr"):
             shown, text = self._shown[stream], getattr(result, stream)
+            if stream == "stdout":  # the live view showed a bar instead of progress lines
+                text = without_progress_lines(text)
             if getattr(result, f"{stream}_truncated"):
                 if shown and not shown.endswith("\n"):
                     self._emit(stream, "\n")
@@ -262,17 +285,30 @@ def images() -> None:
 
 
 @images.command("build")
+@click.argument("image", type=click.Choice(["python", "train"]), default="python")
+@click.option(
+    "--torch",
+    "variant",
+    type=click.Choice(["cuda", "cpu"]),
+    default="cuda",
+    show_default=True,
+    help="train only: PyPI's CUDA torch (serves CPU and GPU hosts, several GB) or a CPU-only "
+    "torch (small; execloop/train-cpu).",
+)
 @click.option("--from-registry", is_flag=True, help="Build on python:3.11-slim from a registry.")
 @click.option("--force", is_flag=True, help="Rebuild even if the tags exist.")
-def images_build(from_registry: bool, force: bool) -> None:
-    """Build the base and python images (debootstrap + docker import + wheelhouse)."""
-    from execloop.images import build_images
+def images_build(image: str, variant: str, from_registry: bool, force: bool) -> None:
+    """Build the base and python images (debootstrap + docker import + wheelhouse), or with
+    IMAGE `train` the train image (PyTorch, transformers, PEFT, TRL; built only when asked)."""
+    from execloop.images import build_images, build_train_image
 
-    tags = build_images(
-        from_registry=from_registry,
-        force=force,
-        log=lambda line: console.print(line, markup=False, highlight=False),
-    )
+    def log(line: str) -> None:
+        console.print(line, markup=False, highlight=False)
+
+    if image == "train":
+        tags = build_train_image(variant=variant, from_registry=from_registry, force=force, log=log)
+    else:
+        tags = build_images(from_registry=from_registry, force=force, log=log)
     for tag in tags:
         out.print(tag)
 
@@ -287,19 +323,21 @@ _skill_dirs = click.option(
     "dirs",
     multiple=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="A folder of skills searched after the built-in ones (repeatable).",
+    help="A folder of skills searched after the built-in ones, before execloop.toml's "
+    "skill_dirs (repeatable).",
 )
 
 
 @skills.command("list")
 @_skill_dirs
 @click.option("--json", "as_json", is_flag=True, help="Print the skills as JSON.")
-def skills_list(dirs: tuple[Path, ...], as_json: bool) -> None:
+@click.pass_obj
+def skills_list(config: Config, /, dirs: tuple[Path, ...], as_json: bool) -> None:
     """The available skills: name, version, description. A broken skill is reported on
     stderr (one line each, exit status 1) and the good ones are still listed."""
     from execloop.runtime.skills import builtin_skills_dir, scan_skills
 
-    found, broken = scan_skills(builtin_skills_dir(), *dirs)
+    found, broken = scan_skills(builtin_skills_dir(), *dirs, *config.skill_folders())
     if as_json:
         keys = {"name", "version", "description", "folder"}
         click.echo(json.dumps([s.model_dump(mode="json", include=keys) for s in found], indent=2))
@@ -317,11 +355,12 @@ def skills_list(dirs: tuple[Path, ...], as_json: bool) -> None:
 @skills.command("show")
 @click.argument("name")
 @_skill_dirs
-def skills_show(name: str, dirs: tuple[Path, ...]) -> None:
+@click.pass_obj
+def skills_show(config: Config, /, name: str, dirs: tuple[Path, ...]) -> None:
     """A skill's front matter in short, then its instructions."""
     from execloop.runtime.skills import resolve_skill
 
-    skill = resolve_skill(name, skill_dirs=dirs)
+    skill = resolve_skill(name, skill_dirs=(*dirs, *config.skill_folders()))
     required = set(skill.inputs.get("required", ()))
     inputs = [f"{k}{'*' if k in required else ''}" for k in skill.inputs.get("properties", {})]
     sandbox = skill.sandbox.model_dump(mode="json", include=skill.sandbox.model_fields_set)
@@ -396,11 +435,13 @@ def reap(everything: bool) -> None:
 
 
 def _register_commands() -> None:
+    from execloop.runtime.bench_cli import bench_group
     from execloop.runtime.mcp_cli import mcp_command
     from execloop.runtime.runs_cli import demo_command, report_command, runs_command
     from execloop.runtime.task_cli import task_command
 
-    for command in (task_command, demo_command, runs_command, report_command, mcp_command):
+    commands = (task_command, demo_command, runs_command, report_command, mcp_command)
+    for command in (*commands, bench_group):
         cli.add_command(command)
 
 

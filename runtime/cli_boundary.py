@@ -104,15 +104,20 @@ class _OneLineHandler(logging.Handler):
         click.echo(f"warning: {one_line(record.getMessage())}", err=True)
 
 
+# Whose warnings the CLI shows: execloop's own, and the MCP SDK's (``execloop mcp``, MCP tools)
+_WARNING_LOGGERS = ("execloop", "mcp")
+
+
 def configure_logging(*, verbose: bool) -> None:
-    """``-v``: every execloop step on stderr. Otherwise warnings only, one line each, never
-    Python's bare last-resort output."""
+    """The one place that configures logging (the library never does). ``-v``: every step on
+    stderr. Otherwise warnings only, one line each, never Python's bare last-resort output."""
     if verbose:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
         return
-    root = logging.getLogger("execloop")
-    if not any(isinstance(handler, _OneLineHandler) for handler in root.handlers):
-        root.addHandler(_OneLineHandler(logging.WARNING))
+    for name in _WARNING_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(handler, _OneLineHandler) for handler in logger.handlers):
+            logger.addHandler(_OneLineHandler(logging.WARNING))
 
 
 def _verbose(args: Sequence[str]) -> bool:

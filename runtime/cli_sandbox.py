@@ -7,7 +7,7 @@ names a backend itself. A flag given on the command line overrides the same fiel
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, get_args
 
@@ -21,6 +21,7 @@ __all__ = [
     "SPEC_FLAGS",
     "check_out_dir",
     "out_option",
+    "parse_labels",
     "sandbox_options",
     "sandbox_spec",
     "spec_fields",
@@ -37,7 +38,10 @@ SPEC_FLAGS = {
     "memory": "--memory",
     "cpus": "--cpus",
     "pids": "--pids",
+    "gpus": "--gpus",
+    "checkpoint_size": "--checkpoint-size",
     "workspace_dir": "--workspace",
+    "labels": "--label",
 }
 
 _OPTIONS = (
@@ -51,16 +55,33 @@ _OPTIONS = (
         type=click.Choice(get_args(Placement)),
         help="Where a jupyter kernel runs: a container or a bubblewrap process.",
     ),
-    click.option("--image", help="Image to run in [default: execloop's python image]."),
+    click.option(
+        "--image",
+        help="Image to run in [default: execloop's python image]; execloop/train (or "
+        "execloop/train-cpu) is the train image built by `execloop images build train`.",
+    ),
     click.option("--timeout", type=float, help="Wall-clock limit in seconds [default: 60]."),
     click.option("--memory", help="Memory limit, e.g. 512m or 2g [default: 1g]."),
     click.option("--cpus", type=float, help="CPU limit [default: 1]."),
     click.option("--pids", type=int, help="Process limit [default: 256]."),
+    click.option(
+        "--label",
+        "labels",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="A label for the sandbox's container (repeatable), e.g. com.example.team=ml.",
+    ),
+    click.option(
+        "--gpus",
+        help="GPUs (docker backend), as for docker run: all, a count (2), or pinned ids "
+        "device=0,GPU-<uuid> [default: none].",
+    ),
 )
 
 
 def sandbox_options(command: F) -> F:
-    """Add ``--backend --placement --image --timeout --memory --cpus --pids`` to ``command``."""
+    """Add ``--backend --placement --image --timeout --memory --cpus --pids --label --gpus``
+    to ``command``."""
     for option in reversed(_OPTIONS):
         command = option(command)
     return command
@@ -68,15 +89,37 @@ def sandbox_options(command: F) -> F:
 
 def sandbox_spec(base: Mapping[str, Any] | None = None, **given: Any) -> SandboxSpec:
     """``base`` (the config file's fields) overridden by the flags ``given`` (None: not
-    given, keyed by ``SandboxSpec`` field); a bad value is a usage error naming its flag."""
-    fields = {**(base or {}), **{k: v for k, v in given.items() if v is not None}}
+    given, keyed by ``SandboxSpec`` field); ``--label`` pairs are added to the file's labels.
+    A bad value is a usage error naming its flag."""
+    base = base or {}
+    given = {k: v for k, v in given.items() if v is not None}
+    if isinstance(base.get("labels"), Mapping) and "labels" in given:
+        given["labels"] = {**base["labels"], **given["labels"]}
+    fields = {**base, **given}
     with flags(SPEC_FLAGS):
         return SandboxSpec(**fields)
 
 
 def spec_fields(limits: Mapping[str, Any]) -> dict[str, Any]:
-    """``sandbox_options``' values keyed by ``SandboxSpec`` field (``--timeout``: timeout_s)."""
-    return {("timeout_s" if key == "timeout" else key): value for key, value in limits.items()}
+    """``sandbox_options``' values keyed by ``SandboxSpec`` field (``--timeout``: timeout_s;
+    the ``--label`` pairs as a dict, None when none was given)."""
+    fields = {("timeout_s" if key == "timeout" else key): value for key, value in limits.items()}
+    if "labels" in fields:
+        fields["labels"] = parse_labels(fields["labels"]) or None
+    return fields
+
+
+def parse_labels(pairs: Sequence[str]) -> dict[str, str]:
+    """``--label KEY=VALUE`` pairs as a dict (the spec validates the keys)."""
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            raise click.BadParameter(
+                f"{pair!r} is not KEY=VALUE (e.g. com.example.team=ml)", param_hint="--label"
+            )
+        labels[key] = value
+    return labels
 
 
 def out_option(help_text: str) -> Callable[[F], F]:

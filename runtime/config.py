@@ -82,6 +82,19 @@ class Config(BaseModel):
         """The ``[sandbox]`` table as ``SandboxSpec`` keyword arguments."""
         return dict(self.sandbox)
 
+    def skill_folders(self) -> tuple[Path, ...]:
+        """``skill_dirs``, each checked to be a folder (searched after the built-in skills and
+        after those given by flags)."""
+        for folder in self.skill_dirs:
+            if not folder.is_dir():
+                where = self.path or Path(CONFIG_NAME)
+                raise ConfigFileError(
+                    f"{where}: skill_dirs: {folder} is not a folder of skills",
+                    path=where,
+                    key="skill_dirs",
+                )
+        return self.skill_dirs
+
     def sandbox_spec(self, **overrides: Any) -> SandboxSpec:
         """A ``SandboxSpec`` from the file, ``overrides`` (keyword arguments) winning."""
         return SandboxSpec(**{**self.sandbox, **overrides})

@@ -1,6 +1,7 @@
-"""The keyless demo's tasks: every built-in skill's worked example, plus one task that uses
-host tools through the bridge so the ledger has calls to price. Every model here is a
-``ScriptedModel``: its replies are replayed, not generated.
+"""The keyless demo's tasks: a realistic mix, mostly multi-tool tasks (``demo_tools``: 5 to 20
+calls to a shop's host tools through the bridge, so the ledger has calls to price), plus every
+built-in skill's worked example (no tool calls). Every model here is a ``ScriptedModel``: its
+replies are replayed, not generated.
 
 A demo task's id is ``<key>-<random>``: the key names its example, so ``demo_model`` rebuilds
 the scripted model of any demo task from the task alone, and a demo re-run on the same
@@ -15,52 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from execloop.errors import ConfigError
-from execloop.runtime.bridge import ToolRegistry
 from execloop.runtime.checks import CheckSpec, ExpressionCheck
+from execloop.runtime.demo_tools import demo_registry, tool_tasks
 from execloop.runtime.models import ScriptedModel
 from execloop.runtime.models.base import Model
 from execloop.runtime.skills import list_skills
 from execloop.runtime.task import Task
 
-__all__ = ["TOOLS_SCRIPT", "demo_model", "demo_registry", "demo_tasks"]
-
-_STOCK = [(n * 7) % 23 for n in range(40)]
-_CATALOGUE: dict[str, dict[str, object]] = {
-    f"sku-{n:03d}": {"name": f"part {n}", "stock": units, "notes": "lorem ipsum " * 30}
-    for n, units in enumerate(_STOCK)
-}
-
-# What a sub-agent writes in code mode: 80 tool calls in a loop; only the total goes back.
-TOOLS_SCRIPT = """\
-import json
-from execloop_tools import price, stock
-value = 0.0
-for n in range(40):
-    sku = f"sku-{n:03d}"
-    value += stock(sku=sku)["stock"] * price(sku=sku)
-json.dump({"inventory_value": round(value, 2)}, open("result.json", "w"))
-print("inventory value", round(value, 2))
-"""
-
-
-def demo_registry() -> ToolRegistry:
-    registry = ToolRegistry()
-
-    @registry.tool
-    def stock(sku: str) -> dict[str, object]:
-        """The warehouse record of one SKU (name, units in stock, notes)."""
-        return _CATALOGUE[sku]
-
-    @registry.tool
-    def price(sku: str) -> float:
-        """The unit price of one SKU in euros."""
-        return round(1.5 + int(sku.split("-")[1]) * 0.25, 2)
-
-    return registry
-
-
-def _inventory_value() -> float:
-    return round(sum(units * (1.5 + n * 0.25) for n, units in enumerate(_STOCK)), 2)
+__all__ = ["demo_mix", "demo_model", "demo_registry", "demo_tasks"]
 
 
 @dataclass(frozen=True)
@@ -90,15 +53,17 @@ def _examples() -> dict[str, _Example]:
         for skill in list_skills()
         for example in skill.load_examples()
     ]
-    found.append(
+    tools = [
         _Example(
-            key="inventory-tools",
-            goal="Compute the inventory value (stock times price of sku-000..sku-039) with tools.",
-            script=TOOLS_SCRIPT,
-            checks=(ExpressionCheck(expr=f'result["inventory_value"] == {_inventory_value()}'),),
-            tools=("stock", "price"),
+            key=task.key,
+            goal=task.goal,
+            script=task.script,
+            checks=(ExpressionCheck(expr=task.check),),
+            tools=task.tools,
         )
-    )
+        for task in tool_tasks()
+    ]
+    found = [*tools, *found]  # the tool tasks first: they are most of the mix
     return {example.key: example for example in found}
 
 
@@ -115,6 +80,17 @@ def demo_tasks() -> list[Task]:
         )
         for example in _examples().values()
     ]
+
+
+def demo_mix() -> str:
+    """What the demo runs, in words, for its banner."""
+    examples = _examples().values()
+    tools = sum(bool(example.tools) for example in examples)
+    return (
+        f"{len(examples)} tasks: {tools} call a shop's host tools (5 to 20 calls each, lookups "
+        f"chained and read-modify-write), {len(examples) - tools} are the skills' worked "
+        "examples (no tool calls)"
+    )
 
 
 def demo_model(task: Task) -> Model:

@@ -80,6 +80,29 @@ def _check_images(client: Any) -> Finding:
     )
 
 
+def _check_train_image(client: Any) -> Finding:
+    """The on-demand train image, either variant (never required)."""
+    from execloop.images import train_image_tag
+    from execloop.images.train_image import TORCH_PINS
+
+    present = []
+    for variant in TORCH_PINS:
+        tag = train_image_tag(variant)
+        try:
+            client.images.get(tag)
+        except Exception:  # missing or unreadable: reported as not built
+            continue
+        present.append(tag)
+    return Finding(
+        name="train image",
+        ok=bool(present),
+        detail=", ".join(present) or "not built (PyTorch, transformers, PEFT, TRL)",
+        fix="`execloop images build train` (CUDA torch, serves CPU and GPU hosts) or "
+        "`execloop images build train --torch cpu` (small, CPU only)",
+        required=False,
+    )
+
+
 def _check_image_packages(client: Any) -> Finding:
     """What the python image has, from the record its build wrote (no container is started)."""
     from execloop.errors import ImageError
@@ -102,16 +125,36 @@ def _check_image_packages(client: Any) -> Finding:
     return Finding(name="image packages", ok=not missing, detail=detail, fix=fix, required=False)
 
 
+def _gpu_devices() -> str:
+    """This host's NVIDIA GPUs as ``nvidia-smi -L`` lists them (index, name, UUID)."""
+    if shutil.which("nvidia-smi") is None:
+        return "no nvidia-smi (no NVIDIA driver)"
+    ok, listing = _run(["nvidia-smi", "-L"])
+    if not ok:
+        return f"nvidia-smi failed: {listing}"
+    return "; ".join(line.strip() for line in listing.splitlines() if line.strip()) or "none"
+
+
 def _check_gpu(client: Any) -> Finding:
-    runtimes = client.info().get("Runtimes", {})
-    has_nvidia = "nvidia" in runtimes or shutil.which("nvidia-container-runtime") is not None
-    smi = shutil.which("nvidia-smi")
+    from execloop.sandboxes.placements.container import NVIDIA_HOOK
+
+    runtimes = sorted(client.info().get("Runtimes") or {})
+    hook = shutil.which(NVIDIA_HOOK)
+    has_nvidia = "nvidia" in runtimes or hook is not None
+    runtime = (
+        "nvidia runtime registered"
+        if "nvidia" in runtimes
+        else f"{NVIDIA_HOOK} at {hook}"
+        if hook
+        else f"no NVIDIA runtime (runtimes: {', '.join(runtimes) or 'none'})"
+    )
     return Finding(
         name="GPU runtime",
         ok=has_nvidia,
-        detail="nvidia runtime present" if has_nvidia else "no nvidia container runtime",
-        fix="install nvidia-container-toolkit and restart dockerd to use SandboxSpec(gpus=...)"
-        + ("" if smi else "; no nvidia-smi found either (no GPU driver)"),
+        detail=f"{runtime}; devices: {_gpu_devices()}",
+        fix="on a host with an NVIDIA GPU: install nvidia-container-toolkit, run `nvidia-ctk "
+        "runtime configure --runtime=docker` and restart dockerd to use --gpus / "
+        "SandboxSpec(gpus=...); `scripts/gpu-check.sh` then tests it end to end",
         required=False,
     )
 
@@ -224,6 +267,7 @@ def run_doctor() -> list[Finding]:
             _check_seccomp,
             _check_images,
             _check_image_packages,
+            _check_train_image,
             _check_gpu,
             _check_gvisor,
         ]

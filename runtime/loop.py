@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +21,12 @@ import anyio
 from execloop.errors import ConfigError, ExecloopError
 from execloop.runtime import bounds
 from execloop.runtime.bridge import ToolBridge, ToolCallRecord, ToolRegistry, render_tool_api
+from execloop.runtime.bridge.stubs import ToolDocs
 from execloop.runtime.check_runner import OutputReader, reverify, run_checks
+from execloop.runtime.checkpoints import TaskCheckpoints
 from execloop.runtime.checks import CheckOutcome, CheckSpec, ExitStatusCheck
 from execloop.runtime.classic import CallTrace, ClassicEstimate, estimate_classic
+from execloop.runtime.classic_prompt import ClassicPrompt
 from execloop.runtime.host_files import human_bytes
 from execloop.runtime.host_workspace import HostWorkspace
 from execloop.runtime.inputs import SCRIPT_NAME, Inputs, StagedInputs
@@ -40,6 +43,7 @@ from execloop.runtime.skills import TASK_JSON, Skill, resolve_skill
 from execloop.runtime.task import AttemptRecord, ErrorKind, Result, Task, TaskStatus, Timings
 from execloop.runtime.tokens import TOKENIZER_NAME
 from execloop.sandboxes import Artifact, ExecResult, Sandbox, SandboxSpec, create_sandbox
+from execloop.sandboxes.progress import ProgressReader
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
 __all__ = ["LoopEvent", "SubAgent"]
@@ -53,8 +57,9 @@ _REVERIFY_FAILED = (
 
 @dataclass(frozen=True)
 class LoopEvent:
-    """Progress for live displays and persistence: ``kind`` is attempt, reply, tool_calls (the
-    attempt's bridge trace), ran, checked, recorded (its ``AttemptRecord``) or finished."""
+    """Progress for live displays and persistence: ``kind`` is attempt, reply, progress (a
+    ``ProgressEvent`` the script reported, under ``"event"``), tool_calls (the attempt's bridge
+    trace), ran, checked, recorded (its ``AttemptRecord``) or finished."""
 
     kind: str
     attempt: int
@@ -92,6 +97,8 @@ class SubAgent:
         tool_call_budget: int = 1000,
         skill_dirs: Sequence[Path] = (),
         outputs_dir: Path | None = None,
+        tool_docs: ToolDocs = "full",
+        checkpoint_root: Path | None = None,
     ) -> None:
         if task.tools and registry is None:
             raise ConfigError(
@@ -106,13 +113,19 @@ class SubAgent:
             )
         self.task = task
         self.registry = registry
+        self.tool_docs = tool_docs  # "summary": one line per tool in the prompt
         self.tool_call_budget = tool_call_budget
         # where a passed task's verified workspace is kept (created then); None: not kept
         self.outputs_dir = outputs_dir
+        # where the task's checkpoint directory is made if its spec asks for one (a broker:
+        # beside its database, so a resumed task finds it); None: a temporary folder
+        self.checkpoint_root = checkpoint_root
+        self._checkpoints: TaskCheckpoints | None = None
         self.model = model
         self.skill = skill
         self._factory = sandbox_factory
         self._on_event = on_event or (lambda event: None)
+        self._streams = on_event is not None  # the script's progress is read only if seen
         self.spec = skill.sandbox_spec(task.sandbox) if skill else task.sandbox
         checks: list[CheckSpec] = [*(skill.checks if skill else ()), *task.checks]
         if not any(isinstance(check, ExitStatusCheck) for check in checks):
@@ -154,7 +167,7 @@ class SubAgent:
                 "Host tools, callable from the script as plain functions "
                 "(`from execloop_tools import ...`; a refused or failed call raises "
                 "execloop_tools.ToolError). Their results stay in the script: print only "
-                "what the answer needs.\n" + render_tool_api(tools)
+                "what the answer needs.\n" + render_tool_api(tools, docs=self.tool_docs)
             )
         return tuple(blocks)
 
@@ -192,6 +205,8 @@ class SubAgent:
             kind = ErrorKind.BUDGET if status is TaskStatus.BUDGET_EXHAUSTED else None
         if status is TaskStatus.BUDGET_EXHAUSTED and error is None:
             error = "token budget exhausted"
+        if self._checkpoints is not None:  # the task has its result (a cancelled one has none)
+            self._checkpoints.discard()
         result = self._result(status, error, kind, time.monotonic() - started)
         self._on_event(LoopEvent("finished", len(self._state.records), {"result": result}))
         return result
@@ -201,6 +216,10 @@ class SubAgent:
         """The staged inputs every sandbox of this task receives, and the claim on a host
         workspace directory if the spec names one."""
         async with AsyncExitStack() as stack:
+            self._checkpoints = TaskCheckpoints.open(
+                self.spec, task_id=self.task.id, root=self.checkpoint_root
+            )
+            self.spec = self._checkpoints.spec
             if self.spec.workspace_dir is not None:
                 claim = stack.enter_context(HostWorkspace.claim(self.spec.workspace_dir))
                 claim.reserve(SCRIPT_NAME)
@@ -282,7 +301,7 @@ class SubAgent:
             await self._staged.upload(sandbox)
             await sandbox.upload({SCRIPT_NAME: script})
             async with self._tools(sandbox) as bridge:
-                run = await sandbox.exec_file(SCRIPT_NAME)
+                run = await self._checkpoints_guard(lambda: self._exec_script(sandbox, number))
             if bridge is not None:
                 state.tool_calls = list(bridge.trace)
                 self._on_event(LoopEvent("tool_calls", number, {"records": state.tool_calls}))
@@ -297,6 +316,8 @@ class SubAgent:
                 check_files_root=self.check_root,
                 outputs=reader,
             )
+            if self._checkpoints is not None and (over := self._checkpoints.check()):
+                outcomes = [*outcomes, over]
             state.checks_s += time.monotonic() - checked
             self._on_event(LoopEvent("checked", number, {"outcomes": outcomes}))
             if run.exit_code is not None:  # the sandbox is alive: keep what it produced
@@ -307,6 +328,24 @@ class SubAgent:
                 if all(o.passed for o in outcomes):
                     state.outputs_refused = await self._keep_outputs(sandbox, outputs)
         return run, outcomes
+
+    async def _exec_script(self, sandbox: Sandbox, number: int) -> ExecResult:
+        """Run the script; what it reports with ``execloop_progress`` becomes progress events
+        (read from its streamed output) when someone listens."""
+        if not self._streams:
+            return await sandbox.exec_file(SCRIPT_NAME)
+        reader = ProgressReader(
+            lambda event: self._on_event(LoopEvent("progress", number, {"event": event}))
+        )
+        try:
+            return await sandbox.exec_file(SCRIPT_NAME, on_output=reader.feed)
+        finally:
+            reader.close()
+
+    async def _checkpoints_guard(self, run: Callable[[], Awaitable[ExecResult]]) -> ExecResult:
+        if self._checkpoints is None:
+            return await run()
+        return await self._checkpoints.guard(run)
 
     async def _keep_outputs(self, sandbox: Sandbox, outputs: Path) -> str | None:
         """Copy the workspace into the host folder ``outputs`` for re-verification; the reason
@@ -337,21 +376,26 @@ class SubAgent:
             yield bridge
 
     def classic_estimate(self, final_answer: str) -> ClassicEstimate:
-        """What the classic round-trip flow would have cost for the last attempt's calls."""
+        """What the classic agent would have cost for the last attempt's calls: its own prompt
+        (``task.classic_system`` or the classic system prompt, with the allowed tools' schemas),
+        the goal as its user message, and each result as the text it would have read."""
         calls = [
             CallTrace(
                 tool=record.tool,
                 arguments=record.arguments,
-                result=record.result,
+                result=record.text,
                 argument_tokens=record.argument_tokens,
-                result_tokens=record.result_tokens,
+                result_tokens=record.text_tokens,
             )
             for record in self._state.tool_calls
             if record.ok
         ]
+        tools = [self.registry.get(name) for name in self.task.tools] if self.registry else []
+        prompt = ClassicPrompt.for_tools(tools, system=self.task.classic_system)
         return estimate_classic(
-            system="\n\n".join(self.system),
-            user=self.task_text,
+            system=prompt.system,
+            tools=prompt.tools,
+            user=self.task.goal,
             calls=calls,
             final_answer=final_answer,
         )

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -44,6 +44,7 @@ from execloop.runtime.mcp_models import (
 )
 from execloop.runtime.mcp_state import (
     ProgressModel,
+    ProgressRelay,
     ServerConfig,
     ServerState,
     as_tool_error,
@@ -116,16 +117,35 @@ def server_for(config: ServerConfig) -> MCPServer[Any]:
         async with running(config) as state:
             yield state
 
-    server: MCPServer[Any] = MCPServer(
-        "execloop",
-        version=__version__,
-        instructions=INSTRUCTIONS,
-        lifespan=lifespan,
-        log_level="WARNING",  # stderr is the client's log: the SDK's notices stay out of it
-    )
+    with _root_logger_left_alone():
+        server: MCPServer[Any] = MCPServer(
+            "execloop",
+            version=__version__,
+            instructions=INSTRUCTIONS,
+            lifespan=lifespan,
+            log_level="WARNING",
+        )
     add_tools(server, config)
     add_artifact_resources(server)
     return server
+
+
+@contextmanager
+def _root_logger_left_alone() -> Iterator[None]:
+    """``MCPServer()`` calls ``logging.basicConfig`` (mcp 2.3, python-sdk issue #1656), which a
+    library must not do: only an application configures the root logger (``execloop mcp`` does,
+    in the CLI). ``basicConfig`` does nothing when the root logger has a handler, so a
+    ``NullHandler`` stands there while the constructor runs."""
+    root = logging.getLogger()
+    if root.handlers:  # configured by the application: basicConfig leaves it alone
+        yield
+        return
+    placeholder = logging.NullHandler()
+    root.addHandler(placeholder)
+    try:
+        yield
+    finally:
+        root.removeHandler(placeholder)
 
 
 def add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
@@ -235,7 +255,9 @@ def add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
     ) -> Result:
         """Have a sub-agent solve GOAL with a script, run and checked in sandboxes until its
         checks pass; returns one verified Result (status, answer, checks, artifacts, usage).
-        Progress is reported per attempt. A failed task is a Result, not an error."""
+        Progress is reported per attempt, and as the script reports it (execloop_progress:
+        step of total, with its metrics in the message). A failed task is a Result, not an
+        error."""
         state = state_of(ctx)
         if model is not None and not config.host_paths and model != config.model:
             raise ToolError(
@@ -270,16 +292,20 @@ def add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
                 budget=Budget(max_attempts=max_attempts),
             )
         state.models[task.id] = ProgressModel(chosen, ctx, max_attempts)
+        relay = ProgressRelay(ctx)
+        state.listeners[task.id] = relay.on_event
         try:
-            with as_tool_error():
-                await state.broker.submit(task)
-                result = await state.broker.result(task.id)
+            async with relay.running():
+                with as_tool_error():
+                    await state.broker.submit(task)
+                    result = await state.broker.result(task.id)
         except anyio.get_cancelled_exc_class():  # the client gave up: so does the task
             with anyio.CancelScope(shield=True):
                 await state.broker.cancel(task.id)
             raise
         finally:
             state.models.pop(task.id, None)
+            state.listeners.pop(task.id, None)
         await progress(ctx, result.attempts, result.attempts, f"{result.status.value}")
         return result
 

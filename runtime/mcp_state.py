@@ -1,5 +1,6 @@
 """The MCP server's state while it runs (sessions, the broker, kept files) and the helpers
-its tools share: the state of a request, progress per attempt, errors as ``ToolError``s."""
+its tools share: the state of a request, progress per attempt and from the scripts, errors as
+``ToolError``s."""
 
 from __future__ import annotations
 
@@ -18,14 +19,17 @@ from pydantic import ValidationError
 from execloop.errors import ExecloopError
 from execloop.runtime.broker import Broker
 from execloop.runtime.cli_boundary import describe_validation
+from execloop.runtime.loop import LoopEvent
 from execloop.runtime.mcp_sessions import SessionTable
 from execloop.runtime.models.base import Model, ModelReply, ModelRequest
 from execloop.runtime.terminal import one_line
 from execloop.sandboxes import Sandbox, SandboxSpec, create_sandbox
+from execloop.sandboxes.progress import ProgressEvent
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
 __all__ = [
     "ProgressModel",
+    "ProgressRelay",
     "ServerConfig",
     "ServerState",
     "as_tool_error",
@@ -64,6 +68,8 @@ class ServerState:
     broker: Broker
     artifacts: Path
     models: dict[str, Model] = field(default_factory=dict)
+    # a run_task call's view of its task's events (progress), by task id
+    listeners: dict[str, Callable[[LoopEvent], None]] = field(default_factory=dict)
 
 
 class ProgressModel:
@@ -86,7 +92,48 @@ class ProgressModel:
         return await self._model.complete(request)
 
 
-async def progress(ctx: Context[Any, Any], done: float, total: float, message: str) -> None:
+class ProgressRelay:
+    """Forwards what a task's scripts report (``execloop_progress``) to the MCP client as
+    progress notifications, ``report_progress(step, total, "attempt N: step …")``. The
+    broker's callback cannot wait for a slow client: what does not fit in a short queue is
+    dropped (the broker's store keeps it)."""
+
+    def __init__(self, ctx: Context[Any, Any], *, queue: int = 16) -> None:
+        self._ctx = ctx
+        self._send, self._receive = anyio.create_memory_object_stream[tuple[int, ProgressEvent]](
+            queue
+        )
+        self.dropped = 0
+
+    def on_event(self, event: LoopEvent) -> None:
+        if event.kind != "progress":
+            return
+        try:
+            self._send.send_nowait((event.attempt, event.data["event"]))
+        except anyio.WouldBlock:
+            self.dropped += 1
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass  # the call is over
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Forward while the block runs; what is queued when it ends is still sent."""
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._forward)
+            try:
+                yield
+            finally:
+                self._send.close()
+
+    async def _forward(self) -> None:
+        async with self._receive:
+            async for attempt, event in self._receive:
+                message = f"attempt {attempt}: {event.describe()}"
+                total = None if event.total is None else float(event.total)
+                await progress(self._ctx, event.step, total, message)
+
+
+async def progress(ctx: Context[Any, Any], done: float, total: float | None, message: str) -> None:
     """Best effort: a client that asked for no progress, or went away, must not fail a task."""
     try:
         await ctx.report_progress(done, total, message)
@@ -127,6 +174,13 @@ async def running(config: ServerConfig) -> AsyncIterator[ServerState]:
             sandbox_factory=config.sandbox_factory,
         )
         models: dict[str, Model] = {}
+        listeners: dict[str, Callable[[LoopEvent], None]] = {}
+
+        def observe(task_id: str, event: LoopEvent) -> None:
+            listener = listeners.get(task_id)
+            if listener is not None:
+                listener(event)
+
         broker = Broker(
             db=db,
             model=lambda task: models[task.id],
@@ -134,12 +188,13 @@ async def running(config: ServerConfig) -> AsyncIterator[ServerState]:
             sandbox_factory=config.sandbox_factory,
             skill_dirs=config.skill_dirs,
             outputs_dir=artifacts,
+            on_event=observe,
         )
         try:
             async with broker, anyio.create_task_group() as group:
                 group.start_soon(sessions.reap_forever)
                 try:
-                    yield ServerState(sessions, broker, artifacts, models)
+                    yield ServerState(sessions, broker, artifacts, models, listeners)
                 finally:
                     group.cancel_scope.cancel()
         finally:

@@ -33,7 +33,7 @@ import anyio.to_thread
 from execloop.errors import ConfigError
 from execloop.runtime.models.base import Model
 from execloop.runtime.ray_node import NodeAgent
-from execloop.runtime.ray_routing import NodeInfo, choose_node
+from execloop.runtime.ray_routing import NodeInfo, choose_node, gpus_wanted
 from execloop.runtime.task import ErrorKind, Result, Task, TaskStatus
 from execloop.sandboxes.host_offer import image_needed
 
@@ -253,7 +253,8 @@ class RayCluster:
             except ConfigError as exc:
                 return _error(task, f"ConfigError: {exc}", ErrorKind.INVALID_TASK)
             node.info.running += 1
-            node.info.gpus_in_use += len(spec.gpus)
+            gpus = gpus_wanted(spec, on_node=len(node.info.gpus))
+            node.info.gpus_in_use += gpus
             try:
                 raw = await self._call(node, task.model_dump_json(), model, dirs)
             except _NodeLost:
@@ -263,7 +264,7 @@ class RayCluster:
                 return _error(task, f"ConfigError: {exc}", ErrorKind.INVALID_TASK)
             finally:
                 node.info.running -= 1
-                node.info.gpus_in_use -= len(spec.gpus)
+                node.info.gpus_in_use -= gpus
                 async with self._changed:
                     self._changed.notify_all()
             with contextlib.suppress(Exception):

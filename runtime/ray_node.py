@@ -23,7 +23,7 @@ import anyio.to_thread
 from execloop.errors import ExecloopError
 from execloop.runtime.loop import SubAgent
 from execloop.runtime.models.base import Model, ModelReply, ModelRequest
-from execloop.runtime.ray_routing import GpuIds, with_gpus
+from execloop.runtime.ray_routing import GpuIds, gpus_wanted, with_gpus
 from execloop.runtime.skills import resolve_skill
 from execloop.runtime.task import ErrorKind, Result, Task, TaskStatus
 from execloop.sandboxes import Sandbox, SandboxSpec, create_sandbox
@@ -127,7 +127,9 @@ class NodeAgent:
         try:
             skill = resolve_skill(task.skill, skill_dirs=skill_dirs) if task.skill else None
             spec = skill.sandbox_spec(task.sandbox) if skill else task.sandbox
-            taken = self._gpus.take(len(spec.gpus))
+            taken = self._gpus.take(
+                gpus_wanted(spec, on_node=len(self._gpus.ids)) if spec.gpus else 0
+            )
             factory = _pinned(self._gate, taken) if taken else self._gate
             agent = SubAgent(task, model=model, skill=skill, sandbox_factory=factory)
         except ExecloopError as exc:

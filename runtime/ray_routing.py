@@ -6,8 +6,8 @@ a node that has enough CPUs in total (a sandbox's ``cpus`` is a limit, not a res
 sub-agent mostly waits for its model), enough *free* GPUs (GPUs are handed out, one task each),
 the backend, and the image if its sandbox runs one (``host_offer.image_needed``). Of the nodes
 that fit, the least busy one per CPU wins (a task without GPUs prefers a node without them).
-Under Ray, ``spec.gpus`` says how many GPUs (its length): the ids are the ones Ray gave that
-node, mapped to Docker device requests there (``with_gpus``).
+Under Ray, ``spec.gpus`` says how many GPUs (a count, ``all``, or as many as the ids it pins):
+the ids are the ones Ray gave that node, mapped to Docker device requests there (``with_gpus``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from execloop.errors import ConfigError
 from execloop.sandboxes.spec import SandboxSpec
 
-__all__ = ["GpuIds", "NodeInfo", "choose_node", "why_unfit", "with_gpus"]
+__all__ = ["GpuIds", "NodeInfo", "choose_node", "gpus_wanted", "why_unfit", "with_gpus"]
 
 
 @dataclass
@@ -38,6 +38,16 @@ class NodeInfo:
         return self.running / max(self.cpus, 1.0)
 
 
+def gpus_wanted(spec: SandboxSpec, *, on_node: int) -> int:
+    """How many GPUs ``spec`` asks for on a node with ``on_node`` of them: pinned ids count as
+    their number (the node's own ids replace them), ``all`` as every GPU there (at least one)."""
+    if spec.gpus == "all":
+        return max(on_node, 1)
+    if isinstance(spec.gpus, int):
+        return spec.gpus
+    return len(spec.gpus)
+
+
 def why_unfit(node: NodeInfo, spec: SandboxSpec, *, image: str | None, now: bool) -> str | None:
     """Why ``spec`` cannot run on ``node`` (``now``: counting GPUs in use), or None if it can."""
     if spec.backend not in node.backends:
@@ -45,8 +55,9 @@ def why_unfit(node: NodeInfo, spec: SandboxSpec, *, image: str | None, now: bool
     if spec.cpus > node.cpus:
         return f"{node.cpus:g} CPUs < {spec.cpus:g}"
     free = len(node.gpus) - (node.gpus_in_use if now else 0)
-    if len(spec.gpus) > free:
-        return f"{free} {'free ' if now else ''}GPUs < {len(spec.gpus)}"
+    wanted = gpus_wanted(spec, on_node=len(node.gpus))
+    if wanted > free:
+        return f"{free} {'free ' if now else ''}GPUs < {wanted}"
     if image is not None and image not in node.images:
         return f"no image {image}"
     return None

@@ -1,39 +1,44 @@
-"""A run's report: code-mode tokens against the classic flow's, Critical Steps, and time.
+"""A run's report for people: one sentence per task, then the tables (every column defined once,
+every figure with how it was obtained), a plot of input tokens per turn for both flows on one
+task, Critical Steps, and time.
 
-``write_report`` writes ``report.md`` and ``report.html`` (the same content plus two embedded
-PNG plots) from a ``RunSummary``; the broker fills one from its database. Both files come from
-one list of blocks, so they cannot disagree. ``python -m execloop.runtime.report SUMMARY.json
-OUT_DIR`` does the same for a RunSummary saved as JSON.
-
-Every token figure names who counted it: the classic side is counted by the project's
-tokenizer, the code side is what the model's API reported (``TaskSummary.usage_counted_by``).
-Their ratios therefore cross tokenizers; the report says so.
+``write_report`` writes ``report.md`` and ``report.html`` (the same content, plots embedded) and
+the plots as PNG files beside them (``report.md`` links them), from a ``RunSummary``; the broker
+fills one from its database. Both files come from one list of blocks, so they cannot disagree.
+``python -m execloop.runtime.report SUMMARY.json OUT_DIR`` does the same for a saved summary.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from execloop.runtime.classic import ClassicEstimate, ClassicFlow, input_cost_units
+from execloop.runtime.classic import ClassicEstimate, input_cost_units
 from execloop.runtime.ledger import Usage
+from execloop.runtime.report_model import FlowFigures, RunSummary, StageSummary, TaskSummary
 from execloop.runtime.report_plots import (
     Block,
+    Bullets,
     Heading,
     Plot,
-    Span,
     Table,
-    timeline_png,
     to_html,
     to_markdown,
     tokens_png,
+    turns_png,
 )
-from execloop.runtime.task import ErrorKind, TaskStatus
-from execloop.runtime.tokens import TOKENIZER_NAME
+from execloop.runtime.report_text import (
+    CLASSIC_FLOW,
+    CODE_MODE,
+    METHODS,
+    PARALLEL_ASSUMPTION,
+    how_obtained,
+    task_sentence,
+    unfinished_sentence,
+)
+from execloop.runtime.report_time import critical_path, critical_steps, steps_blocks, time_blocks
 
 __all__ = [
     "RunSummary",
@@ -44,250 +49,258 @@ __all__ = [
     "write_report",
 ]
 
-
-class StageSummary(BaseModel):
-    """One stage of a run: the orchestrator's own steps, then its sub-agents in parallel."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    orchestration_steps: int = Field(default=0, ge=0)
-
-
-class TaskSummary(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    task_id: str
-    status: TaskStatus
-    error_kind: ErrorKind | None = None
-    attempts: int = Field(ge=0)
-    steps: int | None = Field(default=None, ge=0, description="Sub-agent steps; None: attempts.")
-    stage: str = "main"
-    usage: Usage
-    usage_counted_by: str = "model API"
-    classic: ClassicEstimate | None = None
-    started_at: datetime
-    ended_at: datetime
-    scripted: bool = False
-
-    @property
-    def duration_s(self) -> float:
-        return (self.ended_at - self.started_at).total_seconds()
-
-    @property
-    def agent_steps(self) -> int:
-        return self.attempts if self.steps is None else self.steps
-
-
-class RunSummary(BaseModel):
-    """Stages not listed here have no orchestration steps; they are ordered as first seen."""
-
-    model_config = ConfigDict(frozen=True)
-
-    run_id: str
-    tasks: list[TaskSummary]
-    stages: list[StageSummary] = Field(default_factory=list)
-
-
-def critical_steps(run: RunSummary) -> list[tuple[str, int, TaskSummary | None]]:
-    """Per stage: (name, orchestration steps, slowest sub-agent by steps). Critical Steps is
-    Σ over stages of (orchestration steps + the slowest sub-agent's steps)."""
-    stages = {stage.name: stage.orchestration_steps for stage in run.stages}
-    for task in run.tasks:
-        stages.setdefault(task.stage, 0)
-    rows = []
-    for name, orchestration in stages.items():
-        members = [task for task in run.tasks if task.stage == name]
-        slowest = max(members, key=lambda task: task.agent_steps, default=None)
-        rows.append((name, orchestration, slowest))
-    return rows
-
-
-def critical_path(tasks: Sequence[TaskSummary]) -> list[TaskSummary]:
-    """The chain that set the end time: from the last task to end, step back each time to the
-    task that ended last before the current one started (what it waited for, by the clock)."""
-    if not tasks:
-        return []
-    path = [max(tasks, key=lambda task: task.ended_at)]
-    while True:
-        start = path[-1].started_at
-        # started strictly earlier: zero-length tasks cannot loop
-        before = [t for t in tasks if t.ended_at <= start and t.started_at < start]
-        if not before:
-            return path[::-1]
-        path.append(max(before, key=lambda task: task.ended_at))
-
-
-_Pick = Callable[[ClassicEstimate], ClassicFlow]
-_FLOWS: list[tuple[str, _Pick]] = [("seq.", lambda e: e.sequential), ("par.", lambda e: e.parallel)]
+TURNS_PNG = "report-turns.png"
+TOKENS_PNG = "report-tokens.png"
 
 
 def write_report(run: RunSummary, out_dir: Path) -> list[Path]:
-    """Write report.md and report.html into ``out_dir``; return their paths."""
-    paired = [(t, t.classic) for t in run.tasks if t.classic is not None]
-    code = _counted_by({t.usage_counted_by for t in run.tasks}, "-")
-    tok = _counted_by({e.tokenizer for _, e in paired}, TOKENIZER_NAME)
-    blocks: list[Block] = [Heading(1, f"execloop run {run.run_id}")]
+    """Write report.md and report.html (and the plots' PNG files) into ``out_dir``; return the
+    two reports' paths."""
+    paired = [(t, f) for t in run.tasks if (f := t.classic_figures) is not None]
+    blocks: list[Block] = [Heading(1, f"execloop run {run.run_id}"), _facts(run)]
     if any(task.scripted for task in run.tasks):
-        blocks.append("**Scripted model**: tasks marked (scripted) were answered by a script.")
-    blocks.append(
-        f"Classic-flow figures are counted by {tok[1:-1]}; code-mode figures are as counted "
-        f"by {code[1:-1]}. Ratios are classic / code and cross the two counts. "
-        f"{len(paired)} of {len(run.tasks)} tasks have a classic estimate; classic totals and "
-        "all ratios cover those tasks."
-    )
-    blocks += _token_blocks(run, paired, code, tok)
-    blocks += _cost_blocks(paired, code, tok)
-    blocks += _steps_blocks(run)
-    blocks += _time_blocks(run)
+        blocks.append(
+            "**Scripted model**: every task marked (scripted) was answered by replies recorded "
+            "in advance and played back; no LLM was called."
+        )
+    blocks += [Heading(2, "What happened"), CLASSIC_FLOW, CODE_MODE, _mix(run)]
+    blocks.append(Bullets([task_sentence(task) for task in run.tasks]))
+    if run.unfinished:
+        blocks.append(Bullets([unfinished_sentence(task) for task in run.unfinished]))
+    blocks += _turns_blocks(paired)
+    blocks += _tasks_blocks(run)
+    blocks += _token_blocks(run, paired)
+    blocks += _cost_blocks(paired)
+    blocks += _checks_blocks(run)
+    blocks += steps_blocks(run)
+    blocks += time_blocks(run)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for block in blocks:
+        if isinstance(block, Plot) and block.file:
+            (out_dir / block.file).write_bytes(block.png)
     markdown, page = out_dir / "report.md", out_dir / "report.html"
     markdown.write_text(to_markdown(blocks), encoding="utf-8")
     page.write_text(to_html(run.run_id, blocks), encoding="utf-8")
     return [markdown, page]
 
 
-def _token_blocks(
-    run: RunSummary, paired: list[tuple[TaskSummary, ClassicEstimate]], code: str, tok: str
-) -> list[Block]:
-    headers = ["task", "status", "attempts", f"code input {code}", f"code output {code}"]
-    for name, _ in _FLOWS:
-        headers += [f"classic {name} rounds", f"classic {name} input {tok}"]
-        headers += [f"classic {name} output {tok}", f"{name} ratio (input)"]
-    rows: list[list[str]] = []
+def _facts(run: RunSummary) -> str:
+    started = "" if run.started_at is None else f"Run started {run.started_at:%Y-%m-%d %H:%M} UTC; "
+    models = sorted({t.model for t in run.tasks if t.model and not t.scripted})
+    if any(task.scripted for task in run.tasks):
+        models.append("scripted (recorded replies played back, no LLM called)")
+    backends = sorted({task.backend for task in run.tasks if task.backend})
+    passed = sum(task.status.value == "passed" for task in run.tasks)
+    text = (
+        f"{started}report written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. "
+        f"Model: {', '.join(models) or run.model or 'not recorded'}. Sandbox backend: "
+        f"{', '.join(backends) or 'not recorded'}. Tasks: {len(run.tasks) + len(run.unfinished)}: "
+        f"{passed} passed, {len(run.tasks) - passed} finished without passing, "
+        f"{len(run.unfinished)} unfinished."
+    )
+    return text[0].upper() + text[1:]
+
+
+def _mix(run: RunSummary) -> str:
+    calls = [t.classic.calls for t in run.tasks if t.classic is not None]
+    with_calls = [n for n in calls if n > 0]
+    if not calls:
+        return "No task has a record of its tool calls."
+    low, high = min(with_calls, default=0), max(with_calls, default=0)
+    spread = f" ({low} to {high} calls each)" if low < high else f" ({high} calls)" * bool(high)
+    return (
+        f"The mix: {len(with_calls)} of {len(calls)} tasks called tools{spread}; "
+        f"{len(calls) - len(with_calls)} called none. In one sentence each:"
+    )
+
+
+def _turns_blocks(paired: list[tuple[TaskSummary, FlowFigures]]) -> list[Block]:
+    """Cumulative input per turn, both flows, on the task with the most classic turns."""
+    shown = [(t, f) for t, f in paired if len(f.request_input_tokens) > 1]
+    if not shown:
+        return []
+    task, classic = max(shown, key=lambda pair: len(pair[1].request_input_tokens))
+    code = task.code_figures
+    series = {f"classic flow ({how_obtained(classic)})": list(classic.request_input_tokens)}
+    series[f"code mode ({how_obtained(code)})"] = list(
+        code.request_input_tokens or [code.usage.total_input_tokens]
+    )
+    title = f"{task.task_id}: input tokens so far, turn by turn"
+    turns = len(classic.request_input_tokens)
+    return [
+        Heading(2, "Input tokens turn by turn"),
+        f"On {task.task_id}, the classic flow takes {turns} turns (one per tool call, then the "
+        "answer) and re-reads the growing conversation on each, so its running total grows "
+        "with the square of the calls; code mode takes one turn per attempt.",
+        Plot(
+            f"{task.task_id}: cumulative input tokens per turn, both flows",
+            turns_png(series, title=title),
+            file=TURNS_PNG,
+        ),
+    ]
+
+
+def _tasks_blocks(run: RunSummary) -> list[Block]:
+    rows = []
     for task in run.tasks:
         status = task.status.value + (f" ({task.error_kind.value})" if task.error_kind else "")
-        row = [task.task_id, status + (" (scripted)" if task.scripted else "")]
-        row += [str(task.attempts), _n(task.usage.total_input_tokens), _n(task.usage.output_tokens)]
-        for _, pick in _FLOWS:
-            row += _flow_cells(task.usage, None if task.classic is None else pick(task.classic))
+        passed = (
+            f"{sum(c.passed for c in task.checks)} of {len(task.checks)}" if task.checks else "-"
+        )
+        calls = "-" if task.classic is None else str(task.classic.calls)
+        model = " ".join(filter(None, [task.model, "(scripted)" if task.scripted else ""]))
+        rows.append([task.task_id, status, str(task.attempts), passed, calls, model, task.backend])
+    rows += [
+        [t.task_id, f"unfinished ({t.state})", "-", "-", "-", "-", "-"] for t in run.unfinished
+    ]
+    headers = ["task", "result", "attempts", "checks passed", "tool calls", "model", "backend"]
+    return [
+        Heading(2, "Tasks"),
+        Table(headers, rows),
+        Bullets(
+            [
+                "**result**: passed (every check passed, re-checked in a fresh sandbox), failed "
+                "(attempts used up), budget_exhausted, error, or unfinished (no result yet).",
+                "**attempts**: scripts the model wrote for the task.",
+                "**tool calls**: calls the passing (or last) script made to the host's tools.",
+                "**model**: who wrote the scripts; (scripted) means replies played back.",
+                "**backend**: the sandbox the scripts ran in.",
+            ]
+        ),
+    ]
+
+
+def _ratio(classic: float, code: float) -> str:
+    return f"{classic / code:,.1f}x" if code else "-"
+
+
+def _token_blocks(run: RunSummary, paired: list[tuple[TaskSummary, FlowFigures]]) -> list[Block]:
+    headers = [
+        "task",
+        "code mode: input",
+        "code mode: output",
+        "code mode: how obtained",
+        "classic: turns",
+        "classic: input",
+        "classic: output",
+        "classic: how obtained",
+        "classic ÷ code (input)",
+        "classic, calls batched: input",
+    ]
+    rows: list[list[str]] = []
+    for task in run.tasks:
+        code = task.code_figures
+        row = [task.task_id, _n(code.usage.total_input_tokens), _n(code.usage.output_tokens)]
+        row.append(how_obtained(code))
+        classic = task.classic_figures
+        if classic is None:
+            rows.append(row + ["-"] * 6)
+            continue
+        turns = "-" if classic.tool_rounds is None else str(classic.tool_rounds + 1)
+        row += [turns, _n(classic.usage.total_input_tokens), _n(classic.usage.output_tokens)]
+        row += [how_obtained(classic)]
+        row.append(_ratio(classic.usage.total_input_tokens, code.usage.total_input_tokens))
+        row.append(_parallel_input(task.classic))
         rows.append(row)
     code_total = sum((t.usage for t in run.tasks), Usage())
     paired_code = sum((t.usage for t, _ in paired), Usage())
-    total = ["**total**", "", str(sum(t.attempts for t in run.tasks))]
-    total += [_n(code_total.total_input_tokens), _n(code_total.output_tokens)]
-    for _, pick in _FLOWS:
-        usage = sum((pick(e).uncached for _, e in paired), Usage())
-        total += ["", _n(usage.total_input_tokens), _n(usage.output_tokens)]
-        total.append(_x(usage.total_input_tokens, paired_code.total_input_tokens))
+    classic_total = sum((f.usage for _, f in paired), Usage())
+    parallel = sum((t.classic.parallel.uncached for t, _ in paired if t.classic), Usage())
+    total = ["**total**", _n(code_total.total_input_tokens), _n(code_total.output_tokens), ""]
+    total += ["", _n(classic_total.total_input_tokens), _n(classic_total.output_tokens), ""]
+    total += [_ratio(classic_total.total_input_tokens, paired_code.total_input_tokens)]
+    total.append(_n(parallel.total_input_tokens))
     blocks: list[Block] = [
         Heading(2, "Tokens per task"),
-        "Input = every input token (cache reads and writes included); classic without caching.",
         Table(headers, [*rows, total]),
+        Bullets(
+            [
+                "**input**: every token the model read over all its turns (cache reads and "
+                "writes included); the classic flow's without prompt caching.",
+                "**output**: every token the model wrote: scripts in code mode; tool calls and "
+                "the answer in the classic flow.",
+                "**how obtained**: "
+                + "; ".join(f"{m.value}: {w}" for m, w in METHODS.items())
+                + ". The tokenizer or API that counted the figure is named after it.",
+                "**turns**: model requests of the classic flow: one per tool call, plus the "
+                "answer.",
+                "**classic ÷ code (input)**: how many times code mode's input the classic flow "
+                f"reads; the total covers the {len(paired)} of {len(run.tasks)} tasks with a "
+                "classic figure.",
+                f"**classic, calls batched**: {PARALLEL_ASSUMPTION}; always estimated.",
+            ]
+        ),
     ]
     if paired:
         series = {
-            f"code {code}": [t.usage.total_tokens for t, _ in paired],
-            f"classic sequential {tok}": [e.sequential.uncached.total_tokens for _, e in paired],
-            f"classic parallel {tok}": [e.parallel.uncached.total_tokens for _, e in paired],
+            "code mode": [t.usage.total_tokens for t, _ in paired],
+            "classic flow": [f.usage.total_tokens for _, f in paired],
+            "classic, calls batched": [
+                t.classic.parallel.uncached.total_tokens if t.classic else 0 for t, _ in paired
+            ],
         }
-        title = f"Tokens per task, input + output, classic without caching\n{tok}"
+        title = "Tokens per task (input + output), classic without prompt caching"
         png = tokens_png([t.task_id for t, _ in paired], series, title=title, ylabel="tokens")
-        blocks.append(Plot("Tokens per task: code vs classic sequential vs parallel", png))
+        blocks.append(Plot("Tokens per task: code mode vs the classic flow", png, TOKENS_PNG))
     return blocks
 
 
-def _cost_blocks(
-    paired: list[tuple[TaskSummary, ClassicEstimate]], code: str, tok: str
-) -> list[Block]:
-    headers = ["task", f"code {code}"]
-    for name, _ in _FLOWS:
-        headers += [f"classic {name} no cache {tok}", f"classic {name} cached {tok}"]
-        headers.append(f"{name} ratio (cached)")
+def _parallel_input(estimate: ClassicEstimate | None) -> str:
+    return "-" if estimate is None else _n(estimate.parallel.uncached.total_input_tokens)
+
+
+def _cost_blocks(paired: list[tuple[TaskSummary, FlowFigures]]) -> list[Block]:
+    headers = [
+        "task",
+        "code mode",
+        "classic, no caching",
+        "classic, cached",
+        "classic, calls batched, cached",
+        "classic cached ÷ code",
+    ]
     rows = []
-    for label, pairs in [*[(t.task_id, [(t, e)]) for t, e in paired], ("**total**", paired)]:
-        actual = sum(input_cost_units(t.usage) for t, _ in pairs)
-        row = [label, _n(actual)]
-        for _, pick in _FLOWS:
-            cached = sum(pick(e).cached_cost_units for _, e in pairs)
-            row += [_n(sum(pick(e).uncached_cost_units for _, e in pairs)), _n(cached)]
-            row.append(_x(cached, actual))
-        rows.append(row)
+    for label, pairs in [*[(t.task_id, [(t, f)]) for t, f in paired], ("**total**", paired)]:
+        code = sum(input_cost_units(t.usage) for t, _ in pairs)
+        uncached = sum(input_cost_units(f.usage) for _, f in pairs)
+        cached = sum(input_cost_units(f.cached or f.usage) for _, f in pairs)
+        batched = sum(t.classic.parallel.cached_cost_units for t, _ in pairs if t.classic)
+        rows.append([label, _n(code), _n(uncached), _n(cached), _n(batched), _ratio(cached, code)])
     return [
-        Heading(2, "Input cost units"),
-        "Input side only, in units of one uncached input token: input 1.0, cache read 0.1, "
-        "cache write 1.25. Output tokens are in the table above: their price depends on the model.",
+        Heading(2, "Input cost with prompt caching"),
         Table(headers, rows),
+        Bullets(
+            [
+                "Every figure is input cost in units of one plain input token: a token read "
+                "from the prompt cache costs 0.1, one written to it 1.25 (Anthropic's prices). "
+                "Output is left out: its price depends on the model (see the table above).",
+                "**code mode**: as the model's requests were sent (cached where the API cached).",
+                "**classic, cached**: each turn reads the previous turn's whole prompt from the "
+                "cache and writes only what was appended.",
+            ]
+        ),
     ]
 
 
-def _steps_blocks(run: RunSummary) -> list[Block]:
-    stages = critical_steps(run)
-    rows = []
-    for name, orchestration, slowest in stages:
-        steps = 0 if slowest is None else slowest.agent_steps
-        label = "-" if slowest is None else f"{slowest.task_id} ({steps})"
-        rows.append([name, str(orchestration), label, str(orchestration + steps)])
-    critical = sum(int(row[3]) for row in rows)
-    every = sum(o for _, o, _ in stages) + sum(t.agent_steps for t in run.tasks)
-    headers = ["stage", "orchestration steps", "slowest sub-agent (steps)", "critical steps"]
-    return [
-        Heading(2, "Critical Steps"),
-        "Critical Steps = Σ over stages of (orchestration steps + the slowest sub-agent's steps).",
-        Table(headers, [*rows, ["**Critical Steps**", "", "", str(critical)]]),
-        f"Steps taken by all agents: {every}; on the critical path: {critical}.",
-    ]
-
-
-def _time_blocks(run: RunSummary) -> list[Block]:
-    if not run.tasks:
-        return []
-    origin = min(task.started_at for task in run.tasks)
-    wall = (max(task.ended_at for task in run.tasks) - origin).total_seconds()
-    serial = sum(task.duration_s for task in run.tasks)
-    path = critical_path(run.tasks)
-    on_path = {id(task) for task in path}
-    speedup = f"{serial / wall:.2f}x" if wall > 0 else "-"
-    spans = [
-        Span(
-            label=task.task_id,
-            start_s=(task.started_at - origin).total_seconds(),
-            end_s=(task.ended_at - origin).total_seconds(),
-            critical=id(task) in on_path,
-        )
-        for task in run.tasks
-    ]
+def _checks_blocks(run: RunSummary) -> list[Block]:
     rows = [
-        [span.label, task.stage, str(task.agent_steps), f"{span.start_s:.1f}", f"{span.end_s:.1f}"]
-        for span, task in zip(spans, run.tasks, strict=True)
+        [task.task_id, check.name, "passed" if check.passed else "failed", check.reason or ""]
+        for task in run.tasks
+        for check in task.checks
     ]
-    for row, task in zip(rows, run.tasks, strict=True):
-        row += [f"{task.duration_s:.1f}", "yes" if id(task) in on_path else ""]
-    chain = " → ".join(f"{task.task_id} ({task.duration_s:.1f} s)" for task in path)
-    title = f"Run {run.run_id}: tasks over time, critical path in red"
+    if not rows:
+        return []
+    goals = [f"**{task.task_id}**: {task.goal}" for task in run.tasks if task.goal]
     return [
-        Heading(2, "Time"),
-        Table(
-            ["serial time (Σ task durations)", "wall time", "speedup"],
-            [[f"{serial:.1f} s", f"{wall:.1f} s", speedup]],
-        ),
-        f"Critical path (what the end time waited for, by the clock): {chain}.",
-        Table(["task", "stage", "steps", "start (s)", "end (s)", "duration (s)", "critical"], rows),
-        Plot(
-            "Timeline: tasks over time, critical path highlighted", timeline_png(spans, title=title)
-        ),
+        Heading(2, "Goals and checks"),
+        Bullets(goals),
+        Table(["task", "check", "outcome", "reason"], rows),
+        "The checks are each task's fixed specification; the runtime runs them itself and, "
+        "before a task passes, runs them again on its outputs in a fresh sandbox.",
     ]
-
-
-def _counted_by(names: set[str], default: str) -> str:
-    """The label put beside figures: who counted them."""
-    return "[" + ", ".join(sorted(names) or [default]) + "]"
-
-
-def _flow_cells(actual: Usage, flow: ClassicFlow | None) -> list[str]:
-    if flow is None:
-        return ["-"] * 4
-    classic = flow.uncached
-    ratio = _x(classic.total_input_tokens, actual.total_input_tokens)
-    return [str(flow.rounds), _n(classic.total_input_tokens), _n(classic.output_tokens), ratio]
 
 
 def _n(value: float) -> str:
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
-
-
-def _x(classic: float, actual: float) -> str:
-    return f"{classic / actual:.1f}x" if actual else "-"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

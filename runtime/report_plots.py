@@ -1,5 +1,5 @@
-"""How the report looks: its blocks rendered as Markdown and as HTML, and its two plots as PNG
-bytes (tokens per task; the run's timeline).
+"""How the report looks: its blocks rendered as Markdown and as HTML, and its plots as PNG bytes
+(cumulative input tokens per turn; tokens per task; the run's timeline).
 
 Nothing here knows about runs: the blocks hold text and the plots take plain numbers.
 ``Figure`` is used without pyplot: no global state, no GUI backend, safe in threads.
@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import html
 import io
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Block",
+    "Bullets",
     "Heading",
     "Plot",
     "Span",
@@ -32,6 +34,7 @@ __all__ = [
     "to_html",
     "to_markdown",
     "tokens_png",
+    "turns_png",
 ]
 
 # Beyond this spread between the largest and smallest bar, a linear axis flattens the small ones.
@@ -56,12 +59,20 @@ class Table:
 
 
 @dataclasses.dataclass(frozen=True)
-class Plot:  # shown by the HTML only
+class Bullets:
+    items: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plot:
+    """Embedded in the HTML; the Markdown links ``file`` (written beside it) when it is set."""
+
     alt: str
     png: bytes
+    file: str = ""
 
 
-Block = Heading | Table | Plot | str
+Block = Heading | Table | Bullets | Plot | str
 
 
 class Span(BaseModel):
@@ -105,6 +116,38 @@ def tokens_png(
     return _png(figure)
 
 
+def turns_png(series: Mapping[str, Sequence[int]], *, title: str) -> bytes:
+    """One line per series: the running total of input tokens after each model turn. A series
+    that ended sooner stays flat (dashed) to the end: it read nothing more."""
+    figure = _figure(width=8.0, height=4.5)
+    axes = figure.add_subplot()
+    totals = {name: list(itertools.accumulate(per_turn)) for name, per_turn in series.items()}
+    longest = max(map(len, totals.values()), default=1)
+    for number, (name, values) in enumerate(totals.items()):
+        color = SERIES_COLORS[number % len(SERIES_COLORS)]
+        turns = range(1, len(values) + 1)
+        axes.plot(turns, values, marker="o", markersize=3, label=name, color=color)
+        if values and len(values) < longest:
+            axes.plot([len(values), longest], [values[-1]] * 2, linestyle="--", color=color)
+        if values:
+            axes.annotate(
+                f"{values[-1]:,}",
+                (longest, values[-1]),
+                fontsize=8,
+                color=color,
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+            )
+    axes.set_xlim(0.5, longest * 1.12 + 0.5)  # room for the totals written at the right
+    axes.set_xlabel("model turn (request)")
+    axes.set_ylabel("input tokens so far")
+    axes.set_title(title, fontsize=10, wrap=True)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="upper left")
+    return _png(figure)
+
+
 def timeline_png(spans: Sequence[Span], *, title: str) -> bytes:
     """A Gantt chart, first-started at the top, the critical path in its own colour."""
     ordered = sorted(spans, key=lambda span: (span.start_s, span.end_s))
@@ -143,8 +186,11 @@ def to_markdown(blocks: list[Block]) -> str:
         elif isinstance(block, Table):
             lines += [cells(block.headers), "|" + "---|" * len(block.headers)]
             lines += [cells(row) for row in block.rows]
+        elif isinstance(block, Bullets):
+            lines += [f"- {item}" for item in block.items]
         elif isinstance(block, Plot):
-            lines.append(f"Plot in report.html: {block.alt}.")
+            shown = f"![{block.alt}]({block.file})"
+            lines.append(shown if block.file else f"Plot in report.html: {block.alt}.")
         else:
             lines.append(block)
         lines.append("")
@@ -166,6 +212,8 @@ def to_html(run_id: str, blocks: list[Block]) -> str:
         elif isinstance(block, Table):
             rows = "".join(row(items, "td") for items in block.rows)
             body.append(f"<table>{row(block.headers, 'th')}{rows}</table>")
+        elif isinstance(block, Bullets):
+            body.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in block.items) + "</ul>")
         elif isinstance(block, Plot):
             data = base64.b64encode(block.png).decode("ascii")
             body.append(f'<img alt="{html.escape(block.alt)}" src="data:image/png;base64,{data}">')

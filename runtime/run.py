@@ -24,6 +24,7 @@ from execloop.runtime.host_files import read_script
 from execloop.runtime.host_workspace import HostWorkspace
 from execloop.runtime.inputs import SCRIPT_NAME, Inputs
 from execloop.sandboxes import Artifact, ExecResult, Manifest, Sandbox, create_sandbox
+from execloop.sandboxes.progress import OnProgress, ProgressReader, check_on_progress
 from execloop.sandboxes.spec import SandboxSpec, coerce_spec
 from execloop.sandboxes.streaming import OnOutput
 
@@ -67,6 +68,7 @@ async def run_script_async(
     args: tuple[str, ...] = (),
     on_exec: Callable[[ExecResult], None] | None = None,
     on_output: OnOutput | None = None,
+    on_progress: OnProgress | None = None,
     out_dir: Path | None = None,
 ) -> ScriptRun:
     """Upload ``inputs`` (host files and directories, laid out by ``Inputs``), ``files`` and
@@ -76,6 +78,8 @@ async def run_script_async(
     Nothing is overwritten: ``main.py`` is reserved, and in a host workspace
     (``spec.workspace_dir``, locked for the run) existing files are never replaced.
     ``on_output(stream, text)`` sees the script's output as it prints (``Sandbox.exec``);
+    ``on_progress(event)`` each ``ProgressEvent`` it reports (``execloop_progress.report``;
+    ``on_output`` then sees its output without those lines);
     ``on_exec`` sees the result as soon as the script ends (before the listing and teardown);
     ``out_dir`` (a new or empty host directory) receives the workspace, script included."""
     if not isinstance(source, str | bytes):
@@ -83,6 +87,13 @@ async def run_script_async(
     if files is not None and not isinstance(files, Mapping):
         raise ConfigError(f"files must be a {{name: content}} mapping, not {type(files).__name__}")
     spec = coerce_spec(spec)
+    if spec.checkpoint_size is not None:  # a one-off run has no attempts to resume
+        raise ConfigError(
+            "checkpoint_size asks for a task's checkpoint directory, which a single run does "
+            "not have: use a task (SubAgent, the broker, `execloop task`), or mount a host "
+            "directory with checkpoint_dir"
+        )
+    on_progress = check_on_progress(on_progress)
     script = source.encode() if isinstance(source, str) else source
     extra = {name: _content(name, content) for name, content in (files or {}).items()}
     collected = Inputs.collect(inputs)
@@ -106,7 +117,14 @@ async def run_script_async(
         sandbox = await stack.enter_async_context(create_sandbox(spec))
         await staged.upload(sandbox)
         await sandbox.upload({**extra, SCRIPT_NAME: script})
-        result = await sandbox.exec_file(SCRIPT_NAME, args=args, on_output=on_output)
+        reader = None
+        if on_progress is not None:  # progress lines are read from the streamed output
+            reader = ProgressReader(on_progress, on_output=on_output)
+        result = await sandbox.exec_file(
+            SCRIPT_NAME, args=args, on_output=on_output if reader is None else reader.feed
+        )
+        if reader is not None:
+            reader.close()
         if on_exec is not None:
             on_exec(result)
         ended = sandbox.ended  # the script (or a deadline) ended the session
@@ -154,6 +172,7 @@ def run_script(
     args: tuple[str, ...] = (),
     on_exec: Callable[[ExecResult], None] | None = None,
     on_output: OnOutput | None = None,
+    on_progress: OnProgress | None = None,
     out_dir: Path | None = None,
 ) -> ScriptRun:
     """Synchronous ``run_script_async``; ``source`` may be code or a path to a script (sent
@@ -174,6 +193,7 @@ def run_script(
             args=args,
             on_exec=on_exec,
             on_output=on_output,
+            on_progress=on_progress,
             out_dir=out_dir,
         )
     )

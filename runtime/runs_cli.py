@@ -6,15 +6,22 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from execloop.errors import ConfigError, ExecloopError
 from execloop.runtime.task import Result, TaskStatus
+from execloop.runtime.terminal import printable
+from execloop.sandboxes.progress import ProgressEvent
+
+if TYPE_CHECKING:
+    from execloop.runtime.store import TaskStore
 
 __all__ = ["demo_command", "report_command", "runs_command"]
 
@@ -28,8 +35,8 @@ def _results_table(results: list[Result], title: str) -> Table:
         "status",
         "attempts",
         "checks",
-        "tokens in/out",
-        "classic in (seq.)",
+        "input/output tokens",
+        "classic flow input (estimated)",
         title=title,
         title_justify="left",
     )
@@ -79,20 +86,20 @@ def _first_execloop_error(error: BaseException) -> ExecloopError | None:
 )
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True)
 def demo_command(out_dir: Path, concurrency: int) -> None:
-    """Keyless demo: every built-in skill's example, and a task calling host tools, solved
-    through the broker by SCRIPTED models (replies replayed, not generated), checked in Docker
-    sandboxes, with the token ledger's report. Re-run on the same --out after a crash, it
-    resumes the crashed run's unfinished tasks."""
+    """Keyless demo: a realistic mix, mostly tasks calling a shop's host tools (5 to 20 calls
+    each) plus every built-in skill's example, solved through the broker by SCRIPTED models
+    (replies replayed, not generated), checked in Docker sandboxes, with the token ledger's
+    report. Re-run on the same --out after a crash, it resumes the crashed run's unfinished
+    tasks."""
     from execloop.runtime.broker import Broker, summarize_run
-    from execloop.runtime.demo import demo_model, demo_registry, demo_tasks
+    from execloop.runtime.demo import demo_mix, demo_model, demo_registry, demo_tasks
     from execloop.runtime.report import RunSummary, write_report
     from execloop.runtime.store import TaskStore
 
     store = TaskStore(_writable_dir(out_dir, "--out") / "execloop.db")  # refused before work
     tasks = demo_tasks()
     console.print(
-        f"[yellow]SCRIPTED MODEL: {len(tasks)} tasks whose replies are replayed from the skills' "
-        "worked examples and a tools example (no LLM is called).[/]"
+        f"[yellow]SCRIPTED MODEL: {demo_mix()}; every reply is replayed, no LLM is called.[/]"
     )
 
     async def main() -> tuple[str, list[Result], list[Result], RunSummary]:
@@ -162,13 +169,21 @@ _db_option = click.option(
 
 
 @click.command("runs")
+@click.argument("run_id", required=False)
 @_db_option
 @click.option("--json", "as_json", is_flag=True)
-def runs_command(db: Path, as_json: bool) -> None:
-    """List the broker runs recorded in DB."""
+def runs_command(run_id: str | None, db: Path, as_json: bool) -> None:
+    """List the broker runs recorded in DB; with RUN_ID, that run's tasks and the progress
+    their scripts reported (the latest events and a thinned history; all of it with --json)."""
     from execloop.runtime.store import TaskStore
 
     store = TaskStore(db, read_only=True)
+    if run_id is not None:
+        try:
+            _show_run(store, run_id, db, as_json)
+        finally:
+            store.close()
+        return
     rows = []
     for run in store.runs():
         results = [store.result(t.id) for t in store.tasks(run["id"])]
@@ -188,6 +203,36 @@ def runs_command(db: Path, as_json: bool) -> None:
     table = Table("run", "tasks", "with a result", "passed")
     for row in rows:
         table.add_row(row["run"], str(row["tasks"]), str(row["done"]), str(row["passed"]))
+    out.print(table)
+
+
+def _show_run(store: TaskStore, run_id: str, db: Path, as_json: bool) -> None:
+    if run_id not in {run["id"] for run in store.runs()}:
+        raise ConfigError(f"no run {run_id!r} in {db}; `execloop runs --db {db}` lists them")
+    rows: list[dict[str, Any]] = []
+    for task in store.tasks(run_id):
+        result = store.result(task.id)
+        rows.append(
+            {
+                "task": task.id,
+                "state": task.state,
+                "status": None if result is None else result.status.value,
+                "attempts": None if result is None else result.attempts,
+                "progress": [r.model_dump(mode="json") for r in store.progress(task.id)],
+            }
+        )
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("task", "status", "attempts", "latest progress", "events kept")
+    for row in rows:
+        latest = row["progress"][-1] if row["progress"] else None
+        shown = "-"
+        if latest is not None:
+            event = ProgressEvent.model_validate(latest["event"])
+            shown = f"attempt {latest['attempt']}: {event.describe()}"
+        cells = (row["task"], row["status"] or row["state"], str(row["attempts"] or "-"), shown)
+        table.add_row(*(Text(printable(cell)) for cell in cells), str(len(row["progress"])))
     out.print(table)
 
 

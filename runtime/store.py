@@ -1,11 +1,12 @@
 """Everything a broker does, persisted in SQLite (WAL) as it happens, so a crash loses nothing.
 
-One row per task, per attempt, per tool call and per result. ``results.task_id`` is the
-primary key and a result is only inserted by the task's current owner: a task can never end
-with two results, whatever restarts or races happen. Each unfinished task names its owner
-(a broker, see ``execloop.runtime.ownership``) and the time its lease expires; ``claim`` takes
-an orphaned task over with a compare-and-swap on both. How the file is opened (schema,
-migration, read-only access, errors) is ``store_db``'s job.
+One row per task, per attempt, per tool call and per result, and a bounded record of the
+progress each attempt's script reported (the latest events, and a thinned history).
+``results.task_id`` is the primary key and a result is only inserted by the task's current
+owner: a task can never end with two results, whatever restarts or races happen. Each
+unfinished task names its owner (a broker, see ``execloop.runtime.ownership``) and the time
+its lease expires; ``claim`` takes an orphaned task over with a compare-and-swap on both.
+How the file is opened (schema, migration, read-only access, errors) is ``store_db``'s job.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from execloop.runtime.store_db import (
     ADDED_COLUMNS,
     mapped_errors,
@@ -27,8 +30,25 @@ from execloop.runtime.store_db import (
     with_error_kind,
 )
 from execloop.runtime.task import AttemptRecord, Result, Task
+from execloop.sandboxes.progress import ProgressEvent
 
-__all__ = ["TaskRow", "TaskStore"]
+__all__ = ["PROGRESS_HISTORY", "PROGRESS_LATEST", "ProgressRecord", "TaskRow", "TaskStore"]
+
+# Progress kept per attempt: the latest events in full, and a history of older ones that is
+# thinned whenever it grows past its size (only every 2nd, 4th, 8th... event is kept, the
+# first always), so it stays spread over the whole run however long it is.
+PROGRESS_LATEST = 50
+PROGRESS_HISTORY = 50
+
+
+class ProgressRecord(BaseModel):
+    """A stored progress event and the attempt (of which launch) it came from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    launch: int
+    attempt: int
+    event: ProgressEvent
 
 
 @dataclass(frozen=True)
@@ -222,6 +242,53 @@ class TaskStore:
     def tool_calls(self, task_id: str) -> list[dict[str, Any]]:
         rows = self._query("SELECT record FROM tool_calls WHERE task_id = ? ORDER BY seq", task_id)
         return [json.loads(r["record"]) for r in rows]
+
+    def add_progress(self, task_id: str, launch: int, attempt: int, event: ProgressEvent) -> None:
+        """Keep one progress event of an attempt (bounded: see ``PROGRESS_LATEST``)."""
+        key = (task_id, launch, attempt)
+        where = "task_id = ? AND launch = ? AND attempt = ?"
+        with self._tx() as db:
+            seq = db.execute(f"SELECT COALESCE(MAX(seq), 0) FROM progress WHERE {where}", key)
+            db.execute(
+                "INSERT INTO progress (task_id, launch, attempt, seq, event) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (*key, seq.fetchone()[0] + 1, event.model_dump_json()),
+            )
+            older = [
+                row[0]
+                for row in db.execute(
+                    f"SELECT seq FROM progress WHERE {where} ORDER BY seq DESC LIMIT -1 OFFSET ?",
+                    (*key, PROGRESS_LATEST),
+                )
+            ]
+            if len(older) > PROGRESS_HISTORY:  # keep every stride-th, first included
+                stride = 2
+                while sum((seq - 1) % stride == 0 for seq in older) > PROGRESS_HISTORY:
+                    stride *= 2
+                db.executemany(
+                    f"DELETE FROM progress WHERE {where} AND seq = ?",
+                    [(*key, seq) for seq in older if (seq - 1) % stride],
+                )
+
+    def progress(self, task_id: str) -> list[ProgressRecord]:
+        """The progress kept for a task, in order (none in a database older than schema 4)."""
+        if not self._query(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", "progress"
+        ):
+            return []
+        rows = self._query(
+            "SELECT launch, attempt, event FROM progress WHERE task_id = ? "
+            "ORDER BY launch, attempt, seq",
+            task_id,
+        )
+        return [
+            ProgressRecord(
+                launch=r["launch"],
+                attempt=r["attempt"],
+                event=ProgressEvent.model_validate_json(r["event"]),
+            )
+            for r in rows
+        ]
 
     # -- results ---------------------------------------------------------------------------
     def put_result(self, result: Result, *, owner: str) -> bool:

@@ -32,10 +32,11 @@ __all__ = [
     "with_error_kind",
 ]
 
-# 1: no task owners (PRAGMA user_version 0); 2: owner + lease_until; 3: results.error_kind
-SCHEMA_VERSION = 3
+# 1: no task owners (PRAGMA user_version 0); 2: owner + lease_until; 3: results.error_kind;
+# 4: progress (a reader does without it in older files)
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_S = 10
-_TABLES = ("runs", "tasks", "attempts", "tool_calls", "results")
+_TABLES = ("runs", "tasks", "attempts", "tool_calls", "results", "progress")
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS runs ("
     " id TEXT PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL, meta TEXT NOT NULL)",
@@ -52,6 +53,9 @@ _SCHEMA = (
     " PRIMARY KEY (task_id, seq))",
     "CREATE TABLE IF NOT EXISTS results ("
     " task_id TEXT PRIMARY KEY, result TEXT NOT NULL, created_at REAL NOT NULL, error_kind TEXT)",
+    "CREATE TABLE IF NOT EXISTS progress ("
+    " task_id TEXT NOT NULL, launch INTEGER NOT NULL, attempt INTEGER NOT NULL,"
+    " seq INTEGER NOT NULL, event TEXT NOT NULL, PRIMARY KEY (task_id, launch, attempt, seq))",
     "CREATE INDEX IF NOT EXISTS tasks_by_run ON tasks (run_id, state)",
 )
 # columns added since schema 1: a broker adds them to an older database; a reader does without

@@ -53,6 +53,11 @@ class Task(BaseModel):
     sandbox: SandboxSpec = SandboxSpec()
     tools: tuple[str, ...] = ()
     budget: Budget = Budget()
+    classic_system: str | None = Field(
+        default=None,
+        description="The classic agent's system prompt, for the ledger's estimate of the "
+        "classic flow (default: execloop's; the tools' schemas are added from the registry).",
+    )
 
     @field_validator("goal")
     @classmethod

@@ -6,10 +6,17 @@ model's responses; this is for what no response reports. Its name is printed bes
 from __future__ import annotations
 
 import functools
+import json
 import warnings
 from typing import Any
 
-__all__ = ["TOKENIZER_NAME", "count_tokens", "load_tokenizer"]
+__all__ = [
+    "TOKENIZER_NAME",
+    "compact_json",
+    "count_tokens",
+    "load_tokenizer",
+    "tool_definition_tokens",
+]
 
 # o200k_base through bpe-openai: its vocabulary ships inside the wheel, so counting works
 # offline. It approximates, not equals, Claude's tokenizer; every figure names it.
@@ -37,3 +44,15 @@ def count_tokens(text: str) -> int:
     if not text:
         return 0
     return len(_encoding().encode(text))
+
+
+def compact_json(value: Any) -> str:
+    """JSON as the bridge and the classic agent send it: no spaces, Unicode kept."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def tool_definition_tokens(name: str, description: str, input_schema: dict[str, Any]) -> int:
+    """One tool definition in a request (``tools``), counted as the JSON sent: every request
+    carries it, so both flows count it the same way."""
+    definition = {"name": name, "description": description, "input_schema": input_schema}
+    return count_tokens(compact_json(definition))

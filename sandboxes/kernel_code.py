@@ -11,13 +11,16 @@ from execloop.sandboxes.kernel_messages import EXIT_MIME
 __all__ = ["HEALTH_EXPRESSION", "REAP_ZOMBIES", "RUN_FILE", "SESSION_HOOKS"]
 
 # Runs a workspace file as __main__ the way the helper does: its globals join the session, its
+# folder comes first on sys.path for the run (inserted: ipykernel has removed the cwd, so
+# index 0 is PYTHONPATH's first entry, e.g. the folder of execloop_progress), its
 # bytes are compiled as Python compiles a file (PEP 263), and SystemExit with anything but an
 # int or None is printed and becomes 1, as Python exits (the kernel only reports str(code)).
 RUN_FILE = """\
 def __execloop_run_file(path, args):
     import os, sys
-    saved = sys.argv, sys.path[:1]
-    sys.argv, sys.path[:1] = [path, *args], [os.path.dirname(path)]
+    saved, folder = sys.argv, os.path.dirname(path)
+    sys.argv = [path, *args]
+    sys.path.insert(0, folder)
     scope = {{"__name__": "__main__", "__file__": path}}
     try:
         with open(path, "rb") as handle:
@@ -30,7 +33,9 @@ def __execloop_run_file(path, args):
             print(exc.code, file=sys.stderr)
             raise SystemExit(1) from None
     finally:
-        sys.argv, sys.path[:1] = saved
+        sys.argv = saved
+        if folder in sys.path:
+            sys.path.remove(folder)
         globals().update((k, v) for k, v in scope.items() if not k.startswith("__"))
 try:
     __execloop_run_file({path!r}, {args!r})

@@ -40,6 +40,7 @@ from execloop.sandboxes.placements.base import Launch, Placement, workspace_owne
 from execloop.sandboxes.placements.bubblewrap import BubblewrapPlacement
 from execloop.sandboxes.placements.container import ContainerPlacement
 from execloop.sandboxes.placements.process import kill_tree, refuse
+from execloop.sandboxes.progress import guest_environment, ship_progress_module
 from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
 from execloop.sandboxes.spec import Placement as PlacementName
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
@@ -54,11 +55,14 @@ def check_placement(spec: SandboxSpec) -> None:
         backend="jupyter",
         unsupported={
             "workspace_size": "the workspace is a host directory, which has no size cap",
+            # a kernel is stateful: a task resumes in it, not from a directory
+            "checkpoint_dir": "use backend='docker' or 'local' for checkpoints",
+            "checkpoint_size": "use backend='docker' or 'local' for checkpoints",
         },
     )
     if spec.placement == "bubblewrap":
         advice = "bubblewrap runs the host's Python; use placement 'docker'"
-        unsupported = {name: advice for name in ("image", "gpus", "runtime")}
+        unsupported = {name: advice for name in ("image", "gpus", "runtime", "labels")}
         unsupported |= detect_cgroups().refusals(instead="use placement 'docker' to limit CPUs")
         refuse(spec, backend="jupyter (bubblewrap)", unsupported=unsupported)
 
@@ -189,7 +193,9 @@ class SandboxKernelProvisioner(KernelProvisionerBase):
         kwargs = await super().pre_launch(cmd=command, **kwargs)
         # only the kernelspec's own variables cross over: the host environment never does
         kernel_env = {name: kwargs["env"][name] for name in self.kernel_spec.env}
-        self._env = {"HOME": "/tmp", "LANG": "C.UTF-8", **kernel_env, **spec.env}
+        env = {"HOME": "/tmp", "LANG": "C.UTF-8", **kernel_env, **spec.env}
+        ship_progress_module(self.control_dir)  # the kernel can import execloop_progress
+        self._env = guest_environment(env, self._where.guest_control_dir(self.control_dir))
         kwargs["env"] = dict(self._env)
         return kwargs
 

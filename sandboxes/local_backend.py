@@ -17,6 +17,7 @@ _UNSUPPORTED = {
     "image": "it runs the host's own Python, not an image; use backend='docker' for images",
     "runtime": "OCI runtimes such as runsc belong to backend='docker'",
     "placement": "placement only applies to backend='jupyter'",
+    "labels": "labels are put on containers: use backend='docker' or 'jupyter'",
 }
 
 

@@ -32,6 +32,9 @@ _UNSUPPORTED = {
     "image": "it runs in execloop's own interpreter; use backend='docker' for images",
     "runtime": "OCI runtimes such as runsc belong to backend='docker'",
     "placement": "placement only applies to backend='jupyter'",
+    "labels": "labels are put on containers: use backend='docker' or 'jupyter'",
+    "checkpoint_dir": "it has no mounts; use backend='docker' or 'local' for checkpoints",
+    "checkpoint_size": "it has no mounts; use backend='docker' or 'local' for checkpoints",
     "cpus": "a host process has no CPU rate limit (only a CPU-time backstop); "
     "use backend='docker' to limit CPUs",
 }

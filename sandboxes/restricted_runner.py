@@ -48,6 +48,7 @@ ALLOWED_MODULES = frozenset(
         "collections",
         "datetime",
         "decimal",
+        "execloop_progress",  # execloop's own (json lines on stdout), shipped by the host
         "fractions",
         "functools",
         "itertools",

@@ -41,7 +41,8 @@ from execloop.sandboxes.base import (
 )
 from execloop.sandboxes.channel import HelperChannel, Reply, private_unix_listener
 from execloop.sandboxes.placements.base import Launch, Placement
-from execloop.sandboxes.spec import SandboxSpec
+from execloop.sandboxes.progress import guest_environment, ship_progress_module
+from execloop.sandboxes.spec import CHECKPOINT_ENV, GUEST_CHECKPOINTS, SandboxSpec
 from execloop.sandboxes.streaming import OnOutput, OutputStream, check_on_output
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
@@ -129,10 +130,17 @@ class HelperSandbox(Sandbox):
 
     def _environment(self) -> dict[str, str]:
         """The environment the helper starts with (the host's is never passed on whole)."""
-        return {"HOME": "/tmp", **self.spec.env}
+        env = {"HOME": "/tmp", **self.spec.env}
+        if self.spec.checkpoint_dir is not None:
+            env[CHECKPOINT_ENV] = GUEST_CHECKPOINTS
+        return env
 
     async def _launch(self, socket_dir: Path) -> None:
-        command, env = self._command(socket_dir), self._environment()
+        command = self._command(socket_dir)
+        # every session can import execloop_progress from its control directory
+        ship_progress_module(socket_dir)
+        guest_dir = self.placement.guest_control_dir(socket_dir)
+        env = guest_environment(self._environment(), guest_dir)
         await self.placement.launch(
             Launch(
                 command=command, control_dir=socket_dir, workspace=self.spec.workspace_dir, env=env

@@ -42,12 +42,15 @@ class ToolCallRecord(BaseModel):
     tool: str
     argument_bytes: int
     result_bytes: int
-    # What a classic agent would have emitted and read back, for the ledger: the compact JSON
-    # (cut at TRACE_TEXT_CHARS) and its exact size in the project's tokenizer.
+    # The compact JSON of the arguments (what a classic agent would have emitted) and of the
+    # value (what the script got), cut at TRACE_TEXT_CHARS, with their exact token counts;
+    # ``text`` is what a classic agent would have read back: the tool's own text rendering.
     arguments: str = ""
     result: str = ""
     argument_tokens: int = 0
     result_tokens: int = 0
+    text: str = ""
+    text_tokens: int = 0
     duration_s: float
     timestamp: datetime
     error_type: str | None = None
@@ -106,12 +109,12 @@ class CallGate:
             self.calls_used += 1
             budgeted = True
             tool = self._check(name, request.get("tool"), arguments)
-            encoded = await self._run(tool, arguments)
+            encoded, text = await self._run(tool, arguments)
         except _Refusal as refusal:
-            self._record(name, argument_text, b"", started, timestamp, refusal, budgeted)
+            self._record(name, argument_text, b"", "", started, timestamp, refusal, budgeted)
             error = {"type": refusal.kind, "message": refusal.message}
             return _dumps({"ok": False, "error": error}) + b"\n"
-        self._record(name, argument_text, encoded, started, timestamp, None, True)
+        self._record(name, argument_text, encoded, text, started, timestamp, None, True)
         return b'{"ok":true,"result":' + encoded + b"}\n"
 
     def _authenticate(self, token: Any) -> None:
@@ -136,11 +139,11 @@ class CallGate:
             )
         return self._tools[name]
 
-    async def _run(self, tool: Tool, arguments: dict[str, Any]) -> bytes:
+    async def _run(self, tool: Tool, arguments: dict[str, Any]) -> tuple[bytes, str]:
         # move_on_after, not fail_after: a TimeoutError raised by the tool itself is its error.
         with anyio.move_on_after(self.call_timeout_s) as scope:
             try:
-                result = await tool.call(arguments)
+                output = await tool.call_output(arguments)
             except ToolFailure as exc:
                 raise _Refusal("tool_error", f"tool {tool.name!r} failed: {exc}") from exc
             except Exception as exc:
@@ -152,7 +155,7 @@ class CallGate:
                 "timeout", f"tool {tool.name!r} timed out after {self.call_timeout_s:g} s"
             )
         try:
-            return _dumps(result)
+            return _dumps(output.value), output.text
         except (TypeError, ValueError) as exc:
             raise _Refusal(
                 "tool_error", f"tool {tool.name!r} returned a value that is not JSON: {exc}"
@@ -163,6 +166,7 @@ class CallGate:
         name: str,
         argument_text: str,
         encoded_result: bytes,
+        text: str,
         started: float,
         timestamp: datetime,
         refusal: _Refusal | None,
@@ -183,6 +187,8 @@ class CallGate:
                 result=result_text[:TRACE_TEXT_CHARS],
                 argument_tokens=count_tokens(argument_text),
                 result_tokens=count_tokens(result_text),
+                text=text[:TRACE_TEXT_CHARS],
+                text_tokens=count_tokens(text),
                 duration_s=time.perf_counter() - started,
                 timestamp=timestamp,
                 error_type=refusal.kind if refusal else None,

@@ -17,7 +17,7 @@ from mcp import types as mcp_types
 from mcp.client.streamable_http import streamable_http_client
 
 from execloop.errors import ConfigError
-from execloop.runtime.bridge.tool import Tool, ToolFailure
+from execloop.runtime.bridge.tool import Tool, ToolFailure, ToolOutput, render_text
 
 __all__ = ["mcp_result_value", "open_http", "open_stdio", "tools_of"]
 
@@ -126,14 +126,19 @@ def _wrap(session: ClientSession, spec: mcp_types.Tool, *, origin: str, prefix: 
     remote_name = spec.name
     output_schema = spec.output_schema
 
-    async def handler(arguments: dict[str, Any]) -> Any:
+    async def output(arguments: dict[str, Any]) -> ToolOutput:
         try:
             result = await session.call_tool(remote_name, arguments)
         except MCPError as exc:
             raise ToolFailure(f"the MCP server refused the call: {exc.error.message}") from exc
         if result.is_error:
             raise ToolFailure(_text_of(result.content) or "the MCP tool reported an error")
-        return mcp_result_value(result, output_schema)
+        # a classic agent reads the text content; structured-only replies get the SDK's rendering
+        value = mcp_result_value(result, output_schema)
+        return ToolOutput(value, _text_of(result.content) if result.content else render_text(value))
+
+    async def handler(arguments: dict[str, Any]) -> Any:
+        return (await output(arguments)).value
 
     return Tool(
         name=prefix + remote_name,
@@ -142,6 +147,7 @@ def _wrap(session: ClientSession, spec: mcp_types.Tool, *, origin: str, prefix: 
         output_schema=_unwrapped_schema(output_schema),
         origin=f"{origin}#{remote_name}",
         handler=handler,
+        output_handler=output,
     )
 
 

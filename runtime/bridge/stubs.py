@@ -17,13 +17,22 @@ import keyword
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from execloop.errors import ConfigError
 from execloop.runtime.bridge import guest
 from execloop.runtime.bridge.tool import Tool
 
-__all__ = ["MODULE_NAME", "function_name", "json_type_hint", "render_module", "render_tool_api"]
+__all__ = [
+    "MODULE_NAME",
+    "ToolDocs",
+    "function_name",
+    "json_type_hint",
+    "render_module",
+    "render_tool_api",
+]
+
+ToolDocs = Literal["full", "summary"]
 
 MODULE_NAME = "execloop_tools"
 # Names the generated module defines itself; a tool must not shadow them.
@@ -181,7 +190,15 @@ def _shape(schema: dict[str, Any], root: dict[str, Any]) -> str:
     return "{" + ", ".join(keys) + "}"
 
 
-def _docstring(tool: Tool, params: list[_Param]) -> str:
+def _summary(tool: Tool) -> str:
+    """The description's first sentence: the listing's docs when ``docs="summary"``."""
+    text = " ".join(tool.description.split()) or f"Call the host tool {tool.name!r}."
+    return re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0]
+
+
+def _docstring(tool: Tool, params: list[_Param], *, summary: bool = False) -> str:
+    if summary:
+        return _summary(tool)
     lines = (tool.description.strip() or f"Call the host tool {tool.name!r}.").splitlines()
     if any(p.doc for p in params):
         lines += ["", "Args:"]
@@ -212,7 +229,7 @@ def _docstring_literal(text: str) -> str:
     return ast.unparse(ast.Module([ast.Expr(ast.Constant(text))], type_ignores=[]))
 
 
-def _function(tool: Tool, ident: str, *, with_body: bool) -> str:
+def _function(tool: Tool, ident: str, *, with_body: bool, summary: bool = False) -> str:
     params = _params(tool.input_schema)
     required = [p for p in params if p.required]
     optional = [p for p in params if not p.required]
@@ -222,7 +239,7 @@ def _function(tool: Tool, ident: str, *, with_body: bool) -> str:
     returns = json_type_hint(tool.output_schema) if tool.output_schema else "Any"
     lines = [
         f"def {ident}({', '.join(parts)}) -> {returns}:",
-        _INDENT + _docstring_literal(_docstring(tool, params)),
+        _INDENT + _docstring_literal(_docstring(tool, params, summary=summary)),
     ]
     if with_body:
         sent = ", ".join(f"{p.name!r}: {p.ident}" for p in params)
@@ -236,7 +253,7 @@ def _function(tool: Tool, ident: str, *, with_body: bool) -> str:
     return source
 
 
-def _functions(tools: list[Tool], *, with_body: bool) -> dict[str, str]:
+def _functions(tools: list[Tool], *, with_body: bool, summary: bool = False) -> dict[str, str]:
     """Function name → source, sorted by tool name."""
     owners: dict[str, str] = {}
     sources: dict[str, str] = {}
@@ -248,19 +265,28 @@ def _functions(tools: list[Tool], *, with_body: bool) -> dict[str, str]:
                 "register one of them with another name or prefix"
             )
         owners[ident] = tool.name
-        sources[ident] = _function(tool, ident, with_body=with_body)
+        sources[ident] = _function(tool, ident, with_body=with_body, summary=summary)
     return sources
 
 
-def render_tool_api(tools: list[Tool]) -> str:
-    """The allowed tools as Python signatures with docstrings, for the model's prompt."""
+def render_tool_api(tools: list[Tool], *, docs: ToolDocs = "full") -> str:
+    """The allowed tools as Python signatures with docstrings, for the model's prompt.
+
+    ``docs="summary"`` keeps each docstring's first sentence only (a shorter prompt; the full
+    docs stay in the sandbox's module, where ``help(name)`` prints them)."""
     if not tools:
         return "# No host tools are available to this task."
-    functions = _functions(tools, with_body=False)
+    functions = _functions(tools, with_body=False, summary=docs == "summary")
     header = (
         f"# Host tools: `from {MODULE_NAME} import {', '.join(functions)}`.\n"
         "# Each call runs on the host and returns decoded JSON; a failure raises "
-        f"{MODULE_NAME}.ToolError.\n\n"
+        f"{MODULE_NAME}.ToolError.\n"
+        + (
+            f"# One-line summaries: `help({MODULE_NAME}.NAME)` in a script prints the full docs.\n"
+            if docs == "summary"
+            else ""
+        )
+        + "\n"
     )
     return header + "\n\n\n".join(functions.values()) + "\n"
 

@@ -32,6 +32,7 @@ __all__ = [
     "AnthropicModel",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT_S",
+    "usage_of",
 ]
 
 log = logging.getLogger("execloop.runtime.models.anthropic")
@@ -93,6 +94,15 @@ class AnthropicModel:
     @property
     def scripted(self) -> bool:
         return False
+
+    @property
+    def client(self) -> anthropic.AsyncAnthropic:
+        """The SDK client every request goes through (the classic agent sends its own)."""
+        return self._client
+
+    def error_of(self, exc: anthropic.AnthropicError) -> ModelError:
+        """The ``ModelError`` for an SDK error, mapped in the one place this adapter does it."""
+        return self._model_error(exc)
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         system, tools = _stable_prefix(request)
@@ -186,20 +196,24 @@ def _reply(message: object, *, attempts: int) -> ModelReply:
             script = value
         else:
             log.warning("submit_script call without a string 'script': %r", calls[0].input)
-    usage = message.usage
     return ModelReply(
         text="\n".join(texts),
         script=script,
-        usage=Usage(
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_read_input_tokens=usage.cache_read_input_tokens or 0,
-            cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
-            requests=1,
-        ),
+        usage=usage_of(message.usage),
         model=message.model,
         stop_reason=message.stop_reason,
         attempts=attempts,
+    )
+
+
+def usage_of(usage: anthropic.types.Usage) -> Usage:
+    """One response's usage (cache fields may be null from compatible providers)."""
+    return Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_input_tokens=usage.cache_read_input_tokens or 0,
+        cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
+        requests=1,
     )
 
 

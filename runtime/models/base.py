@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from execloop.runtime.ledger import Usage
-from execloop.runtime.tokens import count_tokens
+from execloop.runtime.tokens import count_tokens, tool_definition_tokens
 
 __all__ = [
     "Message",
@@ -41,6 +41,11 @@ class ToolDefinition(BaseModel):
     name: str
     description: str
     input_schema: dict[str, Any]
+
+    @functools.cached_property
+    def tokens(self) -> int:
+        """Its size in a request, by the project's tokenizer (``tool_definition_tokens``)."""
+        return tool_definition_tokens(self.name, self.description, self.input_schema)
 
 
 SUBMIT_SCRIPT_TOOL = ToolDefinition(
@@ -73,10 +78,11 @@ class ModelRequest(BaseModel):
 
     @functools.cached_property
     def prompt_tokens(self) -> int:
-        """The prompt's size (system blocks and messages) by the project's tokenizer: the one
-        count of a request, computed once however many readers (loop, scripted models) ask."""
+        """The prompt's size (tool definitions, system blocks and messages) by the project's
+        tokenizer: the one count of a request, computed once however many readers (loop,
+        scripted models) ask. The tools are counted because every request sends them."""
         parts = [*self.system, *(message.content for message in self.messages)]
-        return sum(count_tokens(part) for part in parts)
+        return sum(tool.tokens for tool in self.tools) + sum(count_tokens(p) for p in parts)
 
 
 class ModelReply(BaseModel):

@@ -30,7 +30,7 @@ from execloop.runtime.ledger import Usage
 from execloop.runtime.models import _sdk
 from execloop.runtime.models.base import SUBMIT_SCRIPT_TOOL, ModelReply, ModelRequest
 
-__all__ = ["DEFAULT_MAX_RETRIES", "DEFAULT_TIMEOUT_S", "NO_API_KEY", "OpenAIModel"]
+__all__ = ["DEFAULT_MAX_RETRIES", "DEFAULT_TIMEOUT_S", "NO_API_KEY", "OpenAIModel", "usage_of"]
 
 log = logging.getLogger("execloop.runtime.models.openai")
 
@@ -87,6 +87,15 @@ class OpenAIModel:
     @property
     def scripted(self) -> bool:
         return False
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        """The SDK client every request goes through (the classic agent sends its own)."""
+        return self._client
+
+    def error_of(self, exc: openai.OpenAIError) -> ModelError:
+        """The ``ModelError`` for an SDK error, mapped in the one place this adapter does it."""
+        return self._model_error(exc)
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         messages: list[ChatCompletionMessageParam] = []
@@ -153,7 +162,7 @@ class OpenAIModel:
         return ModelReply(
             text=choice.message.content or "",
             script=_script(calls[0].function.arguments) if calls else None,
-            usage=_usage(completion.usage),
+            usage=usage_of(completion.usage),
             model=completion.model or self._model,
             stop_reason=choice.finish_reason,
             attempts=attempts,
@@ -195,7 +204,7 @@ def _script(arguments: str) -> str | None:
     return value
 
 
-def _usage(usage: CompletionUsage | None) -> Usage:
+def usage_of(usage: CompletionUsage | None) -> Usage:
     if usage is None:  # some servers omit it; the request still happened
         return Usage(requests=1)
     details = usage.prompt_tokens_details

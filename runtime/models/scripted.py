@@ -11,9 +11,10 @@ A replies file (YAML or JSON) is a list; each item is a string (the script) or a
       usage: {input_tokens: 900, output_tokens: 40}   # else counted, see below
     - text: I cannot do that.   # a reply without a script
 
-Usage is counted with the project's tokenizer: the request's ``prompt_tokens`` (system
-blocks and messages) in and the reply's text and script (output), so ledgers are non-zero
-and deterministic. Every reply says ``scripted=True`` and ``model="scripted:<name>"``.
+Usage is counted with the project's tokenizer: the request's ``prompt_tokens`` (tool
+definitions such as ``submit_script``, system blocks and messages: what every request sends)
+in and the reply's text and script (output), so ledgers are non-zero and deterministic.
+Every reply says ``scripted=True`` and ``model="scripted:<name>"``.
 
 Replies are handed out in call order, shared by every caller. When they run out the model
 raises ``ModelError`` (``when_exhausted="error"``, the default: asking for more replies than

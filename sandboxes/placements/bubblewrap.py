@@ -47,7 +47,7 @@ from execloop.sandboxes.cgroup_host import sandbox_cgroup
 from execloop.sandboxes.cgroups import Cgroup
 from execloop.sandboxes.placements.base import GUEST_WORKSPACE, Launch, workspace_owner
 from execloop.sandboxes.placements.process import ProcessPlacement, rlimit_argv
-from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
+from execloop.sandboxes.spec import GUEST_CHECKPOINTS, SANDBOX_UID, SandboxSpec
 
 __all__ = [
     "BubblewrapPlacement",
@@ -69,7 +69,13 @@ _PYTHON = "/opt/execloop/python"
 _VENV = "/opt/execloop/venv"
 HELPER = "/opt/execloop/helper.py"
 # Paths inside the state directory: staged mount points (root only) and generated files.
-_STAGED = {"python": "mnt/python", "venv": "mnt/venv-lib", "workspace": "mnt/workspace"}
+_STAGED = {
+    "python": "mnt/python",
+    "venv": "mnt/venv-lib",
+    "workspace": "mnt/workspace",
+    "checkpoints": "mnt/checkpoints",
+}
+_WRITABLE = ("workspace", "checkpoints")
 _ETC = {
     "passwd": f"sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:execloop sandbox:/tmp:/bin/sh\n"
     "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
@@ -254,6 +260,7 @@ def bwrap_argv(
         "python": python.base_prefix,
         "venv": python.venv_lib,
         "workspace": spec.workspace_dir,
+        "checkpoints": spec.checkpoint_dir,
     }
     outer: list[str] = []
     if run_as is not None:
@@ -262,7 +269,8 @@ def bwrap_argv(
         for key, source in list(sources.items()):
             if source is not None:
                 staged = state_dir / _STAGED[key]
-                outer += ["--bind" if key == "workspace" else "--ro-bind", str(source), str(staged)]
+                bind = "--bind" if key in _WRITABLE else "--ro-bind"
+                outer += [bind, str(source), str(staged)]
                 sources[key] = staged
         uid, gid = run_as
         outer += ["--", tools.setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
@@ -289,6 +297,8 @@ def bwrap_argv(
         argv += ["--bind", str(sources["workspace"]), GUEST_WORKSPACE]
     else:
         argv += ["--size", str(spec.workspace_size), "--tmpfs", GUEST_WORKSPACE]
+    if sources["checkpoints"] is not None:
+        argv += ["--bind", str(sources["checkpoints"]), GUEST_CHECKPOINTS]
     argv += ["--bind", str(control_dir), GUEST_CONTROL_DIR, "--remount-ro", "/"]
     argv += ["--chdir", GUEST_WORKSPACE]
     limits = rlimit_argv(spec, prlimit=tools.prlimit, in_cgroup=cgroup is not None)

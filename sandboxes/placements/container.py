@@ -14,6 +14,7 @@ import contextlib
 import functools
 import logging
 import os
+import shutil
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -42,17 +43,21 @@ from execloop.sandboxes.placements.base import (
     workspace_owner,
 )
 from execloop.sandboxes.reaper import LABEL_SESSION, remove_orphans_once, sandbox_labels
-from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
+from execloop.sandboxes.spec import GUEST_CHECKPOINTS, SANDBOX_UID, GpuRequest, SandboxSpec
 
 __all__ = [
     "ContainerPlacement",
+    "NVIDIA_HOOK",
     "OWN_HELPER",
     "OWN_PYTHON",
     "cgroup_dir",
+    "check_gpu_support",
     "container_request",
     "default_client",
     "default_image",
     "docker_call",
+    "gpu_device_request",
+    "own_image_tag",
     "removed_already",
     "run_as_ids",
 ]
@@ -61,6 +66,8 @@ T = TypeVar("T")
 OWN_HELPER = "/opt/execloop/helper.py"
 OWN_PYTHON = "/opt/execloop/venv/bin/python"
 MOUNTED_HELPER = "/opt/execloop-host/helper.py"
+# What Docker's built-in "nvidia" device driver runs (nvidia-container-toolkit installs it).
+NVIDIA_HOOK = "nvidia-container-runtime-hook"
 _ENDED = ("exited", "dead")
 
 log = logging.getLogger("execloop.sandboxes.placements")
@@ -94,6 +101,14 @@ def default_image() -> str:
     return python_image_tag()
 
 
+def own_image_tag(image: str | None) -> str | None:
+    """The hashed tag when ``image`` is None or a short name of execloop's own images
+    (``execloop/train``, ...), whose python and helper are baked in; else None."""
+    from execloop.images.names import own_image_tag as resolve
+
+    return resolve(image)
+
+
 async def docker_call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a blocking docker SDK call in a thread, mapping its errors to execloop's."""
     import docker.errors
@@ -103,7 +118,7 @@ async def docker_call(function: Callable[..., T], *args: Any, **kwargs: Any) -> 
         return await anyio.to_thread.run_sync(functools.partial(function, *args, **kwargs))
     except docker.errors.ImageNotFound as exc:
         raise ImageError(
-            f"image not found: {exc.explanation}; build it with `execloop images build`"
+            f"image not found: {exc.explanation}; build it with {_build_command(exc.explanation)}"
         ) from exc
     except docker.errors.NotFound as exc:  # the container is gone: data, never its message
         raise SandboxGoneError(
@@ -117,6 +132,15 @@ async def docker_call(function: Callable[..., T], *args: Any, **kwargs: Any) -> 
         raise BackendUnavailableError(
             f"the Docker daemon stopped answering: {exc}; run `execloop doctor`"
         ) from exc
+
+
+def _build_command(explanation: object) -> str:
+    text = str(explanation)
+    if "execloop/train-cpu:" in text:
+        return "`execloop images build train --torch cpu`"
+    if "execloop/train:" in text:
+        return "`execloop images build train`"
+    return "`execloop images build`"
 
 
 def removed_already(exc: SandboxError) -> bool:
@@ -149,6 +173,8 @@ def container_request(
         tmpfs[GUEST_WORKSPACE] = (
             f"rw,nosuid,nodev,size={spec.workspace_size},uid={uid},gid={gid or uid},mode=0755"
         )
+    if spec.checkpoint_dir is not None:  # outlives the container: a killed run resumes
+        mounts.append(Mount(target=GUEST_CHECKPOINTS, source=str(spec.checkpoint_dir), type="bind"))
     if not own_image:  # any image with python3 works: the helper is bound in read-only
         helper_file = Path(__file__).parent.parent / "helper.py"
         mounts.append(
@@ -187,12 +213,33 @@ def container_request(
         "tty": False,
     }
     if spec.gpus:
-        request["device_requests"] = [
-            DeviceRequest(driver="nvidia", device_ids=list(spec.gpus), capabilities=[["gpu"]])
-        ]
+        request["device_requests"] = [gpu_device_request(spec.gpus, DeviceRequest)]
     if spec.runtime:
         request["runtime"] = spec.runtime
     return request
+
+
+def gpu_device_request(gpus: GpuRequest, request_type: Callable[..., T]) -> T:
+    """Docker's ``--gpus``: every GPU is count -1, a number is a count, ids are pinned."""
+    if isinstance(gpus, tuple):
+        return request_type(driver="nvidia", device_ids=list(gpus), capabilities=[["gpu"]])
+    count = -1 if gpus == "all" else gpus
+    return request_type(driver="nvidia", count=count, capabilities=[["gpu"]])
+
+
+def check_gpu_support(info: Mapping[str, Any], *, hook: str | None) -> None:
+    """Refuse a GPU request before a container is created where the daemon cannot honour it:
+    no ``nvidia`` runtime registered and, for a local daemon, no NVIDIA container hook (what
+    Docker's built-in ``nvidia`` device driver runs) on this host either."""
+    runtimes = sorted(info.get("Runtimes") or {})
+    if "nvidia" in runtimes or hook:
+        return
+    raise BackendUnavailableError(
+        f"this task asks for GPUs but the Docker daemon has no NVIDIA runtime (runtimes: "
+        f"{', '.join(runtimes) or 'none'}); on a host with an NVIDIA GPU install "
+        "nvidia-container-toolkit, run `nvidia-ctk runtime configure --runtime=docker` and "
+        "restart dockerd (`execloop doctor` shows what is there), or drop gpus to run on the CPU"
+    )
 
 
 def run_as_ids(spec: SandboxSpec) -> tuple[int, int]:
@@ -218,6 +265,12 @@ def cgroup_dir(container_id: str) -> Cgroup | None:
         if path.is_dir():
             return Cgroup(version=version, dirs={"memory": path})  # type: ignore[arg-type]
     return None
+
+
+def _short_names() -> tuple[str, ...]:
+    from execloop.images.names import SHORT_NAMES
+
+    return SHORT_NAMES
 
 
 class ContainerPlacement(Placement):
@@ -255,7 +308,7 @@ class ContainerPlacement(Placement):
 
     @property
     def own_image(self) -> bool:
-        return self.spec.image is None
+        return self.spec.image is None or self.spec.image in _short_names()
 
     @property
     def python(self) -> str:
@@ -277,6 +330,9 @@ class ContainerPlacement(Placement):
         if self._client is None:
             self._client = await anyio.to_thread.run_sync(default_client)
         await remove_orphans_once(self._client)
+        if self.spec.gpus:
+            info = await docker_call(self._client.info)
+            check_gpu_support(info, hook=shutil.which(NVIDIA_HOOK))
         spec = self.spec
         if what.workspace != spec.workspace_dir:
             spec = spec.model_copy(update={"workspace_dir": what.workspace})
@@ -284,10 +340,10 @@ class ContainerPlacement(Placement):
         labels = sandbox_labels(backend=self.label, session=self.session_id)
         request = container_request(
             spec,
-            image=default_image() if self.own_image else str(spec.image),
+            image=own_image_tag(spec.image) or str(spec.image),
             own_image=self.own_image or not self._mount_helper,
             control_dir=what.control_dir,
-            labels=labels,
+            labels={**spec.labels, **labels},  # the spec refuses keys of execloop's own
             user=f"{uid}:{gid}",
             command=what.command,
             environment=what.env,

@@ -26,6 +26,7 @@ from execloop.sandboxes import (
     SandboxSpec,
     create_sandbox,
 )
+from execloop.sandboxes.progress import ProgressEvent
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,7 @@ __all__ = [
     "ImageError",
     "Manifest",
     "PoolSet",
+    "ProgressEvent",
     "Sandbox",
     "SandboxClosedError",
     "SandboxError",

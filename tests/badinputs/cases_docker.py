@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from execloop.runtime.demo import demo_tasks
 from tests.badinputs.cases_api import BYE_EXIT_3, FD_BOMB, MEMORY_THREADS, SLEEPER
 from tests.badinputs.harness import CLI, Case, Context, containers_of, either, leftovers
 
@@ -24,7 +25,7 @@ WAIT_FOR_GO = (
     "import os, time\nwhile not os.path.exists('go'):\n    time.sleep(0.05)\n"
     "print('first ran; main.py is mine:', open('main.py').read().startswith('import os'))\n"
 )
-DEMO_TASKS = 5  # `execloop demo`: four skills' examples and the tools task
+DEMO_TASKS = len(demo_tasks())  # `execloop demo`: the tool tasks and the skills' examples
 
 
 def _script(text: str | bytes, name: str = "s.py") -> object:

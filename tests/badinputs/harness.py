@@ -140,9 +140,10 @@ class Case:
     ``cli`` builds the arguments of ``execloop``; ``api`` is Python code run against the API;
     ``drive`` runs several commands itself (concurrent or killed ones) and returns the status
     and output judged. ``status`` may be a tuple: a racy input with more than one right end
-    (then ``verify=either(...)`` says what each end must print). ``says`` are fragments of the output (whitespace folded) that must all
-    appear, ``never`` ones that must not. ``writable`` are the folders (relative to the case
-    root) the run may change; ``keep`` the files in them that must stay as they were."""
+    (then ``verify=either(...)`` says what each end must print). ``says`` are fragments of
+    the output (whitespace folded) that must all appear, ``never`` ones that must not.
+    ``writable`` are the folders (relative to the case root) the run may change; ``keep`` the
+    files in them that must stay as they were."""
 
     id: str
     status: int | tuple[int, ...]

@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 
 def _execloop(*args: str) -> subprocess.CompletedProcess[str]:
@@ -100,23 +102,26 @@ def test_demo_runs_every_skill_through_the_broker(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "SCRIPTED MODEL" in done.stderr
     assert (tmp_path / "demo" / "report.html").stat().st_size > 10_000
-    assert done.stdout.count("passed") >= 5  # four skills and the tools task
+    assert done.stdout.count("passed") >= 9  # five tool tasks and four skills' examples
+    assert "SCRIPTED MODEL: 9 tasks: 5 call a shop's host tools" in done.stderr
+
+
+def _waiting_script(tmp_path: Path, before: str, after: str) -> tuple[Path, Path]:
+    """A host workspace the sandbox can write, and a script that runs ``before``, waits until
+    the test creates ``go`` in the workspace, then runs ``after``."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    os.chown(workspace, 1000, 1000)
+    script = tmp_path / "wait.py"
+    wait = "while not os.path.exists('go'):\n    time.sleep(0.01)"
+    script.write_text(f"import os, time\n{before}\n{wait}\n{after}\n")
+    return workspace, script
 
 
 def test_run_shows_output_while_the_script_runs(tmp_path: Path) -> None:
     """The first line arrives before the script ends: the script waits for a file the test
     creates only after reading that line (no timing), and nothing is printed twice."""
-    workspace = tmp_path / "ws"
-    workspace.mkdir()
-    os.chown(workspace, 1000, 1000)
-    script = tmp_path / "wait.py"
-    script.write_text(
-        "import os, time\n"
-        "print('a', flush=True)\n"
-        "while not os.path.exists('go'):\n"
-        "    time.sleep(0.01)\n"
-        "print('b')\n"
-    )
+    workspace, script = _waiting_script(tmp_path, "print('a', flush=True)", "print('b')")
     command = [sys.executable, "-m", "execloop.runtime.cli", "run", str(script)]
     with subprocess.Popen(
         [*command, "--workspace", str(workspace), "--timeout", "120"],
@@ -132,3 +137,33 @@ def test_run_shows_output_while_the_script_runs(tmp_path: Path) -> None:
     assert process.returncode == 0, errors
     assert rest == "b\n"  # the summary (on stderr) does not print the output again
     assert "ok wait.py" in errors
+
+
+def test_run_puts_the_label_flags_on_the_container(tmp_path: Path) -> None:
+    """While the script waits for a go-ahead file, the container is found by the user's label."""
+    import docker
+
+    workspace, script = _waiting_script(tmp_path, "", "print('went')")
+    mark = f"test-{os.getpid()}-{time.monotonic_ns()}"
+    argv = [sys.executable, "-m", "execloop.runtime.cli", "run", str(script), "--timeout", "60"]
+    argv += ["--workspace", str(workspace), "--label", f"com.example.mark={mark}"]
+    argv += ["--label", "team=ml"]
+    client = docker.from_env()
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as cli:
+        try:
+            found: list[Any] = []
+            deadline = time.monotonic() + 60
+            while not found and time.monotonic() < deadline and cli.poll() is None:
+                found = client.containers.list(filters={"label": f"com.example.mark={mark}"})
+                time.sleep(0.1)
+            (workspace / "go").write_text("")
+            out, err = cli.communicate(timeout=120)
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+    assert len(found) == 1, err
+    assert found[0].labels["team"] == "ml"
+    assert found[0].labels["org.execloop.managed"] == "1"
+    assert cli.returncode == 0, err
+    assert "went" in out
+    assert client.containers.list(all=True, filters={"label": f"com.example.mark={mark}"}) == []

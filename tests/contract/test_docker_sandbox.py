@@ -190,3 +190,11 @@ def test_reaper_removes_orphans_and_spares_live_owners(docker_client: Any) -> No
         created["live"].reload()  # still there
     finally:
         created["live"].remove(force=True)
+
+
+async def test_user_labels_are_on_the_container_beside_execloops(docker_client: Any) -> None:
+    spec = SandboxSpec(labels={"com.example.team": "ml", "run": "7"})
+    async with DockerSandbox(spec) as sandbox:
+        labels = docker_client.containers.get(sandbox.container.id).labels
+    assert labels["com.example.team"] == "ml" and labels["run"] == "7"
+    assert labels["org.execloop.session"] == sandbox.session_id

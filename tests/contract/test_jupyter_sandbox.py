@@ -84,7 +84,7 @@ async def test_nbclient_runs_a_notebook_in_a_sandboxed_kernel(
 
 
 async def test_the_container_kernel_is_labelled_and_network_less(docker_client: Any) -> None:
-    async with jupyter("docker") as sandbox:
+    async with jupyter("docker", labels={"com.example.team": "ml"}) as sandbox:
         manager = sandbox.kernel_manager
         assert manager is not None
         provisioner = manager.provisioner
@@ -92,6 +92,7 @@ async def test_the_container_kernel_is_labelled_and_network_less(docker_client: 
         container = docker_client.containers.get(provisioner._container.id)
         config = container.attrs["HostConfig"]
         assert container.labels["org.execloop.session"] == sandbox.session_id
+        assert container.labels["com.example.team"] == "ml"  # the user's, beside ours
         assert config["NetworkMode"] == "none"
         assert config["ReadonlyRootfs"] is True
         assert config["CapDrop"] == ["ALL"]

@@ -30,6 +30,7 @@ from execloop.runtime.bridge import (
 from execloop.runtime.bridge.functions import parse_docstring
 from execloop.runtime.bridge.gate import CallGate
 from execloop.runtime.bridge.stubs import function_name, json_type_hint
+from execloop.runtime.tokens import count_tokens
 
 
 async def _never(arguments: dict[str, Any]) -> Any:
@@ -142,6 +143,18 @@ def test_the_api_text_has_real_signatures_and_docstrings() -> None:
         '    """\n'
     ) in api
     compile(api, "<api>", "exec")
+
+
+def test_the_summary_listing_keeps_signatures_and_first_sentences_only() -> None:
+    key = {"key": {"type": "string", "description": "The key, as stored in the table."}}
+    text = "Look a key up. It reads the\nwhole table. " + "Keys are case-sensitive. " * 8
+    tool = schema_tool("lookup", key, ["key"], description=text)
+    full, short = render_tool_api([tool]), render_tool_api([tool], docs="summary")
+    assert "def lookup(key: str) -> Any:" in short and "Args:" in full
+    assert '    """Look a key up."""' in short and "whole table" not in short
+    assert "help(execloop_tools.NAME)" in short and count_tokens(short) < count_tokens(full)
+    compile(short, "<api>", "exec")
+    assert "whole table" in render_module([tool])  # the full docs stay in the sandbox
 
 
 def test_an_object_parameter_and_result_list_their_keys() -> None:

@@ -17,6 +17,7 @@ from execloop.runtime.classic import (
     input_cost_units,
 )
 from execloop.runtime.ledger import Usage
+from execloop.runtime.models.base import ToolDefinition
 from execloop.runtime.task import Result, TaskStatus
 from execloop.runtime.tokens import TOKENIZER_NAME, count_tokens
 
@@ -57,6 +58,7 @@ def test_three_calls() -> None:
     flow = classic_flow(system_tokens=S, user_tokens=U, rounds=rounds)
     # 4*120 + 3*60 + 2*50 + 1*105; the requests' prompts are 120, 180, 230, 335
     assert flow.uncached.input_tokens == 865 == _by_request(120, rounds)
+    assert flow.request_input_tokens == (120, 180, 230, 335)  # the report's per-turn plot
     assert flow.uncached.output_tokens == 35
     assert flow.uncached.requests == 4
     # reads: 3*120 + 2*60 + 1*50 + 0*105; writes: 120 + 60 + 50 + 105
@@ -188,3 +190,49 @@ def test_public_names_are_sorted_and_resolve() -> None:
 
     assert classic.__all__ == sorted(classic.__all__)
     assert all(hasattr(classic, name) for name in classic.__all__)
+
+
+def test_the_classic_prompt_counts_its_tool_definitions_and_labels_the_parallel_agent() -> None:
+    tool = ToolDefinition(
+        name="lookup",
+        description="Look a key up.",
+        input_schema={"type": "object", "properties": {"key": {"type": "string"}}},
+    )
+    calls = [CallTrace(tool="lookup", arguments='{"key":"k"}', result="value-1")]
+    bare = estimate_classic(system="Use the tools.", user="Find k.", calls=calls)
+    with_tools = estimate_classic(
+        system="Use the tools.", user="Find k.", calls=calls, tools=[tool]
+    )
+    assert with_tools.system_tokens == bare.system_tokens + tool.tokens
+    assert tool.tokens == count_tokens(json.dumps(tool.model_dump(), separators=(",", ":")))
+    assert "one tool call per turn" in with_tools.sequential_assumption
+    assert "in parallel" in with_tools.parallel_assumption
+    assert "reappears" in with_tools.parallel_assumption  # depends_on was inferred: said so
+    given = [CallTrace(tool="lookup", arguments="{}", result="x", depends_on=())]
+    assert "reappears" not in estimate_classic(system="", user="", calls=given).parallel_assumption
+
+
+def test_a_sub_agent_prices_the_classic_prompt_the_task_gives() -> None:
+    from execloop.runtime.bridge import ToolRegistry
+    from execloop.runtime.classic_prompt import CLASSIC_SYSTEM_PROMPT, ClassicPrompt
+    from execloop.runtime.loop import SubAgent
+    from execloop.runtime.task import Task
+    from execloop.testing import ScriptedModel
+
+    registry = ToolRegistry()
+
+    @registry.tool
+    def lookup(key: str) -> str:
+        """Look a key up."""
+        return key
+
+    def estimate(task: Task) -> ClassicEstimate:
+        agent = SubAgent(task, model=ScriptedModel(["x"]), registry=registry)
+        return agent.classic_estimate("")
+
+    given = estimate(Task(goal="Find k.", tools=("lookup",), classic_system="Be brief."))
+    default = estimate(Task(goal="Find k.", tools=("lookup",)))
+    schemas = ClassicPrompt.for_tools([registry.get("lookup")], system="Be brief.").tools
+    assert given.system_tokens == count_tokens("Be brief.") + schemas[0].tokens
+    assert default.system_tokens == count_tokens(CLASSIC_SYSTEM_PROMPT) + schemas[0].tokens
+    assert given.user_tokens == count_tokens("Find k.")  # the goal, not code mode's task text

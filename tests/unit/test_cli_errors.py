@@ -625,8 +625,10 @@ def test_summary_and_table_neutralise_control_characters(
     from execloop.runtime import task_cli
     from execloop.runtime.checks import CheckOutcome
     from execloop.runtime.loop import LoopEvent
+    from execloop.runtime.progress_view import ProgressView
     from execloop.runtime.task import Result
     from execloop.sandboxes import ExecResult, ExitReason
+    from execloop.sandboxes.progress import ProgressEvent
 
     hostile = "\x1b]0;pwned\x07\x1b[2J\x9b31m[bold]x[/bold]\u202e"
     screen = io.StringIO()
@@ -641,8 +643,10 @@ def test_summary_and_table_neutralise_control_characters(
         error=f"ModelError: {hostile}",
     )
     task_cli._summary(result)
-    table = task_cli._AttemptTable("")
+    table = task_cli._AttemptTable("", ProgressView(terminal))
     table.on_event(LoopEvent("attempt", 1))
+    metric = ProgressEvent(step=1, total=2, metrics={hostile: 1.0}, time=0)  # a script's name
+    table.on_event(LoopEvent("progress", 1, {"event": metric}))
     run = ExecResult(exit_reason=ExitReason.ERROR, exit_code=1, duration_s=0.1)
     table.on_event(LoopEvent("ran", 1, {"run": run}))
     outcome = CheckOutcome(name=hostile, kind="expression", passed=False, reason="")
@@ -655,6 +659,10 @@ def test_summary_and_table_neutralise_control_characters(
     assert "\\x1b]0;pwned\\x07" in shown and "[bold]x[/bold]" in shown  # visible, not markup
     assert "answer " in shown and "line two" in shown
     assert list(table.rows) == [1]
+    bar = Console(file=io.StringIO(), force_terminal=True, width=300)
+    bar.print(table.progress)
+    drawn = bar.file.getvalue()  # type: ignore[attr-defined]
+    assert "1/2" in drawn and "\\x1b]0;pwned\\x07" in drawn and "[bold]x[/bold]" in drawn
 
 
 def test_the_broker_gets_the_same_preflight(tmp_path: Path) -> None:

@@ -82,6 +82,16 @@ def test_limits_are_flags_of_task_too(tmp_path: Path) -> None:
     assert line.startswith("error: --pids: must be at least 16")
 
 
+def test_label_flags_are_checked_before_anything_runs(tmp_path: Path, script: Path) -> None:
+    for command in (["run", str(script)], ["task", "goal", "--model", "scripted:x.yaml"]):
+        line = _one_error_line(_execloop(*command, "--label", "no-equals", cwd=tmp_path))
+        assert "--label" in line and "KEY=VALUE" in line
+        line = _one_error_line(
+            _execloop(*command, "--label", "org.execloop.owner=me", cwd=tmp_path)
+        )
+        assert "--label" in line and "reserved namespace org.execloop." in line
+
+
 def _replies(tmp_path: Path) -> Path:
     path = tmp_path / "replies.yaml"
     script = 'import json\njson.dump({"rows": 3}, open("result.json", "w"))\n'
@@ -173,3 +183,12 @@ def test_on_exec_sees_the_output_before_the_workspace_is_listed_and_copied(
     done = run_script("print('hi')", spec={"backend": "restricted"}, on_exec=on_exec, out_dir=out)
     assert seen == [("hi\n", False)] and done.result.stdout == "hi\n"
     assert (out / "main.py").read_text() == "print('hi')"
+
+
+def test_label_flags_add_to_the_config_files_labels() -> None:
+    from execloop.runtime.cli_sandbox import sandbox_spec, spec_fields
+
+    base = {"labels": {"com.example.team": "ml", "stage": "dev"}}
+    spec = sandbox_spec(base, **spec_fields({"labels": ("stage=prod", "run=7")}))
+    assert spec.labels == {"com.example.team": "ml", "stage": "prod", "run": "7"}
+    assert sandbox_spec(base, **spec_fields({"labels": ()})).labels == base["labels"]

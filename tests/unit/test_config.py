@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from execloop.errors import ConfigFileError
+from execloop.runtime.cli import cli
 from execloop.runtime.cli_sandbox import sandbox_spec
 from execloop.runtime.config import Config, load_config
 
@@ -132,3 +134,26 @@ def test_task_takes_model_backend_and_db_from_the_file(tmp_path: Path) -> None:
     assert (tmp_path / "state" / "runs.db").is_file()
     done = _execloop("task", "Write rows", "--model", "nonsense", cwd=tmp_path)  # flag wins
     assert done.returncode == 2 and "--model: bad model spec 'nonsense'" in done.stderr
+
+
+def test_skills_list_and_show_search_the_files_skill_dirs(tmp_path: Path) -> None:
+    skill = tmp_path / "mine" / "tally"
+    skill.mkdir(parents=True)
+    front = "name: tally\ndescription: Counts rows.\nversion: 0.2.0\ninputs: {type: object}\n"
+    (skill / "SKILL.md").write_text(f"---\n{front}---\n# Tally\n\nCount the rows.\n")
+    config = _write(tmp_path, 'skill_dirs = ["mine"]\n')
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["--config", str(config), "skills", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert "tally" in [item["name"] for item in json.loads(listed.output)]
+    shown = runner.invoke(cli, ["--config", str(config), "skills", "show", "tally"])
+    assert shown.exit_code == 0 and shown.output.startswith("tally 0.2.0\n"), shown.output
+    missing = _write(tmp_path, 'skill_dirs = ["gone"]\n')
+    with pytest.raises(ConfigFileError, match=r"execloop.toml: skill_dirs: .*gone is not a folder"):
+        load_config(missing).skill_folders()
+    refused = runner.invoke(cli, ["--config", str(missing), "skills", "list"])
+    assert refused.exit_code == 2
+    assert (
+        refused.stderr
+        == f"error: {missing}: skill_dirs: {tmp_path / 'gone'} is not a folder of skills\n"
+    )

@@ -107,3 +107,23 @@ def test_as_root_the_socket_goes_to_the_sandbox_user(
     )
     assert DockerSandbox(SandboxSpec()).socket_owner == (1000, 1000)
     assert DockerSandbox(SandboxSpec(workspace_dir=workspace)).socket_owner == (1234, 5678)
+
+
+@pytest.mark.parametrize(
+    ("image", "own"),
+    [(None, True), ("execloop/train", True), ("execloop/train-cpu", True), ("python:3.12", False)],
+)
+def test_short_names_of_execloop_images_run_their_own_python_and_helper(
+    image: str | None, own: bool
+) -> None:
+    from execloop.sandboxes.placements.container import (
+        OWN_HELPER,
+        OWN_PYTHON,
+        ContainerPlacement,
+    )
+
+    placement = ContainerPlacement(SandboxSpec(image=image), session_id="s", label="docker")
+    assert placement.own_image is own
+    assert (placement.python, placement.helper) == (
+        (OWN_PYTHON, OWN_HELPER) if own else ("python3", "/opt/execloop-host/helper.py")
+    )

@@ -13,12 +13,19 @@ from typing import Any
 
 import pytest
 
-from execloop.errors import ImageError
+from execloop.errors import ConfigError, ImageError
 from execloop.images import ImageInputs, build_context, load_inputs, python_image_tag
 from execloop.images._run import run_tool
 from execloop.images.build import _stream_build
+from execloop.images.names import own_image_tag
 from execloop.images.rootfs import DEFAULT_MIRROR, debian_mirror, debootstrap_command
 from execloop.images.tags import base_image_tag, base_input_hash, python_input_hash
+from execloop.images.train_image import (
+    TORCH_PINS,
+    load_train_inputs,
+    train_image_tag,
+    train_input_hash,
+)
 from execloop.images.wheelhouse import (
     MARKER,
     ensure_wheelhouse,
@@ -31,8 +38,10 @@ MODULES = [
     "execloop.images.__main__",
     "execloop.images._run",
     "execloop.images.build",
+    "execloop.images.names",
     "execloop.images.rootfs",
     "execloop.images.tags",
+    "execloop.images.train_image",
     "execloop.images.wheelhouse",
 ]
 INPUTS = ImageInputs(dockerfile=b"FROM x\n", requirements=b"numpy\n", helper=b"print(1)\n")
@@ -123,7 +132,7 @@ def test_build_context_holds_exactly_the_inputs(tmp_path: Path) -> None:
         helper = tar.extractfile("helper.py")
         assert helper is not None
         assert helper.read() == INPUTS.helper
-    assert build_context(INPUTS, wheels).getvalue() == build_context(INPUTS, wheels).getvalue()
+    assert build_context(INPUTS, wheels).read() == build_context(INPUTS, wheels).read()
 
 
 @pytest.mark.parametrize("name", ["notes.txt", ".hidden.whl"])
@@ -224,3 +233,32 @@ def test_build_log_is_streamed_and_a_failure_carries_its_tail() -> None:
         "building execloop/python:x failed: RUN failed: 2\n"
         "Step 1/2 : FROM base\nls: cannot access '/nope'"
     )
+
+
+def test_train_image_tags_per_variant_and_short_names() -> None:
+    cuda, cpu = train_image_tag("cuda"), train_image_tag("cpu")
+    assert re.fullmatch(r"execloop/train:[0-9a-f]{12}", cuda)
+    assert re.fullmatch(r"execloop/train-cpu:[0-9a-f]{12}", cpu)
+    assert train_image_tag() == cuda
+    assert train_image_tag("cpu", from_registry=True) != cpu
+    assert own_image_tag("execloop/train") == cuda
+    assert own_image_tag("execloop/train-cpu") == cpu
+    assert own_image_tag("execloop/python") == own_image_tag(None) == python_image_tag()
+    assert own_image_tag(cuda) is None  # a hashed tag runs as given
+    assert own_image_tag("python:3.12") is None
+    with pytest.raises(ConfigError, match="unknown torch variant 'rocm'"):
+        train_image_tag("rocm")
+
+
+def test_train_requirements_extend_the_python_image_with_one_torch_pin() -> None:
+    python = load_inputs()
+    for variant, pin in TORCH_PINS.items():
+        inputs = load_train_inputs(variant)
+        text = inputs.requirements.decode()
+        assert text.startswith(python.requirements.decode().rstrip("\n"))
+        assert [line for line in text.splitlines() if line.startswith("torch")] == [pin]
+        for package in ["transformers", "peft", "trl", "datasets", "accelerate", "safetensors"]:
+            assert re.search(rf"^{package}>=", text, re.MULTILINE), package
+        assert (inputs.dockerfile, inputs.helper) == (python.dockerfile, python.helper)
+    # the python image's own tag is untouched by the train image
+    assert train_input_hash(INPUTS, base="b", variant="cpu") != python_input_hash(INPUTS, base="b")

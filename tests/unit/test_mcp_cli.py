@@ -1,12 +1,19 @@
-"""`execloop mcp`'s options: addresses, and the token rule (nothing is served here)."""
+"""`execloop mcp`'s options: addresses, the token rule, and who configures logging (nothing is
+served here)."""
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from click.testing import CliRunner
 
 from execloop.runtime.cli import cli
+from execloop.runtime.cli_boundary import configure_logging
 from execloop.runtime.mcp_cli import is_loopback, parse_listen
+from execloop.runtime.mcp_server import build_server
 
 
 @pytest.mark.parametrize(
@@ -52,3 +59,37 @@ def test_bad_options_name_the_flag(args: list[str], says: str) -> None:
     result = CliRunner().invoke(cli, ["mcp", *args])
     assert result.exit_code == 2
     assert says in result.output
+
+
+@contextmanager
+def bare_root_logger() -> Iterator[logging.Logger]:
+    """The root logger as a fresh process has it (pytest's capture handlers set aside: they
+    are added when the test's body starts, so this runs inside it)."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    root.handlers.clear()
+    root.setLevel(logging.WARNING)
+    try:
+        yield root
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+
+
+def test_building_the_server_leaves_the_root_logger_alone() -> None:
+    with bare_root_logger() as root:
+        build_server()  # MCPServer() alone calls logging.basicConfig (mcp 2.3)
+        assert (root.handlers, root.level) == ([], logging.WARNING)
+
+
+def test_the_cli_shows_the_sdks_warnings_on_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    mcp = logging.getLogger("mcp")
+    saved = mcp.handlers[:]
+    with bare_root_logger() as root:
+        try:
+            configure_logging(verbose=False)
+            logging.getLogger("mcp.server.lowlevel").warning("first\nsecond")
+        finally:
+            mcp.handlers[:] = saved
+        assert root.handlers == []
+    assert capsys.readouterr().err == "warning: first; second\n"

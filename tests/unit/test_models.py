@@ -378,7 +378,8 @@ async def test_scripted_model_replays_a_yaml_file(tmp_path: Path) -> None:
     assert [r.text for r in replies] == ["", "Trying again.", "I give up."]
     assert all(r.scripted and r.model == "scripted:demo" for r in replies)
     assert [r.stop_reason for r in replies] == ["tool_use", "tool_use", "end_turn"]
-    prompt_tokens = sum(
+    # every request sends the submit_script definition: the scripted usage counts it too
+    prompt_tokens = SUBMIT_SCRIPT_TOOL.tokens + sum(
         count_tokens(part) for part in [*REQUEST.system, REQUEST.messages[0].content]
     )
     assert replies[0].usage == Usage(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from execloop.errors import ConfigError
-from execloop.runtime.ray_routing import GpuIds, NodeInfo, choose_node, with_gpus
+from execloop.runtime.ray_routing import GpuIds, NodeInfo, choose_node, gpus_wanted, with_gpus
 from execloop.sandboxes import SandboxSpec
 from execloop.sandboxes.placements.container import container_request
 from execloop.sandboxes.reaper import LABEL_NODE, sandbox_labels, set_node_label
@@ -89,3 +89,13 @@ def test_containers_carry_the_node_label_once_a_node_actor_set_it() -> None:
         assert sandbox_labels(backend="docker", session="s")[LABEL_NODE] == "node-1"
     finally:
         set_node_label(None)
+
+
+def test_a_gpu_count_or_all_is_counted_on_the_node() -> None:
+    nodes = _nodes()
+    two = SandboxSpec(backend="docker", gpus=2)
+    assert choose_node(nodes, two, image=IMAGE).node_id == "gpu"  # type: ignore[union-attr]
+    every = SandboxSpec(backend="docker", gpus="all")
+    assert gpus_wanted(every, on_node=2) == 2 and gpus_wanted(every, on_node=0) == 1
+    nodes[2].gpus_in_use = 1  # "all" waits until every GPU of the node is free
+    assert choose_node(nodes, every, image=IMAGE) is None

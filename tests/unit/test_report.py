@@ -97,27 +97,29 @@ def test_write_report_writes_both_files_with_totals_and_the_tokenizer(
     ratio = sequential.total_input_tokens / code.total_input_tokens
     assert f"{ratio:.1f}x" in total_row
     headers = [line for line in markdown.splitlines() if line.startswith("| task |")]
-    classic = [c for h in headers for c in h.split(" | ") if "classic" in c and "rounds" not in c]
-    assert len(classic) == 8
-    assert all(f"[{TOKENIZER_NAME}]" in cell for cell in classic)
-    assert f"Classic-flow figures are counted by {TOKENIZER_NAME}" in markdown
-    assert "b | passed (scripted)" in markdown
+    assert headers and not any("[" in line for line in headers)  # no jargon in the headers
+    assert markdown.count(f"| estimated, counted by {TOKENIZER_NAME} |") == 3  # every figure
+    assert markdown.count("| measured-live, counted by the model's API |") == 2
+    assert markdown.count("| replayed, counted by the model's API |") == 1  # b: scripted
+    assert "| b | passed | 2 | - | 20 | (scripted) |  |" in markdown
+    assert "The mix: 3 of 3 tasks called tools (5 to 60 calls each); 0 called none." in markdown
     assert "| **Critical Steps** |  |  | 12 |" in markdown  # (2 + 5) + (1 + 4)
     assert "Steps taken by all agents: 15; on the critical path: 12." in markdown
     assert "| 36.0 s | 30.0 s | 1.20x |" in markdown  # serial, wall, speedup
     assert "Critical path (what the end time waited for, by the clock): a (10.0 s) → c" in markdown
 
 
-def test_html_has_the_same_tables_and_two_embedded_pngs(run: RunSummary, tmp_path: Path) -> None:
+def test_html_has_the_same_tables_and_three_embedded_pngs(run: RunSummary, tmp_path: Path) -> None:
     page = write_report(run, tmp_path)[1].read_text(encoding="utf-8")
     pngs = _pngs(page)
-    assert len(pngs) == 2
+    assert len(pngs) == 3  # turn by turn, tokens per task, timeline
+    assert pngs[0] == (tmp_path / "report-turns.png").read_bytes()  # the file md links
     for png in pngs:
         width, height = _size(png)
         assert width >= 400 and height >= 150
     assert TOKENIZER_NAME in page
     assert "<b>Critical Steps</b>" in page
-    assert page.count("<table>") == 5
+    assert page.count("<table>") == 6  # no checks table: the tasks here have no checks
 
 
 def test_plots_render_valid_pngs(tmp_path: Path) -> None:
@@ -152,10 +154,11 @@ def test_critical_path_and_steps(run: RunSummary) -> None:
 def test_tasks_without_an_estimate_or_a_declared_stage(tmp_path: Path) -> None:
     task = _task("solo", "extra", 2, 0, 4, calls=1).model_copy(update={"classic": None})
     markdown = write_report(RunSummary(run_id="r", tasks=[task]), tmp_path)[0].read_text()
-    assert "0 of 1 tasks have a classic estimate" in markdown
+    assert "the total covers the 0 of 1 tasks with a classic figure" in markdown
+    assert "It has no classic-flow figure to compare with." in markdown
     assert "| extra | 0 | solo (2) | 2 |" in markdown
     page = (tmp_path / "report.html").read_text()
-    assert len(_pngs(page)) == 1  # no token plot without estimates; the timeline remains
+    assert len(_pngs(page)) == 1  # no token plots without estimates; the timeline remains
 
 
 def test_a_task_that_ended_in_error_shows_its_kind(tmp_path: Path) -> None:

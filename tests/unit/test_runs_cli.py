@@ -229,3 +229,12 @@ def test_runs_lists_an_old_schema_database_without_migrating_it(shared: Path) ->
     assert done.returncode == 0 and '"run": "old-run"' in done.stdout, done.stderr
     assert path.read_bytes() == before
     assert TaskStore(path, read_only=True).result("t") is not None
+
+
+def test_a_run_id_shows_its_tasks_and_an_unknown_one_is_one_line(shared: Path) -> None:
+    db = shared / "runs.db"
+    _run_with_a_result(db)  # a run without progress: shown as such
+    shown = _execloop("runs", "run-1", "--db", str(db))
+    assert shown.returncode == 0, shown.stderr
+    assert "t-1" in shown.stdout and "passed" in shown.stdout
+    _one_line_error(_execloop("runs", "run-9", "--db", str(db)), "no run 'run-9'", "execloop runs")

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from execloop.sandboxes.spec import SandboxSpec, parse_bytes
+from execloop.errors import ConfigError
+from execloop.sandboxes.spec import SandboxSpec, coerce_spec, parse_bytes
 
 
 @pytest.mark.parametrize(
@@ -71,3 +72,33 @@ def test_spec_accepts_image_references(image: str) -> None:
 def test_spec_refuses_what_is_not_an_image_reference(image: str) -> None:
     with pytest.raises(ValidationError, match="is not an image reference; use NAME"):
         SandboxSpec(image=image)
+
+
+@pytest.mark.parametrize("key", ["team", "com.example.team", "a", "x/y_z-1", "A.B"])
+def test_spec_accepts_docker_label_keys(key: str) -> None:
+    assert SandboxSpec(labels={key: "v"}).labels == {key: "v"}
+
+
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("", "invalid label key"),
+        ("-team", "invalid label key"),
+        ("team.", "invalid label key"),
+        ("has space", "invalid label key"),
+        ("org.execloop.owner", "reserved namespace org.execloop."),
+        ("org.execloop.session", "reserved namespace org.execloop."),
+        ("com.docker.compose.project", "reserved namespace com.docker."),
+    ],
+)
+def test_spec_refuses_bad_or_reserved_label_keys(key: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=why):
+        coerce_spec({"labels": {key: "v"}})
+
+
+@pytest.mark.parametrize("backend", ["local", "restricted"])
+def test_backends_without_containers_refuse_labels(backend: str) -> None:
+    from execloop import create_sandbox
+
+    with pytest.raises(ConfigError, match="cannot honour labels"):
+        create_sandbox({"backend": backend, "labels": {"com.example.team": "ml"}})

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from execloop.errors import ConfigError, StoreError
-from execloop.runtime.store import TaskStore
+from execloop.runtime.store import PROGRESS_HISTORY, PROGRESS_LATEST, TaskStore
 from execloop.runtime.store_db import SCHEMA_VERSION
 from execloop.runtime.task import ErrorKind, Result, Task, TaskStatus
+from execloop.sandboxes.progress import ProgressEvent
 
 DEAD = "elsewhere:1:1:dead"  # an owner judged gone by the caller; the store does not judge
 LIVE = "here:2:2:live"
@@ -95,7 +96,7 @@ def test_only_the_owner_stores_the_one_result(tmp_path: Path) -> None:
 _CLAIMER = """
 import sys, time
 from pathlib import Path
-from execloop.runtime.store import TaskStore
+from execloop.runtime.store import PROGRESS_HISTORY, PROGRESS_LATEST, TaskStore
 store = TaskStore(sys.argv[1])
 row = store.task("t-1")  # every claimer sees the dead owner, then all claim at once
 Path(sys.argv[2] + "." + sys.argv[3]).touch()
@@ -172,6 +173,7 @@ def test_an_old_database_is_migrated_and_its_unfinished_task_is_claimable(tmp_pa
     _old_database(path)
     reader = TaskStore(path, read_only=True)  # reading never migrates
     assert [row.owner for row in reader.tasks()] == [None, None]
+    assert reader.progress("open-1") == []  # no progress table yet: none kept
     reader.close()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (0,)
     store = TaskStore(path)
@@ -249,3 +251,19 @@ def test_a_reader_cannot_write(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="is read-only") as caught:
         reader.start_run("s", {})
     assert caught.value.reason == "read_only"
+
+
+def test_progress_keeps_the_latest_events_and_a_thinned_history(tmp_path: Path) -> None:
+    store = TaskStore(tmp_path / "runs.db")
+    for step in range(1, 1001):
+        store.add_progress("t-1", 1, 1, ProgressEvent(step=step, total=1000, time=step))
+    store.add_progress("t-1", 1, 2, ProgressEvent(step=7, time=0))
+    kept = store.progress("t-1")
+    first = [r.event.step for r in kept if r.attempt == 1]
+    assert len(first) <= PROGRESS_LATEST + PROGRESS_HISTORY
+    assert first[-PROGRESS_LATEST:] == list(range(1001 - PROGRESS_LATEST, 1001))
+    history = first[:-PROGRESS_LATEST]
+    assert history[0] == 1 and len(history) >= PROGRESS_HISTORY // 2
+    assert history == sorted(history) and history[1] < 100  # spread over the whole run
+    assert [(r.attempt, r.event.step) for r in kept if r.attempt == 2] == [(2, 7)]
+    store.close()

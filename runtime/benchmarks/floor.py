@@ -21,7 +21,7 @@ import anyio
 import anyio.to_thread
 
 from execloop.sandboxes import SandboxSpec
-from execloop.sandboxes.docker_backend import container_request, run_as_ids
+from execloop.sandboxes.placements.container import container_request, run_as_ids
 
 __all__ = ["FLOOR_SOCKET", "FLOOR_STDIO", "FloorRepl", "floor_pair", "start_floor"]
 
