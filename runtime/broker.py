@@ -86,6 +86,12 @@ class Broker:
     ) -> None:
         if max_concurrency < 1 or max_pending < 1:
             raise ConfigError("max_concurrency and max_pending must be at least 1")
+        for name, bound in (
+            ("max_live_sandboxes", max_live_sandboxes),
+            ("max_starting_sandboxes", max_starting_sandboxes),
+        ):
+            if bound is not None and (not isinstance(bound, int) or bound < 1):
+                raise ConfigError(f"{name} must be a whole number >= 1 or None, not {bound!r}")
         if cluster is not None and (registry is not None or outputs_dir is not None):
             raise ConfigError(
                 "a broker on a Ray cluster cannot serve host tools (registry) or keep outputs "

@@ -98,3 +98,10 @@ async def test_the_broker_bounds_live_sandboxes_for_a_burst_of_tasks(tmp_path: o
     assert [r.status for r in results] == [TaskStatus.PASSED] * 20
     assert counting.peak_live <= 4 and counting.peak_starting <= 2
     assert counting.live == 0
+
+
+@pytest.mark.parametrize("name", ["max_live_sandboxes", "max_starting_sandboxes"])
+def test_the_broker_names_its_own_bad_bound(name: str, tmp_path: object) -> None:
+    with pytest.raises(ConfigError, match=f"{name} must be a whole number >= 1 or None, not 0"):
+        Broker(db=tmp_path / "runs.db", model=FunctionModel(lambda r, n: None), **{name: 0})  # type: ignore[operator, arg-type]
+    assert not (tmp_path / "runs.db").exists()  # type: ignore[operator]  # refused first
