@@ -8,7 +8,8 @@ id that already has a result is answered from the store (idempotent submission);
 live broker elsewhere is running is answered when that broker stores its result (or taken
 over if it dies first). Concurrency is bounded (``max_concurrency`` sub-agents at once) and
 admission is controlled (at most ``max_pending`` tasks waiting or running; beyond that
-``submit`` refuses).
+``submit`` refuses). Sandboxes are bounded too: at most ``max_starting_sandboxes`` start at once
+and at most ``max_live_sandboxes`` exist at once (host memory); a sub-agent over a bound waits.
 
     async with Broker(db="runs.db", model=model, max_concurrency=8) as broker:
         results = await broker.map(tasks)
@@ -28,6 +29,7 @@ from typing import Self
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 
 from execloop.errors import BrokerBusyError, BrokerStoppedError, ConfigError, ExecloopError
 from execloop.runtime.bridge import ToolRegistry
@@ -35,11 +37,14 @@ from execloop.runtime.checkpoints import remove_task_checkpoints, store_checkpoi
 from execloop.runtime.loop import LoopEvent, SubAgent
 from execloop.runtime.models.base import Model
 from execloop.runtime.ownership import BrokerOwner, owner_is_gone
+from execloop.runtime.ray_cluster import RayCluster
 from execloop.runtime.run_summary import summarize_run
 from execloop.runtime.skills import Skill, resolve_skill
 from execloop.runtime.store import TaskRow, TaskStore
 from execloop.runtime.task import ErrorKind, Result, Task, TaskStatus
+from execloop.runtime.tokens import load_tokenizer
 from execloop.sandboxes import Sandbox, SandboxSpec, create_sandbox, remove_orphans_once
+from execloop.sandboxes.gate import SandboxGate
 from execloop.sandboxes.pool import PooledSandbox, PoolSet
 
 __all__ = ["Broker", "run_tasks", "summarize_run"]
@@ -71,13 +76,29 @@ class Broker:
         reap_orphans: bool = True,
         registry: ToolRegistry | None = None,
         warm_sandboxes: int = 0,
+        max_live_sandboxes: int | None = None,
+        max_starting_sandboxes: int | None = 16,
         lease_s: float = 30.0,
         skill_dirs: Sequence[Path] = (),
         outputs_dir: Path | None = None,
         on_event: Callable[[str, LoopEvent], None] | None = None,
+        cluster: RayCluster | None = None,
     ) -> None:
         if max_concurrency < 1 or max_pending < 1:
             raise ConfigError("max_concurrency and max_pending must be at least 1")
+        for name, bound in (
+            ("max_live_sandboxes", max_live_sandboxes),
+            ("max_starting_sandboxes", max_starting_sandboxes),
+        ):
+            if bound is not None and (not isinstance(bound, int) or bound < 1):
+                raise ConfigError(f"{name} must be a whole number >= 1 or None, not {bound!r}")
+        if cluster is not None and (registry is not None or outputs_dir is not None):
+            raise ConfigError(
+                "a broker on a Ray cluster cannot serve host tools (registry) or keep outputs "
+                "(outputs_dir) yet: run those tasks on one machine, without cluster"
+            )
+        # sub-agents run on the cluster's nodes (ray_cluster.py) instead of in this process
+        self._cluster = cluster
         if not lease_s > 0:
             raise ConfigError(f"lease_s must be a positive number of seconds, not {lease_s}")
         self._own_store = not isinstance(db, TaskStore)
@@ -93,15 +114,24 @@ class Broker:
         self.owner = BrokerOwner(lease_s=lease_s)
         self._factory = sandbox_factory
         self.registry = registry
-        # Warm pools (one per spec) hand out started sandboxes; starts stay capped at two at a
-        # time, so a burst of tasks queues for sandboxes instead of overloading the machine.
+        # Warm pools (one per spec) hand out started sandboxes; their starts are capped at
+        # max_starting_sandboxes like the tasks' own (the pools' default of two at a time made
+        # a burst of 100 tasks 1.6x slower: bench/scale.py --warm 16).
         self._pools: PoolSet | None = None
         if warm_sandboxes > 0:
             self._pools = PoolSet(
-                min_idle=warm_sandboxes, max_size=warm_sandboxes + 2 * max_concurrency
+                min_idle=warm_sandboxes,
+                max_size=warm_sandboxes + 2 * max_concurrency,
+                # the pools start sandboxes as fast as the gate below lets tasks start them
+                max_starting=max_starting_sandboxes or 2 * max_concurrency,
             )
             pools = self._pools
             self._factory = lambda spec: PooledSandbox(pools, spec)
+        # Back-pressure on the host (sandboxes/gate.py): a burst of sub-agents waits for start
+        # slots and live slots instead of starting a hundred interpreters at once.
+        self._factory = SandboxGate(
+            self._factory, max_live=max_live_sandboxes, max_starting=max_starting_sandboxes
+        )
         self._reap = reap_orphans
         # a passed task's verified workspace is kept in outputs_dir/<task id>
         self.outputs_dir = outputs_dir
@@ -126,6 +156,7 @@ class Broker:
     # -- lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
         self.store.start_run(self.run_id, {"model": self.model_name})
+        await anyio.to_thread.run_sync(load_tokenizer)  # off the loop every sub-agent shares
         if self._reap:
             await self._reap_orphans()
         self.owner.hold(lambda: self.store.renew(owner=self.owner.id, lease_s=self.owner.lease_s))
@@ -372,6 +403,8 @@ class Broker:
         launch = self.store.mark_running(task.id, owner=self.owner.id)
         if launch is None:
             raise _NotOwner(task.id)
+        if self._cluster is not None:
+            return await self._run_on_cluster(self._cluster, task, model, launch)
         try:
             if self.outputs_dir is not None and not _PLAIN_ID.fullmatch(task.id):
                 raise ConfigError(f"task id {task.id!r} cannot name a folder in outputs_dir")
@@ -394,6 +427,28 @@ class Broker:
                 error_kind=ErrorKind.of(exc),
             )
         return await agent.run()
+
+    async def _run_on_cluster(
+        self, cluster: RayCluster, task: Task, model: Model, launch: int
+    ) -> Result:
+        """The task's loop runs on a node; its attempts are stored when its result is in (a
+        node lost mid-task takes its attempts with it, and the task is launched again)."""
+        launches = [launch]
+
+        def relaunched() -> None:
+            again = self.store.mark_running(task.id, owner=self.owner.id)
+            if again is None:
+                raise _NotOwner(task.id)
+            launches.append(again)
+
+        result = await cluster.run(task, model, skill_dirs=self.skill_dirs, relaunched=relaunched)
+        for record in result.attempt_log:
+            self._persist(
+                task.id, launches[-1], LoopEvent("recorded", record.number, {"record": record})
+            )
+        if self._observe is not None:
+            self._observe(task.id, LoopEvent("finished", result.attempts, {"result": result}))
+        return result
 
     def _persist(self, task_id: str, launch: int, event: LoopEvent) -> None:
         if self._observe is not None:

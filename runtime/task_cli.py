@@ -174,6 +174,13 @@ def _summary(result: Result) -> None:
     help="Run through the broker on this SQLite database (then `execloop runs`/`report` "
     "show the task) [default: execloop.toml's db, else no database].",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="auto|ADDRESS|local",
+    help="Run the sub-agent on a Ray cluster (needs --db and the ray extra): auto joins the "
+    "running one, HOST:PORT a given one, local starts one on this machine.",
+)
 @out_option("Keep the passing task's verified workspace (script as main.py, outputs) here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the Result as JSON.")
 @click.pass_obj
@@ -191,6 +198,7 @@ def task_command(
     max_tokens: int,
     max_time: float,
     db: Path | None,
+    ray_address: str | None,
     out_dir: Path | None,
     as_json: bool,
     **limits: Any,
@@ -217,6 +225,10 @@ def task_command(
     with flags("--model"):
         model = parse_model(model_spec)
     db = db or config.db
+    if ray_address is not None and db is None:
+        raise click.UsageError("--ray runs the task through the broker: give --db FILE too")
+    if ray_address is not None and out_dir is not None:
+        raise click.UsageError("--out cannot be used with --ray yet: outputs stay on the node")
     with task_json(skill, inputs, values) as task_inputs:
         with flags("--input"):  # a refused input is one clear error here, before anything starts
             Inputs.collect(task_inputs)
@@ -246,6 +258,8 @@ def task_command(
             db=db,
             out_dir=out_dir,
             on_event=view.on_event,
+            ray_address=ray_address,
+            model_spec=model_spec,
         )
         with Live(view, console=console, refresh_per_second=8, transient=as_json):
             result = anyio.run(run.run)

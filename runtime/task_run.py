@@ -87,6 +87,8 @@ class TaskRun:
     out_dir: Path | None
     on_event: Callable[[LoopEvent], None]
     run_id: str | None = None
+    ray_address: str | None = None  # run on a Ray cluster (auto, HOST:PORT or local)
+    model_spec: str | None = None  # how a node builds the model (``ModelBySpec``)
 
     async def run(self) -> Result:
         async with AsyncExitStack() as stack:
@@ -117,15 +119,24 @@ class TaskRun:
         if self.out_dir is not None:  # the broker keeps outputs_dir/<task id>: moved after
             kept = make_temp_dir("kept")
             stack.callback(remove_temp_dir, kept)
+        cluster, model = None, self.model
+        if self.ray_address is not None:
+            from execloop.runtime.ray_cluster import RayCluster
+            from execloop.runtime.ray_node import ModelBySpec
+
+            cluster = await stack.enter_async_context(RayCluster(self.ray_address))
+            if self.model_spec is not None:
+                model = ModelBySpec(self.model_spec, name=model.name, scripted=model.scripted)
         broker = await stack.enter_async_context(
             Broker(
                 db=db,
-                model=self.model,
+                model=model,
                 max_concurrency=1,
                 registry=registry,
                 skill_dirs=self.skill_dirs,
                 outputs_dir=kept,
                 on_event=lambda task_id, event: self.on_event(event),
+                cluster=cluster,
             )
         )
         self.run_id = broker.run_id

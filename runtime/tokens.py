@@ -10,7 +10,13 @@ import json
 import warnings
 from typing import Any
 
-__all__ = ["TOKENIZER_NAME", "compact_json", "count_tokens", "tool_definition_tokens"]
+__all__ = [
+    "TOKENIZER_NAME",
+    "compact_json",
+    "count_tokens",
+    "load_tokenizer",
+    "tool_definition_tokens",
+]
 
 # o200k_base through bpe-openai: its vocabulary ships inside the wheel, so counting works
 # offline. It approximates, not equals, Claude's tokenizer; every figure names it.
@@ -24,6 +30,13 @@ def _encoding() -> Any:
     with warnings.catch_warnings():  # bpe-openai 0.1.4 loads its vocabulary with a legacy API
         warnings.simplefilter("ignore", DeprecationWarning)
         return bpe_openai.get_encoding("o200k_base")
+
+
+def load_tokenizer() -> None:
+    """Load the vocabulary now (a second or more of CPU, once per process). A broker calls it in
+    a worker thread before its first task: loaded on first use instead, it would stall the
+    event loop that every running sub-agent shares."""
+    _encoding()
 
 
 def count_tokens(text: str) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -57,8 +58,10 @@ async def private_unix_listener(
         except BaseException:
             await listener.aclose()
             raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    finally:  # a file-system call can take milliseconds on a busy host: not on the loop
+        with anyio.CancelScope(shield=True):
+            remove = functools.partial(shutil.rmtree, staging, ignore_errors=True)
+            await anyio.to_thread.run_sync(remove)
     return listener
 
 

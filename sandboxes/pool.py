@@ -17,9 +17,8 @@ import collections
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -27,15 +26,9 @@ import anyio
 import anyio.abc
 
 from execloop.errors import ConfigError, SandboxClosedError
-from execloop.sandboxes.base import (
-    DEFAULT_MANIFEST_LIMIT,
-    Capability,
-    ExecResult,
-    Manifest,
-    Sandbox,
-)
+from execloop.sandboxes.base import Sandbox
+from execloop.sandboxes.delegate import DelegatingSandbox
 from execloop.sandboxes.spec import SandboxSpec
-from execloop.sandboxes.streaming import OnOutput
 
 __all__ = ["PoolSet", "PoolStats", "PooledSandbox", "SandboxPool"]
 
@@ -305,7 +298,7 @@ class PoolSet:
             yield sandbox
 
 
-class PooledSandbox(Sandbox):
+class PooledSandbox(DelegatingSandbox):
     """A sandbox handle for code that expects ``async with factory(spec) as sandbox``: entering
     acquires a started sandbox from the pool set, leaving hands it back to be destroyed."""
 
@@ -313,29 +306,6 @@ class PooledSandbox(Sandbox):
         super().__init__(spec)
         self._pools = pools
         self._lease: AbstractAsyncContextManager[Sandbox] | None = None
-        self._inner: Sandbox | None = None
-
-    @property
-    def inner(self) -> Sandbox:
-        if self._inner is None:
-            raise SandboxClosedError("the pooled sandbox is not acquired; use `async with`")
-        return self._inner
-
-    @property
-    def capabilities(self) -> frozenset[Capability]:
-        return self.inner.capabilities
-
-    @property
-    def control_dir(self) -> Path | None:
-        return None if self._inner is None else self._inner.control_dir
-
-    @property
-    def control_owner(self) -> tuple[int, int] | None:
-        return None if self._inner is None else self._inner.control_owner
-
-    @property
-    def ended(self) -> str | None:
-        return None if self._inner is None else self._inner.ended
 
     async def start(self) -> None:
         pool = await self._pools.pool(self.spec)
@@ -348,36 +318,3 @@ class PooledSandbox(Sandbox):
         self._closed = True
         if lease is not None:
             await lease.__aexit__(None, None, None)
-
-    async def exec(
-        self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None
-    ) -> ExecResult:
-        return await self.inner.exec(code, timeout=timeout, on_output=on_output)
-
-    async def exec_file(
-        self,
-        path: str,
-        *,
-        args: Sequence[str] = (),
-        timeout: float | None = None,
-        on_output: OnOutput | None = None,
-    ) -> ExecResult:
-        return await self.inner.exec_file(path, args=args, timeout=timeout, on_output=on_output)
-
-    async def upload_tar(self, archive: bytes, dest: str = ".") -> None:
-        await self.inner.upload_tar(archive, dest)
-
-    async def _upload_path(self, source: Path, dest: str) -> None:
-        await self.inner._upload_path(source, dest)  # streamed by the backend
-
-    async def download_tar(self, path: str) -> bytes:
-        return await self.inner.download_tar(path)
-
-    async def download(self, path: str, dest: Path) -> list[Path]:
-        return await self.inner.download(path, dest)
-
-    async def read_file(self, path: str) -> bytes:
-        return await self.inner.read_file(path)
-
-    async def manifest(self, path: str = ".", *, limit: int = DEFAULT_MANIFEST_LIMIT) -> Manifest:
-        return await self.inner.manifest(path, limit=limit)

@@ -25,21 +25,27 @@ from execloop.sandboxes.janitor import process_start_ticks
 __all__ = [
     "LABEL_BACKEND",
     "LABEL_MANAGED",
+    "LABEL_NODE",
     "LABEL_OWNER",
     "LABEL_SESSION",
     "Orphans",
     "is_orphan",
     "owner_id",
+    "reap_lost_nodes",
     "reap_orphans",
     "remove_orphans",
     "remove_orphans_once",
     "sandbox_labels",
+    "set_node_label",
 ]
 
 LABEL_MANAGED = "org.execloop.managed"
 LABEL_OWNER = "org.execloop.owner"
 LABEL_BACKEND = "org.execloop.backend"
 LABEL_SESSION = "org.execloop.session"
+# The cluster node (a Ray node id) whose sub-agents started the container; set per process
+LABEL_NODE = "org.execloop.node"
+_node: str | None = None
 
 log = logging.getLogger("execloop.sandboxes.reaper")
 _swept = threading.Event()
@@ -50,13 +56,48 @@ def owner_id(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{pid}:{process_start_ticks(pid)}"
 
 
+def set_node_label(node: str | None) -> None:
+    """Label every container this process starts from now on with cluster node ``node``
+    (a node's pool actor does this once), so the node's reaper can find them."""
+    global _node
+    _node = node
+
+
 def sandbox_labels(*, backend: str, session: str) -> dict[str, str]:
-    return {
+    labels = {
         LABEL_MANAGED: "1",
         LABEL_OWNER: owner_id(),
         LABEL_BACKEND: backend,
         LABEL_SESSION: session,
     }
+    if _node is not None:
+        labels[LABEL_NODE] = _node
+    return labels
+
+
+def reap_lost_nodes(client: Any, *, lost: set[str]) -> list[str]:
+    """Remove the containers labelled with a lost cluster node: its processes died with it,
+    but its containers are the daemon's children and live on. Only nodes known to be lost
+    are named: another cluster's containers on the same daemon are not this caller's."""
+    listed = client.containers.list(all=True, filters={"label": LABEL_NODE}, ignore_removed=True)
+    return _remove(
+        [c for c in listed if c.labels.get(LABEL_NODE) in lost], "container(s) of lost nodes"
+    )
+
+
+def _remove(containers: list[Any], what: str) -> list[str]:
+    """Remove ``containers``; the short ids of those removed (one already gone is skipped)."""
+    removed = []
+    for container in containers:
+        try:
+            container.remove(force=True)
+        except Exception as exc:  # already gone or being removed: nothing left to do
+            log.debug("could not remove %s: %s", container.short_id, exc)
+            continue
+        removed.append(container.short_id)
+    if removed:
+        log.info("reaped %d %s: %s", len(removed), what, removed)
+    return removed
 
 
 def is_orphan(owner: str) -> bool:
@@ -70,21 +111,10 @@ def is_orphan(owner: str) -> bool:
 
 def reap_orphans(client: Any, *, everything: bool = False) -> list[str]:
     """Remove execloop containers whose owner is gone (all of them with ``everything``)."""
-    removed = []
     # ignore_removed: a container removed between listing and inspection is not an error
     listed = client.containers.list(all=True, filters={"label": LABEL_MANAGED}, ignore_removed=True)
-    for container in listed:
-        owner = container.labels.get(LABEL_OWNER, "")
-        if everything or is_orphan(owner):
-            try:
-                container.remove(force=True)
-            except Exception as exc:  # already gone or being removed: nothing left to do
-                log.debug("could not remove %s: %s", container.short_id, exc)
-                continue
-            removed.append(container.short_id)
-    if removed:
-        log.info("reaped %d orphaned sandbox container(s): %s", len(removed), removed)
-    return removed
+    orphans = [c for c in listed if everything or is_orphan(c.labels.get(LABEL_OWNER, ""))]
+    return _remove(orphans, "orphaned sandbox container(s)")
 
 
 @dataclass(frozen=True)

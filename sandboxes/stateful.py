@@ -200,7 +200,7 @@ class HelperSandbox(Sandbox):
                 self._channel = None
             await self.placement.remove()
             if self.socket_dir is not None:
-                remove_temp_dir(self.socket_dir)
+                await anyio.to_thread.run_sync(remove_temp_dir, self.socket_dir)
 
     def _ensure_open(self) -> None:
         if self._dead is not None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything execloop needs on a fresh Debian/Ubuntu machine, idempotent (run as root):
 # the Docker engine (started without a bridge network), a virtualenv in .venv with execloop
-# installed in strict editable mode (dev and train extras: torch for local training tests), and
+# installed in strict editable mode (dev, train and ray extras: torch for local training tests, ray for the cluster tests), and
 # the sandbox images built offline (the train image is built only on demand).
 set -euo pipefail
 source "$(dirname "$0")/as-root.sh"  # as root already, or re-run with sudo
@@ -22,7 +22,7 @@ BFCL_EVAL="bfcl-eval==2026.3.23" MPMATH="mpmath==1.3.0"
 # backend's notices about editable installs are kept in a log, shown only on failure.
 echo "setup: installing execloop into .venv (log: .venv/install.log)"
 if ! { .venv/bin/python -m pip install --upgrade pip \
-        && .venv/bin/python -m pip install -e '.[dev,train]' --config-settings editable_mode=strict \
+        && .venv/bin/python -m pip install -e '.[dev,train,ray]' --config-settings editable_mode=strict \
         && .venv/bin/python -m pip install --no-deps "$BFCL_EVAL" "$MPMATH"; \
      } >.venv/install.log 2>&1; then
     tail -n 40 .venv/install.log >&2

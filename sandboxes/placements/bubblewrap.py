@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,20 +307,28 @@ def bwrap_argv(
 
 
 _checked: Tools | None = None
+_probing = threading.Lock()  # a hundred sandboxes starting at once run one probe, not a hundred
 
 
 async def available_tools() -> Tools:
     """The tools, once a probe sandbox has worked in this process (a failed probe is retried)."""
+    if _checked is not None:
+        return _checked
+    return await anyio.to_thread.run_sync(_probe_once)
+
+
+def _probe_once() -> Tools:
     global _checked
-    if _checked is None:
-        tools = find_tools()
-        argv = probe_argv(tools, as_root=os.geteuid() == 0)
-        done = await anyio.run_process(argv, check=False, stdin=subprocess.DEVNULL)
-        if done.returncode != 0:
-            error = done.stderr.decode("utf-8", "replace").strip()[-500:]
-            raise BackendUnavailableError(f"bubblewrap failed ({error}); {_USERNS_FIX}")
-        _checked = tools
-    return _checked
+    with _probing:
+        if _checked is None:
+            tools = find_tools()
+            argv = probe_argv(tools, as_root=os.geteuid() == 0)
+            done = subprocess.run(argv, check=False, stdin=subprocess.DEVNULL, capture_output=True)
+            if done.returncode != 0:
+                error = done.stderr.decode("utf-8", "replace").strip()[-500:]
+                raise BackendUnavailableError(f"bubblewrap failed ({error}); {_USERNS_FIX}")
+            _checked = tools
+        return _checked
 
 
 class BubblewrapPlacement(ProcessPlacement):
@@ -357,6 +366,9 @@ class BubblewrapPlacement(ProcessPlacement):
             spec = spec.model_copy(update={"workspace_dir": what.workspace})
             self._run_as = host_ids(spec)
         tools = await available_tools()
+        await anyio.to_thread.run_sync(self._launch_bwrap, spec, what, tools)
+
+    def _launch_bwrap(self, spec: SandboxSpec, what: Launch, tools: Tools) -> None:
         state_dir = self.make_state_dir()
         prepare_state_dir(state_dir, self._layout, staged=self._run_as is not None)
         self.cgroup = sandbox_cgroup(spec, tag=self.session_id)

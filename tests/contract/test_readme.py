@@ -38,6 +38,8 @@ TESTED_ELSEWHERE = {
     "### OpenAI Agents SDK": "tests/contract/test_readme_executors.py",
     # interactive clients on the user's notebooks; the clients themselves are driven there:
     "## Jupyter clients": "tests/contract/test_jupyter_clients.py",
+    # Ray binds the machine's address: run there in a private network namespace
+    "### Many sub-agents, one machine or a Ray cluster": "tests/contract/test_ray_cluster.py",
 }
 
 _COUNT_ROWS = """\

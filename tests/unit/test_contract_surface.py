@@ -62,11 +62,18 @@ def test_runtime_names_no_backend_and_imports_no_backend_module() -> None:
     files = sorted(RUNTIME.rglob("*.py"))
     assert len(files) > 30
     mentions = {
-        str(path.relative_to(RUNTIME)): found
+        str(path.relative_to(RUNTIME)): [where.partition(": ")[2] for where in found]
         for path in files
         if (found := backend_mentions(path.read_text(encoding="utf-8")))
     }
-    assert mentions == {}
+    assert mentions == ALLOWED
+
+
+# Literals that spell a backend's name without naming the backend (each says what it is).
+ALLOWED = {
+    # the Ray address keyword of `--ray local` (start a cluster on this machine)
+    "ray_cluster.py": ["the literal 'local'"],
+}
 
 
 def backend_class(name: str) -> type[Sandbox]:
