@@ -85,6 +85,7 @@ class JupyterSandbox(Sandbox):
             Capability.RESTART,
             Capability.RICH_OUTPUT,
             Capability.STREAMING,
+            Capability.BINARY_STDOUT,  # kernel_code.SESSION_HOOKS gives the streams a .buffer
         }
         if self.spec.placement == "docker":
             offers.add(Capability.GPU)

@@ -40,11 +40,12 @@ finally:
 
 # Run once per kernel. os._exit kills the kernel at once: the hook first flushes the output,
 # says which status it was (a display message of execloop's own type) and gives the kernel's
-# I/O thread a moment to send. The health check says, after each cell, whether the script left
-# the kernel a file descriptor and some address space: "" if so, else "reason:why".
+# I/O thread a moment to send. sys.stdout/stderr get the binary .buffer a plain interpreter has.
+# The health check says, after each cell, whether the script left the kernel a file descriptor
+# and some address space: "" if so, else "reason:why".
 SESSION_HOOKS = f"""\
 def __execloop_hooks():
-    import builtins, errno, mmap, os, sys, time
+    import builtins, codecs, errno, io, mmap, os, sys, time
     real, parent = os._exit, os.getpid()
     def _exit(status, /):
         code = status.__index__()
@@ -72,6 +73,30 @@ def __execloop_hooks():
         except (OSError, MemoryError):
             return "oom:the script left the kernel no memory (threads or data fill it)"
         return ""
+    class BinaryOut(io.BufferedIOBase):
+        # What sys.stdout.buffer is in a plain interpreter: bytes in, the stream's text out
+        # (a kernel's OutStream has no .buffer). Incremental, so a character split across
+        # writes survives; bytes that are not UTF-8 become U+FFFD as the helper shows them.
+        def __init__(self, stream):
+            super().__init__()
+            self.stream = stream
+            self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        def writable(self):
+            return True
+        def write(self, data):
+            if self.closed:
+                raise ValueError("write to closed file")
+            size = memoryview(data).nbytes
+            self.stream.write(self.decoder.decode(bytes(data)))
+            return size
+        def flush(self):
+            self.stream.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if not hasattr(stream, "buffer"):
+            try:
+                stream.buffer = BinaryOut(stream)
+            except AttributeError:  # a stream that takes no attributes keeps its own shape
+                pass
     os._exit = _exit
     builtins.__execloop_health = health
 __execloop_hooks()
