@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from execloop.sandboxes.kernel_messages import EXIT_MIME
 
-__all__ = ["HEALTH_EXPRESSION", "REAP_ZOMBIES", "RUN_FILE", "SESSION_HOOKS"]
+__all__ = ["HEALTH_EXPRESSION", "OUTPUT_LIMIT_HOOK", "REAP_ZOMBIES", "RUN_FILE", "SESSION_HOOKS"]
 
 # Runs a workspace file as __main__ the way the helper does: its globals join the session, its
 # bytes are compiled as Python compiles a file (PEP 263), and SystemExit with anything but an
@@ -117,4 +117,41 @@ def __execloop_reap():
             return
 __execloop_reap()
 del __execloop_reap
+"""
+
+# Run once per kernel, formatted with the spec's output_limit_bytes. IPython keeps every string
+# a cell writes in its output history (``InteractiveShell._tee``) and ipykernel buffers it until
+# its I/O thread sends it, both without bound: a flood outran the host's interrupt (a 64 MiB
+# flood ran to its end, an endless one filled the kernel's memory). So the history tee is off,
+# and the streams (their class, as a property: IPython rebinds an instance's ``write``)
+# count each execution's characters, never fewer than the host's bytes; past the limit they
+# keep nothing more, and the main thread's next write raises KeyboardInterrupt, as the host's
+# interrupt would. The pipe-watching thread (fd-level writes) only drops.
+OUTPUT_LIMIT_HOOK = """\
+def __execloop_limit_output(limit):
+    import contextlib, sys, threading
+    from IPython import get_ipython
+    shell = get_ipython()
+    written = [0]
+    def reset(*_):
+        written[0] = 0
+    def limited(write):
+        def guarded(self, text):
+            if written[0] > limit:
+                if threading.current_thread() is threading.main_thread():
+                    raise KeyboardInterrupt("execloop: the output limit was reached")
+                return len(text)
+            written[0] += len(text)
+            return write(self, text)
+        return guarded
+    stream_class = type(sys.stdout)
+    if not getattr(stream_class, "execloop_limited", False):
+        guarded = limited(stream_class.write)
+        # a property: IPython's restore of an instance's write (stream.write = ...) is ignored
+        stream_class.write = property(lambda self: guarded.__get__(self), lambda self, _: None)
+        stream_class.execloop_limited = True
+    shell._tee = lambda channel: contextlib.nullcontext()
+    shell.events.register("pre_execute", reset)
+__execloop_limit_output({limit})
+del __execloop_limit_output
 """
