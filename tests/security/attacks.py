@@ -27,6 +27,7 @@ __all__ = [
     "Weakening",
     "blocked",
     "printed",
+    "probe",
     "reason_in",
 ]
 
@@ -84,8 +85,9 @@ Check = Callable[[ExecResult, "Decoys"], str | None]
 class Attack:
     """One attack script. ``contained`` judges the claimed backends' result; ``shown`` judges
     the weakened run's stdout (None: the behaviour showed); ``fresh`` runs it in a sandbox of
-    its own (it would leave the session crippled); ``armed`` is passed as the template field
-    ``armed`` (False in the weakened run: a destructive step is only probed there)."""
+    its own (it would leave the session crippled); ``after`` (code, its expected stdout) runs
+    next in the session instead of a plain ``print``; ``armed`` is passed as the template
+    field ``armed`` (False in the weakened run: a destructive step is only probed there)."""
 
     name: str
     category: Category
@@ -97,6 +99,7 @@ class Attack:
     timeout_s: float | None = None
     fresh: bool = False
     bridge: bool = False
+    after: tuple[str, str] | None = None
 
     def script(self, decoys: Decoys, *, armed: bool) -> str:
         return self.code.format(**decoys.fields(), armed=armed)
@@ -154,3 +157,14 @@ def blocked() -> Check:
 
 
 ESCAPED = printed("ESCAPED")
+
+
+def probe(
+    name: str,
+    category: Category,
+    code: str,
+    weakening: Weakening,
+    claimed: tuple[str, ...] = ISOLATING,
+) -> Attack:
+    """The usual case: BLOCKED where claimed, ESCAPED in the weakened run."""
+    return Attack(name, category, claimed, code, blocked(), weakening, ESCAPED)

@@ -7,7 +7,7 @@ sent to it. Transfer tricks (``..``, absolute names, links) are in ``cases_trans
 
 from __future__ import annotations
 
-from .attacks import ALL_BACKENDS, ESCAPED, ISOLATING, Attack, Category, blocked
+from .attacks import ALL_BACKENDS, Category, probe
 from .weakenings import ROOT, SECRETS
 
 __all__ = ["FILE_ATTACKS"]
@@ -64,6 +64,9 @@ for folder in ('/etc', '/usr', '/usr/local/bin', '/opt', '/var', '/', '/root', '
         wrote.append(path)
     except OSError:
         pass
+for own in ('/tmp/execloop-{marker}', 'execloop-{marker}'):  # where writing is the point
+    with open(own, 'w') as handle:
+        handle.write('fine')
 print('ESCAPED' if wrote else 'BLOCKED', wrote)
 """
 
@@ -81,44 +84,10 @@ print('ESCAPED' if reached else 'BLOCKED', reached)
 """
 
 FILE_ATTACKS = [
-    Attack("read a host secret file", F, ALL_BACKENDS, HOST_SECRET, blocked(), SECRETS, ESCAPED),
-    Attack(
-        "host environment in /proc/self/environ",
-        F,
-        ALL_BACKENDS,
-        OWN_ENVIRON,
-        blocked(),
-        SECRETS,
-        ESCAPED,
-    ),
-    Attack(
-        "host environment in os.environ",
-        F,
-        ISOLATING,
-        HOST_ENVIRONMENT,
-        blocked(),
-        SECRETS,
-        ESCAPED,
-    ),
-    Attack(
-        "the secret in any /proc/*/environ",
-        F,
-        ISOLATING,
-        ANY_ENVIRON,
-        blocked(),
-        SECRETS,
-        ESCAPED,
-    ),
-    Attack(
-        "write outside the workspace and /tmp",
-        F,
-        ISOLATING,
-        WRITE_OUTSIDE,
-        blocked(),
-        ROOT,
-        ESCAPED,
-    ),
-    Attack(
-        "connect to the Docker socket", F, ISOLATING, DOCKER_SOCKET, blocked(), SECRETS, ESCAPED
-    ),
+    probe("read a host secret file", F, HOST_SECRET, SECRETS, ALL_BACKENDS),
+    probe("host environment in /proc/self/environ", F, OWN_ENVIRON, SECRETS, ALL_BACKENDS),
+    probe("host environment in os.environ", F, HOST_ENVIRONMENT, SECRETS),
+    probe("the secret in any /proc/*/environ", F, ANY_ENVIRON, SECRETS),
+    probe("write outside the workspace and /tmp", F, WRITE_OUTSIDE, ROOT),
+    probe("connect to the Docker socket", F, DOCKER_SOCKET, SECRETS),
 ]

@@ -8,7 +8,7 @@ network namespace (``HOST_NET``), which shows what the same reads and lookups fi
 
 from __future__ import annotations
 
-from .attacks import ESCAPED, ISOLATING, Attack, Category, Weakening, blocked
+from .attacks import Category, Weakening, probe
 from .weakenings import HOST_NET, PRIVILEGED
 
 __all__ = ["DNS_NAME", "NETWORK_ATTACKS"]
@@ -89,29 +89,11 @@ except PermissionError as exc:
 """
 
 NETWORK_ATTACKS = [
-    Attack("an interface besides lo", N, ISOLATING, INTERFACES, blocked(), HOST_NET, ESCAPED),
-    Attack("a route off loopback", N, ISOLATING, ROUTES, blocked(), HOST_NET, ESCAPED),
-    Attack(
-        "a route to the metadata address",
-        N,
-        ISOLATING,
-        ROUTE_TO_METADATA,
-        blocked(),
-        HOST_NET,
-        ESCAPED,
-    ),
-    Attack("DNS resolution", N, ISOLATING, DNS, blocked(), RESOLVER_ENTRY, ESCAPED),
-    Attack(
-        "a listener on the host's loopback",
-        N,
-        ISOLATING,
-        HOST_LOOPBACK,
-        blocked(),
-        HOST_NET,
-        ESCAPED,
-    ),
-    Attack(
-        "a host abstract Unix socket", N, ISOLATING, ABSTRACT_SOCKET, blocked(), HOST_NET, ESCAPED
-    ),
-    Attack("a raw packet socket", N, ISOLATING, RAW_SOCKET, blocked(), PRIVILEGED, ESCAPED),
+    probe("an interface besides lo", N, INTERFACES, HOST_NET),
+    probe("a route off loopback", N, ROUTES, HOST_NET),
+    probe("a route to the metadata address", N, ROUTE_TO_METADATA, HOST_NET),
+    probe("DNS resolution", N, DNS, RESOLVER_ENTRY),
+    probe("a listener on the host's loopback", N, HOST_LOOPBACK, HOST_NET),
+    probe("a host abstract Unix socket", N, ABSTRACT_SOCKET, HOST_NET),
+    probe("a raw packet socket", N, RAW_SOCKET, PRIVILEGED),
 ]

@@ -135,6 +135,8 @@ RESOURCE_ATTACKS = [
         reason_in(ExitReason.OK, present="BLOCKED", absent="ESCAPED"),
         LIMITS,
         printed("ESCAPED forked 400"),
+        # the leftovers are gone: the sandbox's init and the helper (or kernel) remain
+        after=("import os\nprint(len([p for p in os.listdir('/proc') if p.isdigit()]))", "2\n"),
     ),
     Attack(
         "thread bomb (400 threads)",

@@ -30,6 +30,7 @@ from execloop.sandboxes.placements.container import (
 )
 from execloop.sandboxes.reaper import sandbox_labels
 
+from ..contract.backends import BACKEND_SPECS
 from .attacks import Attack, Decoys, HostAttack, Weakening
 from .cases_bridge import ALLOWED, bridge_registry
 
@@ -45,13 +46,6 @@ SUITE_SPEC: dict[str, Any] = {
     "max_output_bytes": "64k",
     "timeout_s": 20,
 }
-BACKEND_FIELDS: dict[str, dict[str, Any]] = {
-    "docker": {"backend": "docker"},
-    "jupyter-docker": {"backend": "jupyter", "placement": "docker"},
-    "jupyter-bubblewrap": {"backend": "jupyter", "placement": "bubblewrap"},
-    "local": {"backend": "local"},
-    "restricted": {"backend": "restricted"},
-}
 WEAK_TIMEOUT_S = 12
 
 
@@ -65,7 +59,7 @@ class Outcome:
 
 
 def _spec(backend: str) -> SandboxSpec:
-    fields = {**SUITE_SPEC, **BACKEND_FIELDS[backend]}
+    fields = {**SUITE_SPEC, **BACKEND_SPECS[backend]}
     if backend.startswith("jupyter"):  # a host directory: no size cap to honour
         fields.pop("workspace_size")
     return SandboxSpec(**fields)
@@ -114,19 +108,27 @@ async def _spec_sandbox(backend: str) -> AsyncIterator[Sandbox]:
         yield sandbox
 
 
-async def _next_works(sandbox: Sandbox, sessions: _Sessions) -> str | None:
-    """The session answers, or it ended as data and a fresh sandbox (the next shared one)
-    answers."""
+NEXT = ("print('next')", "next\n")
+
+
+async def _next_works(
+    sandbox: Sandbox, sessions: _Sessions, probe: tuple[str, str] = NEXT
+) -> str | None:
+    """The session answers ``probe`` (code, expected stdout), or it ended as data and a fresh
+    sandbox (the next shared one) answers it."""
+    code, expected = probe
     try:
-        after = await sandbox.exec("print('next')", timeout=30)
-        if after.stdout == "next\n":
+        after = await sandbox.exec(code, timeout=30)
+        if after.stdout == expected:
             return None
         if not (sandbox.ended or sandbox.closed):
             return f"the next exec answered {after.exit_reason.value}: {after.stderr[-300:]!r}"
     except SandboxClosedError:
         pass
-    again = await (await sessions.get()).exec("print('next')", timeout=30)
-    return None if again.stdout == "next\n" else f"a fresh sandbox failed: {again.stderr[-300:]}"
+    again = await (await sessions.get()).exec(code, timeout=30)
+    if again.stdout == expected:
+        return None
+    return f"a fresh sandbox answered {again.stdout[-200:]!r}: {again.stderr[-300:]!r}"
 
 
 async def _script(
@@ -136,7 +138,8 @@ async def _script(
         result = await sandbox.exec(attack.script(decoys, armed=True), timeout=attack.timeout_s)
     except Exception as exc:  # an exhausted resource must be data, never an exception
         return f"exec raised {type(exc).__name__}: {exc}"
-    return attack.contained(result, decoys) or await _next_works(sandbox, sessions)
+    verdict = attack.contained(result, decoys)
+    return verdict or await _next_works(sandbox, sessions, attack.after or NEXT)
 
 
 async def _judge(
