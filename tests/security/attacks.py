@@ -100,6 +100,9 @@ class Attack:
     fresh: bool = False
     bridge: bool = False
     after: tuple[str, str] | None = None
+    # without a weakened run: why the contained outcome itself proves the attack reached its
+    # target (the host saw what the script sent)
+    self_evident: str = ""
 
     def script(self, decoys: Decoys, *, armed: bool) -> str:
         return self.code.format(**decoys.fields(), armed=armed)

@@ -9,9 +9,9 @@ signal 0 which processes it could have killed.
 
 from __future__ import annotations
 
-from execloop.sandboxes import ExitReason
+from execloop.sandboxes import ExecResult, ExitReason
 
-from .attacks import ESCAPED, ISOLATING, Attack, Category, printed, probe, reason_in
+from .attacks import ESCAPED, ISOLATING, Attack, Category, Decoys, printed, probe, reason_in
 from .weakenings import HOST_PID, PLAIN
 
 __all__ = ["LIFECYCLE_ATTACKS"]
@@ -67,6 +67,26 @@ if {armed}:
     os.kill(-1, signal.SIGKILL)
 """
 
+
+def refused_forgery(result: ExecResult, decoys: Decoys) -> str | None:
+    if result.exit_reason is ExitReason.ERROR and "broke the protocol" in result.stderr:
+        return None
+    return f"ended {result.exit_reason.value}: {result.stdout[-200:]!r} {result.stderr[-300:]!r}"
+
+
+# The user's code shares the helper's process: it can write to execloop's control socket.
+FORGED_FRAMES = """
+import os, socket, stat, struct
+for fd in range(3, 256):
+    try:
+        if stat.S_ISSOCK(os.fstat(fd).st_mode):
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                sock.sendall(struct.pack('!IQ', 10, 0) + b'not json!!' + b'\\xff' * 64)
+    except OSError:
+        pass
+print('ESCAPED the host took the forged frames')
+"""
+
 HOST_PROCESS = """
 import os
 try:
@@ -117,4 +137,14 @@ LIFECYCLE_ATTACKS = [
         ESCAPED,
     ),
     probe("see a host process", L, HOST_PROCESS, HOST_PID),
+    Attack(
+        "forged frames on the helper's control socket",
+        L,
+        ("docker", "local"),
+        FORGED_FRAMES,
+        refused_forgery,
+        None,
+        None,
+        self_evident="the host's answer quotes the bytes it refused",
+    ),
 ]
