@@ -126,6 +126,12 @@ def _flood(name: str, code: str) -> Attack:
     )
 
 
+def _spin(name: str, code: str, claimed: tuple[str, ...]) -> Attack:
+    timed_out = reason_in(ExitReason.TIMEOUT, absent="ESCAPED")
+    shown = printed("ESCAPED spun to the end")
+    return Attack(name, R, claimed, code, timed_out, PLAIN, shown, timeout_s=1)
+
+
 RESOURCE_ATTACKS = [
     Attack(
         "fork bomb (400 processes)",
@@ -178,26 +184,8 @@ RESOURCE_ATTACKS = [
     _flood("output flood on stdout (8 MiB)", OUTPUT_FLOOD.replace("{stream}", "stdout")),
     _flood("output flood on stderr (8 MiB)", OUTPUT_FLOOD.replace("{stream}", "stderr")),
     _flood("output flood of non-UTF-8 bytes, no newline", NO_NEWLINE_FLOOD),
-    Attack(
-        "CPU spin past the timeout",
-        R,
-        ALL_BACKENDS,
-        CPU_SPIN,
-        reason_in(ExitReason.TIMEOUT, absent="ESCAPED"),
-        PLAIN,
-        printed("ESCAPED spun to the end"),
-        timeout_s=1,
-    ),
-    Attack(
-        "CPU spin ignoring SIGINT/SIGTERM",
-        R,
-        ISOLATING,
-        STUBBORN_SPIN,
-        reason_in(ExitReason.TIMEOUT, absent="ESCAPED"),
-        PLAIN,
-        printed("ESCAPED spun to the end"),
-        timeout_s=1,
-    ),
+    _spin("CPU spin past the timeout", CPU_SPIN, ALL_BACKENDS),
+    _spin("CPU spin ignoring SIGINT/SIGTERM", STUBBORN_SPIN, ISOLATING),
     Attack(
         "file-descriptor exhaustion",
         R,
