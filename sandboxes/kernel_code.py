@@ -41,8 +41,8 @@ finally:
 # Run once per kernel. os._exit kills the kernel at once: the hook first flushes the output,
 # says which status it was (a display message of execloop's own type) and gives the kernel's
 # I/O thread a moment to send. sys.stdout/stderr get the binary .buffer a plain interpreter has.
-# The health check says, after each cell, whether the script left the kernel a file descriptor
-# and some address space: "" if so, else "reason:why".
+# The health check says, after each cell, whether the script left the kernel a file descriptor,
+# some address space and no tracer (PTRACE_TRACEME): "" if so, else "reason:why".
 SESSION_HOOKS = f"""\
 def __execloop_hooks():
     import builtins, codecs, errno, io, mmap, os, sys, time
@@ -72,6 +72,13 @@ def __execloop_hooks():
             mmap.mmap(-1, 8 << 20).close()
         except (OSError, MemoryError):
             return "oom:the script left the kernel no memory (threads or data fill it)"
+        try:
+            with open("/proc/self/status") as status:
+                tracer = [line.split()[1] for line in status if line.startswith("TracerPid:")]
+        except OSError:
+            tracer = []
+        if tracer and tracer[0] != "0":
+            return "error:the script had the kernel traced (PTRACE_TRACEME): it stops at a signal"
         return ""
     class BinaryOut(io.BufferedIOBase):
         # What sys.stdout.buffer is in a plain interpreter: bytes in, the stream's text out
