@@ -35,7 +35,7 @@ DAEMON_THEN_SPIN = """
 import subprocess, sys, time
 subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', {marker!r}],
                  start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-end = time.monotonic() + 2.5
+end = time.monotonic() + 5
 while time.monotonic() < end:
     pass
 print('spun to the end')

@@ -84,10 +84,11 @@ for _ in range(8):
 print('ESCAPED flood finished')
 """
 
-# Spins for 4 s of wall time: past the 1 s exec timeout, short enough for its weakened run.
+# Spins for 5 s of wall time: far past the 1 s exec timeout (a loaded host may be late to
+# kill), short enough for its weakened run. The stubborn one outlasts jupyter's 2 s grace too.
 CPU_SPIN = """
 import datetime
-end = datetime.datetime.now() + datetime.timedelta(seconds=2.5)
+end = datetime.datetime.now() + datetime.timedelta(seconds=5)
 while datetime.datetime.now() < end:
     pass
 print('ESCAPED spun to the end')
@@ -97,7 +98,7 @@ STUBBORN_SPIN = """
 import signal, time
 for name in ('SIGINT', 'SIGTERM', 'SIGHUP'):
     signal.signal(getattr(signal, name), signal.SIG_IGN)
-end = time.monotonic() + 4
+end = time.monotonic() + 8
 while time.monotonic() < end:
     pass
 print('ESCAPED spun to the end')
