@@ -55,7 +55,7 @@ class Capability(enum.StrEnum):
     TOOLS = "tools"  # its code can import from and connect to GUEST_CONTROL_DIR (tool bridge)
     GPU = "gpu"  # spec.gpus is honoured
     RESTART = "restart"  # restart() gives a fresh interpreter on the same workspace
-    BINARY_STDOUT = "binary_stdout"  # sys.stdout.buffer exists (a kernel's OutStream has none)
+    BINARY_STDOUT = "binary_stdout"  # sys.stdout.buffer takes bytes (restricted has no sys)
     RICH_OUTPUT = "rich_output"  # display outputs (PNG, HTML...) are saved under outputs/
     STREAMING = "streaming"  # on_output sees stdout/stderr while the code runs, not at its end
 

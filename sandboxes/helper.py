@@ -606,6 +606,18 @@ def _on_tmpfs(path: str) -> bool:
     return fstype == "tmpfs"
 
 
+def _traced() -> bool:
+    """Whether a tracer is attached to this process (``TracerPid`` in its status)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"TracerPid:"):
+                    return line.split()[1] != b"0"
+    except (OSError, IndexError):
+        pass
+    return False
+
+
 def _human(count: int) -> str:
     return f"{count / 2**20:.1f} MiB"
 
@@ -836,6 +848,8 @@ class _Session:
             mmap.mmap(-1, _HEADROOM_BYTES, flags=mmap.MAP_PRIVATE).close()  # as RLIMIT_DATA counts
         except (OSError, MemoryError):
             return "oom", "the script left the helper no memory (threads or data fill it)"
+        if _traced():  # PTRACE_TRACEME: the sandbox's init would freeze it at its next signal
+            return "error", "the script had the helper traced (PTRACE_TRACEME)"
         return None
 
     def _emergency_reply(self, exit_code: int, exc: BaseException) -> dict[str, Any]:

@@ -35,7 +35,12 @@ from execloop.sandboxes.base import (
     check_backend,
     check_exec_args,
 )
-from execloop.sandboxes.kernel_code import REAP_ZOMBIES, RUN_FILE, SESSION_HOOKS
+from execloop.sandboxes.kernel_code import (
+    OUTPUT_LIMIT_HOOK,
+    REAP_ZOMBIES,
+    RUN_FILE,
+    SESSION_HOOKS,
+)
 from execloop.sandboxes.kernel_messages import OutputCollector
 from execloop.sandboxes.kernel_provisioners import check_placement
 from execloop.sandboxes.kernel_session import KernelSession, RunEnd
@@ -85,6 +90,7 @@ class JupyterSandbox(Sandbox):
             Capability.RESTART,
             Capability.RICH_OUTPUT,
             Capability.STREAMING,
+            Capability.BINARY_STDOUT,  # kernel_code.SESSION_HOOKS gives the streams a .buffer
         }
         if self.spec.placement == "docker":
             offers.add(Capability.GPU)
@@ -144,6 +150,9 @@ class JupyterSandbox(Sandbox):
         self._uncounted = False
         await self._kernel.start(timeout=self.spec.start_timeout_s)
         await self._kernel.run_silently(SESSION_HOOKS)
+        await self._kernel.run_silently(
+            OUTPUT_LIMIT_HOOK.format(limit=self.spec.output_limit_bytes)
+        )
 
     async def restart(self) -> None:
         """A fresh kernel (new state, new HMAC key, new ``control_dir``) on the same workspace,

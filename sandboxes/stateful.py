@@ -251,7 +251,11 @@ class HelperSandbox(Sandbox):
                 reason = await self.placement.death_reason(oom_before=self._oom_before)
                 await self._terminate(f"the helper vanished: {reason.value}")
                 return reason
-            except BaseException:  # cancelled or protocol error: the session cannot continue
+            except ProtocolError:  # the session cannot continue
+                with anyio.CancelScope(shield=True):
+                    await self._terminate("the channel broke the protocol")
+                raise
+            except BaseException:  # cancelled: the session cannot continue
                 with anyio.CancelScope(shield=True):
                     await self._terminate("interrupted mid-call")
                 raise
@@ -360,7 +364,12 @@ class HelperSandbox(Sandbox):
                 stream.close()
             return None if reply is None else reply[0]
 
-        outcome = await self._call(exchange, timeout=timeout or self.spec.timeout_s, scoped=False)
+        try:
+            outcome = await self._call(
+                exchange, timeout=timeout or self.spec.timeout_s, scoped=False
+            )
+        except ProtocolError as exc:  # _call has closed the session
+            return self._garbled(exc, started)
         if isinstance(outcome, ExitReason):
             return ExecResult(
                 exit_code=None,
@@ -372,7 +381,9 @@ class HelperSandbox(Sandbox):
         ended = outcome.get("ended")
         if not outcome.get("ok"):
             if not ended:
-                raise ProtocolError(f"the helper failed an exec: {outcome.get('error')}")
+                await self._terminate("the helper failed an exec")
+                error = ProtocolError(f"the helper failed an exec: {outcome.get('error')}")
+                return self._garbled(error, started)
             result = ExecResult(  # the helper could not even begin (no memory left)
                 exit_code=None,
                 exit_reason=ExitReason.OOM
@@ -386,10 +397,26 @@ class HelperSandbox(Sandbox):
             try:
                 result = ExecResult.model_validate(fields)
             except ValidationError as exc:
-                raise ProtocolError(f"malformed exec reply from the helper: {exc}") from exc
+                await self._terminate("a malformed exec reply")
+                error = ProtocolError(f"malformed exec reply from the helper: {exc}")
+                return self._garbled(error, started)
         if ended:
             await self._terminate(_plain(ended))
         return result
+
+    def _garbled(self, exc: ProtocolError, started: float) -> ExecResult:
+        """An exec whose channel carried something that is not the protocol. The user's code
+        shares the helper's process (it can write to the control socket), so this is the
+        script's doing as far as the host can tell: data, not an exception; the session is
+        closed."""
+        log.warning("%s sandbox %s: %s", self.backend_name, self.session_id, exc)
+        return ExecResult(
+            exit_code=None,
+            exit_reason=ExitReason.ERROR,
+            stderr=f"execloop: the channel to the sandbox broke the protocol ({exc}); the "
+            "script may have written to execloop's control socket. The session was closed",
+            duration_s=time.monotonic() - started,
+        )
 
     async def warm(self) -> None:
         outcome = await self._file_call(

@@ -206,6 +206,8 @@ def _parse(line: bytes) -> dict[str, Any]:
         request = json.loads(line)
     except ValueError as exc:
         raise _Refusal("bad_request", f"the request is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # [[[[... deeper than the parser's stack
+        raise _Refusal("bad_request", "the request's JSON is nested too deeply") from exc
     if not isinstance(request, dict):
         raise _Refusal("bad_request", "the request must be a JSON object")
     try:  # JSON may spell lone surrogates (\\ud800); no tool, record or log can hold them

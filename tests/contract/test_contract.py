@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from execloop import ConfigError, SandboxClosedError, run_script_async
-from execloop.sandboxes import ExitReason
+from execloop.sandboxes import Capability, ExitReason
 
 from .backends import BACKEND_SPECS, leftovers, make_sandbox, peak_rss_growth
 
@@ -268,3 +268,19 @@ async def test_large_transfers_stream_in_bounded_host_memory(
         assert listed.total_bytes == size
     # the old, in-memory transfers held the archive several times (> 3 x 256 MiB)
     assert growth() < 96 * 1024**2, f"host RSS grew by {growth() / 2**20:.0f} MiB"
+
+
+async def test_bytes_written_to_stdout_buffer_arrive_as_text(backend: str) -> None:
+    async with make_sandbox(backend) as sandbox:
+        offered = Capability.BINARY_STDOUT in sandbox.capabilities
+        result = await sandbox.exec(
+            "import sys\n"
+            "sys.stdout.buffer.write(b'caf\\xc3')\n"  # a character split across two writes
+            "sys.stdout.buffer.write(b'\\xa9 \\xff\\n')\n"
+            "sys.stdout.buffer.flush()"
+        )
+    if not offered:  # restricted: no sys at all
+        assert result.exit_reason is ExitReason.ERROR
+        return
+    assert result.exit_reason is ExitReason.OK, result.stderr
+    assert result.stdout == "café \ufffd\n"

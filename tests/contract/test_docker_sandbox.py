@@ -30,7 +30,7 @@ async def test_dockers_default_seccomp_profile_is_kept() -> None:
             "lines = open('/proc/self/status').read().splitlines()\n"
             "print(dict(line.split(':', 1) for line in lines)['Seccomp'].strip())"
         )
-    assert result.stdout == "2\n"  # a seccomp filter is in force (uid/caps: test_isolation.py)
+    assert result.stdout == "2\n"  # a seccomp filter is in force (uid/caps: tests/security)
 
 
 async def test_memory_bomb_ends_with_oom() -> None:

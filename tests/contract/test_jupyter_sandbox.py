@@ -245,7 +245,7 @@ async def test_an_output_flood_is_stopped_and_the_session_survives(placement: st
     assert after.stdout == "still here\n"
 
 
-# -- isolation (network, uid, read-only root, host files, fork bombs: test_isolation.py) ----
+# -- isolation (network, uid, read-only root, host files, fork bombs: tests/security) ----
 async def test_the_kernel_is_not_root_on_the_host_either(placement: str) -> None:
     async with jupyter(placement) as sandbox:
         await sandbox.exec("x = 1")

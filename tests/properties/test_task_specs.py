@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from execloop.errors import ConfigError
 from execloop.runtime.task import Budget, Task
+from execloop.sandboxes.spec import SandboxSpec, coerce_spec
 
 SCALARS = (
     st.none()
@@ -91,3 +93,21 @@ def test_budgets_are_finite_and_positive(value: float) -> None:
             continue
         number = getattr(budget, field)
         assert number > 0 and number == number and number != float("inf")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from([*SandboxSpec.model_fields, "unknown"]), JSON, max_size=5)
+    | JSON
+)
+def test_any_sandbox_spec_is_a_spec_or_one_config_error_naming_fields(data: Any) -> None:
+    try:
+        spec = coerce_spec(data)
+    except ConfigError as exc:
+        message = str(exc)
+        assert message.startswith(("invalid sandbox spec: ", "spec must be a SandboxSpec"))
+        if isinstance(data, dict) and data:
+            assert any(name in message for name in [*data, "spec:"]), message
+        return
+    assert isinstance(spec, SandboxSpec)
+    assert spec.output_limit_bytes >= spec.max_output_bytes

@@ -109,13 +109,13 @@ def test_create_sandbox_refuses_a_placement_outside_jupyter() -> None:
         ({"backend": "restricted"}, {"stateful"}, {"tools", "gpu", "binary_stdout"}),
         (
             {"backend": "jupyter", "placement": "docker"},
-            {"stateful", "tools", "gpu", "restart", "rich_output"},
-            {"binary_stdout"},
+            {"stateful", "tools", "gpu", "restart", "rich_output", "binary_stdout"},
+            set(),
         ),
         (
             {"backend": "jupyter", "placement": "bubblewrap"},
-            {"stateful", "tools", "restart", "rich_output"},
-            {"gpu", "binary_stdout"},
+            {"stateful", "tools", "restart", "rich_output", "binary_stdout"},
+            {"gpu"},
         ),
     ],
 )
