@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from execloop.runtime.bench_figures import MANY_CALLS, Spread, Summary, TaskComparison, TokenBench
+from execloop.runtime.benchmarks.figures import (
+    MANY_CALLS,
+    Spread,
+    Summary,
+    TaskComparison,
+    TokenBench,
+)
 
 __all__ = ["plot_cumulative", "render_markdown"]
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from execloop.runtime.bench_suite import BenchTask
+from execloop.runtime.benchmarks.suite import BenchTask
 from execloop.runtime.bridge.stubs import ToolDocs
 from execloop.runtime.classic import (
     CACHE_READ_WEIGHT,
