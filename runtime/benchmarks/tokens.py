@@ -36,6 +36,7 @@ from execloop.runtime.loop import LoopEvent, SubAgent
 from execloop.runtime.models.anthropic_model import AnthropicModel
 from execloop.runtime.models.base import Model
 from execloop.runtime.models.openai_model import OpenAIModel
+from execloop.runtime.report_model import Method
 from execloop.runtime.task import Budget, Result, Task, TaskStatus
 from execloop.sandboxes.spec import DEFAULT_BACKEND, Backend, SandboxSpec
 
@@ -113,7 +114,7 @@ async def run_suite(
         model=live_model.name if live_model else f"replay ({protocol} API, loopback)",
         protocol=protocol,
         backend=backend,
-        method="measured-live" if live_model else "replayed",
+        method=Method.MEASURED_LIVE if live_model else Method.REPLAYED,
         tool_docs=tool_docs,
         tasks=comparisons,
         summaries={s: Summary.of([c for c in comparisons if c.source == s]) for s in sources},
@@ -151,7 +152,7 @@ async def run_task(
     classic, classic_ok = await _classic(bench_task, model)
     comparison = compare(
         bench_task,
-        method="replayed" if replay is not None else "measured-live",
+        method=Method.REPLAYED if replay is not None else Method.MEASURED_LIVE,
         result=result,
         code_success=code_ok,
         code_calls=sum(r.ok for r in records),

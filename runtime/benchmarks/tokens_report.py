@@ -12,6 +12,7 @@ from execloop.runtime.benchmarks.figures import (
     TaskComparison,
     TokenBench,
 )
+from execloop.runtime.report_model import Method
 from execloop.runtime.report_plots import turns_png
 
 __all__ = ["plot_cumulative", "render_markdown"]
@@ -103,7 +104,7 @@ def render_markdown(bench: TokenBench, *, plot: str | None = None) -> str:
         "replayed: both flows talked to a loopback model that followed a recorded plan (code "
         "mode submits the task's script; the classic agent makes the calls that script made), "
         f"and every request was counted with one tokenizer, {bench.tokenizer}"
-        if bench.method == "replayed"
+        if bench.method == Method.REPLAYED
         else "measured live: usage as the provider reported it"
     )
     lines = [
