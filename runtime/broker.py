@@ -372,7 +372,6 @@ class Broker:
         launch = self.store.mark_running(task.id, owner=self.owner.id)
         if launch is None:
             raise _NotOwner(task.id)
-        registry = None
         try:
             if self.outputs_dir is not None and not _PLAIN_ID.fullmatch(task.id):
                 raise ConfigError(f"task id {task.id!r} cannot name a folder in outputs_dir")
