@@ -74,7 +74,7 @@ class Broker:
         sandbox_factory: Callable[[SandboxSpec], Sandbox] = create_sandbox,
         run_id: str | None = None,
         reap_orphans: bool = True,
-        registry: ToolRegistry | None = None,
+        registry: ToolRegistry | Callable[[Task], ToolRegistry] | None = None,
         warm_sandboxes: int = 0,
         max_live_sandboxes: int | None = None,
         max_starting_sandboxes: int | None = 16,
@@ -409,13 +409,16 @@ class Broker:
             if self.outputs_dir is not None and not _PLAIN_ID.fullmatch(task.id):
                 raise ConfigError(f"task id {task.id!r} cannot name a folder in outputs_dir")
             skill = self._skill(task.skill) if task.skill else None
+            # one registry for every task, or (a factory) one per task: tools with state of
+            # their own, which tasks, a resumed task's twin included, must not share
+            registry = self.registry(task) if callable(self.registry) else self.registry
             agent = SubAgent(
                 task,
                 model=model,
                 skill=skill,
                 sandbox_factory=self._factory,
                 on_event=lambda event: self._persist(task.id, launch, event),
-                registry=self.registry,
+                registry=registry,
                 outputs_dir=None if self.outputs_dir is None else self.outputs_dir / task.id,
                 checkpoint_root=store_checkpoint_root(self.store.path),
             )
@@ -426,7 +429,10 @@ class Broker:
                 error=f"{type(exc).__name__}: {exc}",
                 error_kind=ErrorKind.of(exc),
             )
-        return await agent.run()
+        if registry is None or registry is self.registry:
+            return await agent.run()
+        async with registry:  # the task's own registry is closed with its task
+            return await agent.run()
 
     async def _run_on_cluster(
         self, cluster: RayCluster, task: Task, model: Model, launch: int

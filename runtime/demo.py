@@ -1,6 +1,7 @@
-"""The keyless demo's tasks: a realistic mix, mostly multi-tool tasks (``demo_tools``: 5 to 20
-calls to a shop's host tools through the bridge, so the ledger has calls to price), plus every
-built-in skill's worked example (no tool calls). Every model here is a ``ScriptedModel``: its
+"""The keyless demo's tasks: a realistic mix, mostly multi-tool tasks (the token bench's shop
+tasks of 6 to 20 calls, ``benchmarks.suite``: lookups chained and read-modify-write, through the
+bridge to one shop's host tools, so the ledger has calls to price), plus every built-in skill's
+worked example (no tool calls). Every model here is a ``ScriptedModel``: its
 replies are replayed, not generated.
 
 A demo task's id is ``<key>-<random>``: the key names its example, so ``demo_model`` rebuilds
@@ -16,14 +17,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from execloop.errors import ConfigError
+from execloop.runtime.benchmarks.suite import SUITE, Shop, shop_registry
+from execloop.runtime.bridge import ToolRegistry
 from execloop.runtime.checks import CheckSpec, ExpressionCheck
-from execloop.runtime.demo_tools import demo_registry, tool_tasks
 from execloop.runtime.models import ScriptedModel
 from execloop.runtime.models.base import Model
 from execloop.runtime.skills import list_skills
 from execloop.runtime.task import Task
 
 __all__ = ["demo_mix", "demo_model", "demo_registry", "demo_tasks"]
+
+# The suite's tasks of 5 or more calls: 6, 9, 12, 17 and 20 calls.
+_SHOP_TASKS = ("notes_fix", "delayed_review", "low_stock_audit", "customer_report", "price_update")
+
+
+def demo_registry(task: Task) -> ToolRegistry:
+    """The shop's tools for ``task`` on a fresh ``Shop`` of its own (a broker's registry
+    factory): read-modify-write tasks, and a crashed demo's resumed twin of one, never share."""
+    return shop_registry(Shop())
 
 
 @dataclass(frozen=True)
@@ -55,13 +66,14 @@ def _examples() -> dict[str, _Example]:
     ]
     tools = [
         _Example(
-            key=task.key,
+            key=task.name,
             goal=task.goal,
             script=task.script,
-            checks=(ExpressionCheck(expr=task.check),),
+            checks=(ExpressionCheck(expr=task.expect),),
             tools=task.tools,
         )
-        for task in tool_tasks()
+        for task in SUITE
+        if task.name in _SHOP_TASKS
     ]
     found = [*tools, *found]  # the tool tasks first: they are most of the mix
     return {example.key: example for example in found}
@@ -87,7 +99,7 @@ def demo_mix() -> str:
     examples = _examples().values()
     tools = sum(bool(example.tools) for example in examples)
     return (
-        f"{len(examples)} tasks: {tools} call a shop's host tools (5 to 20 calls each, lookups "
+        f"{len(examples)} tasks: {tools} call a shop's host tools (6 to 20 calls each, lookups "
         f"chained and read-modify-write), {len(examples) - tools} are the skills' worked "
         "examples (no tool calls)"
     )

@@ -86,7 +86,7 @@ def _first_execloop_error(error: BaseException) -> ExecloopError | None:
 )
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True)
 def demo_command(out_dir: Path, concurrency: int) -> None:
-    """Keyless demo: a realistic mix, mostly tasks calling a shop's host tools (5 to 20 calls
+    """Keyless demo: a realistic mix, mostly tasks calling a shop's host tools (6 to 20 calls
     each) plus every built-in skill's example, solved through the broker by SCRIPTED models
     (replies replayed, not generated), checked in Docker sandboxes, with the token ledger's
     report. Re-run on the same --out after a crash, it resumes the crashed run's unfinished
@@ -113,7 +113,7 @@ def demo_command(out_dir: Path, concurrency: int) -> None:
             db=store,
             model=demo_model,
             max_concurrency=concurrency,
-            registry=demo_registry(),
+            registry=demo_registry,
         ) as broker:
             resumed = list(broker.resumed)
             if resumed:

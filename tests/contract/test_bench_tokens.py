@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from execloop.runtime.bench_bfcl import bfcl_tasks
-from execloop.runtime.bench_suite import SUITE
-from execloop.runtime.bench_tokens import run_task
+from execloop.runtime.benchmarks.bfcl import bfcl_tasks
+from execloop.runtime.benchmarks.suite import SUITE
+from execloop.runtime.benchmarks.tokens import run_task
 from execloop.runtime.cli import cli
 from execloop.runtime.models.anthropic_model import AnthropicModel
 from execloop.runtime.models.openai_model import OpenAIModel
-from execloop.testing.replay import ReplayModelServer
+from execloop.testing import ReplayModelServer
 
 pytestmark = pytest.mark.anyio
 TASKS = {task.name: task for task in SUITE}

@@ -45,7 +45,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
     tasks = demo_tasks()  # as `execloop demo` runs them: Docker (the skills' checks need pandas)
 
     async def main() -> tuple[str, list[Result]]:
-        async with Broker(db=store, model=demo_model, registry=demo_registry()) as broker:
+        async with Broker(db=store, model=demo_model, registry=demo_registry) as broker:
             results = await broker.map(tasks)
             # a task the broker never ran: how a crashed run's leftovers look to a report
             left = Task(id="left-behind", goal="Count the rows of a file that never arrived.")

@@ -9,8 +9,9 @@ Tests drive the real SDK clients against them (never patching library code)::
         assert server.requests[-1].body["model"] == "claude-test"
 """
 
+from execloop.testing import LoopbackServer, PlannedResponse, RecordedRequest
+
 from .anthropic_server import FakeAnthropicServer
-from .loopback import LoopbackServer, PlannedResponse, RecordedRequest
 from .openai_server import FakeOpenAIServer
 
 __all__ = [

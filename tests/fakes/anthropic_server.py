@@ -20,7 +20,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .loopback import EventStream, LoopbackServer, PlannedResponse, RecordedRequest
+from execloop.runtime.benchmarks.loopback import (
+    EventStream,
+    LoopbackServer,
+    PlannedResponse,
+    RecordedRequest,
+)
 
 __all__ = ["DEFAULT_USAGE", "ERROR_MESSAGES", "FakeAnthropicServer", "message_events"]
 

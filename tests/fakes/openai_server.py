@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .loopback import LoopbackServer, PlannedResponse, RecordedRequest
+from execloop.testing import LoopbackServer, PlannedResponse, RecordedRequest
 
 __all__ = ["DEFAULT_USAGE", "FakeOpenAIServer"]
 

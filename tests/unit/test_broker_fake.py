@@ -13,6 +13,7 @@ import anyio.lowlevel
 import pytest
 
 from execloop.errors import BrokerBusyError, BrokerStoppedError
+from execloop.runtime.bridge import ToolRegistry
 from execloop.runtime.broker import Broker
 from execloop.runtime.models.base import ModelRequest
 from execloop.runtime.store import TaskStore
@@ -155,6 +156,28 @@ async def test_a_dead_brokers_task_is_resumed_to_one_result(tmp_path: Path) -> N
         result = await broker.result("orphan")
     assert result.status is TaskStatus.PASSED and len(backend.sandboxes) == 2
     assert TaskStore(db).result_counts() == {"orphan": 1}
+
+
+class _ClosingRegistry(ToolRegistry):
+    closed = False
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await super().aclose()
+
+
+async def test_a_registry_factory_gives_each_task_its_own_closed_with_it(tmp_path: Path) -> None:
+    made: dict[str, _ClosingRegistry] = {}
+
+    def per_task(task: Task) -> ToolRegistry:
+        made[task.id] = _ClosingRegistry()
+        return made[task.id]
+
+    async with _broker(tmp_path / "runs.db", FakeBackend(interpret), registry=per_task) as broker:
+        results = await broker.map([_task("a"), _task("b")])
+    assert [r.status for r in results] == [TaskStatus.PASSED] * 2
+    assert sorted(made) == ["a", "b"] and made["a"] is not made["b"]
+    assert all(registry.closed for registry in made.values())
 
 
 async def test_the_broker_resolves_skills_from_its_skill_dirs(tmp_path: Path) -> None:

@@ -17,8 +17,7 @@ from execloop.runtime.bridge.tool import render_text
 from execloop.runtime.classic_agent import ClassicAgent, ClassicRun
 from execloop.runtime.models.anthropic_model import AnthropicModel
 from execloop.runtime.models.openai_model import OpenAIModel
-from execloop.testing import ScriptedModel
-from execloop.testing.replay import FinalText, ReplayModelServer, ToolUse
+from execloop.testing import FinalText, ReplayModelServer, ScriptedModel, ToolUse
 
 pytestmark = pytest.mark.anyio
 ECHO_SERVER = Path(__file__).resolve().parents[1] / "fakes" / "mcp_echo_server.py"

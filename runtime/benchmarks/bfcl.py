@@ -27,7 +27,7 @@ from typing import Any
 from pydantic_core import to_jsonable_python
 
 from execloop.errors import ConfigError
-from execloop.runtime.bench_suite import BenchTask
+from execloop.runtime.benchmarks.suite import BenchTask
 from execloop.runtime.bridge.registry import ToolRegistry
 from execloop.runtime.bridge.tool import Tool, ToolFailure
 

@@ -1,5 +1,5 @@
-"""A scripted JSON-over-HTTP server on 127.0.0.1, in a thread, stdlib only (a test double:
-the provider fakes in tests/ and the replay model of ``execloop bench tokens`` build on it).
+"""A scripted JSON-over-HTTP server on 127.0.0.1, in a thread, stdlib only: the replay model
+of ``execloop bench tokens`` (``replay``) and the provider fakes in tests/ build on it.
 
 Each request is recorded (method, path, lower-cased headers, parsed JSON body) and answered
 by the next planned response in the queue, in order. Provider fakes subclass it and add

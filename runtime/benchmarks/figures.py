@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from execloop.runtime.bench_suite import BenchTask
+from execloop.runtime.benchmarks.suite import BenchTask
 from execloop.runtime.bridge.stubs import ToolDocs
 from execloop.runtime.classic import (
     CACHE_READ_WEIGHT,
@@ -22,13 +22,13 @@ from execloop.runtime.classic import (
 )
 from execloop.runtime.classic_agent import ClassicRun
 from execloop.runtime.ledger import Usage
+from execloop.runtime.report_model import Method
 from execloop.runtime.task import Result
 from execloop.runtime.tokens import TOKENIZER_NAME
 
 __all__ = [
     "FlowFigures",
     "MANY_CALLS",
-    "Method",
     "OUTPUT_WEIGHT",
     "Protocol",
     "Spread",
@@ -41,7 +41,6 @@ __all__ = [
 
 OUTPUT_WEIGHT = 5.0
 MANY_CALLS = 5  # the acceptance figures are over tasks with at least this many calls
-Method = Literal["measured-live", "replayed", "estimated"]
 Protocol = Literal["anthropic", "openai"]
 
 
@@ -158,15 +157,8 @@ class Summary(BaseModel):
 
 def cost(usage: Usage, *, cached: bool) -> float:
     """Cost units of ``usage``: without caching every input token is 1x."""
-    out = OUTPUT_WEIGHT * usage.output_tokens
-    if not cached:
-        return usage.total_input_tokens + out
-    return (
-        usage.input_tokens
-        + CACHE_READ_WEIGHT * usage.cache_read_input_tokens
-        + CACHE_WRITE_WEIGHT * usage.cache_creation_input_tokens
-        + out
-    )
+    input_cost = input_cost_units(usage) if cached else usage.total_input_tokens
+    return input_cost + OUTPUT_WEIGHT * usage.output_tokens
 
 
 def _cumulative(usages: Sequence[Usage]) -> list[int]:
@@ -216,7 +208,7 @@ def _estimated(task: str, flow: ClassicFlow, calls: int) -> FlowFigures:
     figures = _figures(
         task,
         "classic",
-        "estimated",
+        Method.ESTIMATED,
         usage,
         success=None,
         attempts=1,

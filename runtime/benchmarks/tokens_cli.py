@@ -1,4 +1,4 @@
-"""``execloop bench tokens``: the token suite (``bench_tokens``), both flows side by side,
+"""``execloop bench tokens``: the token suite (``tokens``), both flows side by side,
 written as a page (markdown and a plot)."""
 
 from __future__ import annotations
@@ -80,10 +80,10 @@ def tokens_command(
 ) -> None:
     """Both flows (code mode, a classic one-call-per-turn agent) on every task of the suite,
     measured side by side; without --model the model is a loopback replay (no key needed)."""
-    from execloop.runtime.bench_figures import TaskComparison
-    from execloop.runtime.bench_suite import SUITE
-    from execloop.runtime.bench_tokens import run_suite
-    from execloop.runtime.bench_tokens_report import plot_cumulative, render_markdown
+    from execloop.runtime.benchmarks.figures import TaskComparison
+    from execloop.runtime.benchmarks.suite import SUITE
+    from execloop.runtime.benchmarks.tokens import run_suite
+    from execloop.runtime.benchmarks.tokens_report import plot_cumulative, render_markdown
     from execloop.runtime.models import parse_model
 
     known = {task.name: task for task in SUITE}
@@ -97,7 +97,7 @@ def tokens_command(
     _check_writable(out)
     tasks = [known[name] for name in dict.fromkeys(names)] if names else list(SUITE)
     if bfcl:
-        from execloop.runtime.bench_bfcl import bfcl_tasks
+        from execloop.runtime.benchmarks.bfcl import bfcl_tasks
 
         tasks += bfcl_tasks(bfcl)
     live = parse_model(model_spec) if model_spec else None
@@ -138,7 +138,7 @@ def tokens_command(
             )
 
         bench = anyio.run(main)
-    from execloop.runtime.bench_figures import TokenBench
+    from execloop.runtime.benchmarks.figures import TokenBench
 
     assert isinstance(bench, TokenBench)
     plot = plot_cumulative(bench, out.with_name(f"{out.stem}-tokens.png"))

@@ -8,7 +8,7 @@ submits the task's script, the classic agent follows the calls that script made,
 counts every request with the project's tokenizer. With a model (``measured-live``) both flows
 ask the model, and the figures are the provider's usage.
 
-Prompt caching is priced on both sides (``bench_figures``); the cache starts empty for every
+Prompt caching is priced on both sides (``figures``); the cache starts empty for every
 flow of every task. The ledger's estimate of the classic flow (computed from the code-mode run
 alone) is kept beside the measured classic figure: ``estimate_ratio`` is estimate / measured.
 """
@@ -20,14 +20,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from execloop.runtime.bench_figures import (
+from execloop.runtime.benchmarks.figures import (
     Protocol,
     Summary,
     TaskComparison,
     TokenBench,
     compare,
 )
-from execloop.runtime.bench_suite import BenchTask
+from execloop.runtime.benchmarks.replay import FinalText, ReplayModelServer, SubmitScript, ToolUse
+from execloop.runtime.benchmarks.suite import BenchTask
 from execloop.runtime.bridge.gate import ToolCallRecord
 from execloop.runtime.bridge.stubs import ToolDocs
 from execloop.runtime.classic_agent import ClassicAgent, ClassicRun
@@ -35,9 +36,9 @@ from execloop.runtime.loop import LoopEvent, SubAgent
 from execloop.runtime.models.anthropic_model import AnthropicModel
 from execloop.runtime.models.base import Model
 from execloop.runtime.models.openai_model import OpenAIModel
+from execloop.runtime.report_model import Method
 from execloop.runtime.task import Budget, Result, Task, TaskStatus
 from execloop.sandboxes.spec import DEFAULT_BACKEND, Backend, SandboxSpec
-from execloop.testing.replay import FinalText, ReplayModelServer, SubmitScript, ToolUse
 
 __all__ = ["TaskRun", "run_suite", "run_task"]
 
@@ -113,7 +114,7 @@ async def run_suite(
         model=live_model.name if live_model else f"replay ({protocol} API, loopback)",
         protocol=protocol,
         backend=backend,
-        method="measured-live" if live_model else "replayed",
+        method=Method.MEASURED_LIVE if live_model else Method.REPLAYED,
         tool_docs=tool_docs,
         tasks=comparisons,
         summaries={s: Summary.of([c for c in comparisons if c.source == s]) for s in sources},
@@ -151,7 +152,7 @@ async def run_task(
     classic, classic_ok = await _classic(bench_task, model)
     comparison = compare(
         bench_task,
-        method="replayed" if replay is not None else "measured-live",
+        method=Method.REPLAYED if replay is not None else Method.MEASURED_LIVE,
         result=result,
         code_success=code_ok,
         code_calls=sum(r.ok for r in records),

@@ -32,8 +32,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from execloop.runtime.benchmarks.loopback import LoopbackServer, PlannedResponse, RecordedRequest
 from execloop.runtime.tokens import compact_json, count_tokens, tool_definition_tokens
-from execloop.testing.loopback import LoopbackServer, PlannedResponse, RecordedRequest
 
 __all__ = ["FinalText", "PlanStep", "ReplayModelServer", "SubmitScript", "ToolUse"]
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from execloop.runtime.bench_figures import MANY_CALLS, Spread, Summary, TaskComparison, TokenBench
+from execloop.runtime.benchmarks.figures import (
+    MANY_CALLS,
+    Spread,
+    Summary,
+    TaskComparison,
+    TokenBench,
+)
+from execloop.runtime.report_model import Method
+from execloop.runtime.report_plots import turns_png
 
 __all__ = ["plot_cumulative", "render_markdown"]
 
@@ -96,7 +104,7 @@ def render_markdown(bench: TokenBench, *, plot: str | None = None) -> str:
         "replayed: both flows talked to a loopback model that followed a recorded plan (code "
         "mode submits the task's script; the classic agent makes the calls that script made), "
         f"and every request was counted with one tokenizer, {bench.tokenizer}"
-        if bench.method == "replayed"
+        if bench.method == Method.REPLAYED
         else "measured live: usage as the provider reported it"
     )
     lines = [
@@ -155,32 +163,24 @@ def render_markdown(bench: TokenBench, *, plot: str | None = None) -> str:
 
 def plot_cumulative(bench: TokenBench, path: Path, *, task: str | None = None) -> Path:
     """Cumulative input tokens per request for both flows on ``task`` (default: the task with
-    the most calls), as a PNG at ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display; the file is the output
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
+    the most calls), as a PNG at ``path``: the report's turn-by-turn plot (``turns_png``)."""
     chosen = (
         max(bench.tasks, key=lambda c: c.calls)
         if task is None
         else next(c for c in bench.tasks if c.task == task)
     )
     classic, code = chosen.classic.cumulative_input, chosen.code.cumulative_input
-    figure, axes = plt.subplots(figsize=(7, 4))
-    try:
-        axes.plot(range(1, len(classic) + 1), classic, marker="o", label="classic agent")
-        flat = [code[-1] if code else 0] * len(classic)
-        axes.plot(range(1, len(classic) + 1), flat, label=f"code mode ({len(code)} request)")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_xlabel("request (turn)")
-        axes.set_ylabel("input tokens sent so far")
-        axes.set_title(f"{chosen.task}: {chosen.calls} tool calls ({bench.method})")
-        axes.legend()
-        figure.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100)
-    finally:
-        plt.close(figure)
+    png = turns_png(
+        {
+            "classic agent": _per_request(classic),
+            f"code mode ({len(code)} request)": _per_request(code),
+        },
+        title=f"{chosen.task}: {chosen.calls} tool calls ({bench.method})",
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
     return path
+
+
+def _per_request(cumulative: list[int]) -> list[int]:
+    return [now - before for before, now in zip([0, *cumulative], cumulative, strict=False)]

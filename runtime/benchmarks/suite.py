@@ -3,8 +3,9 @@ tool calls (1, 2, 4, 6, 9, 12, 17, 20), read-modify-write chains among them.
 
 Every flow gets a fresh ``Shop`` (deterministic data), so the tools really run and each flow's
 effects are judged by the same ``check`` on its own shop and its own answer. Each task carries
-the script a code-mode model would submit; in replay the classic agent follows the calls that
-script made (the recorded plan), so both flows do the same work.
+the script a code-mode model would submit (its answer in ``result.json``); in replay the classic
+agent follows the calls that script made (the recorded plan), so both flows do the same work.
+The keyless demo (``execloop.runtime.demo``) runs the tasks of 5 or more calls on one shop.
 """
 
 from __future__ import annotations
@@ -171,6 +172,8 @@ class BenchTask:
     """One task: the goal, the tools it may use, the code-mode script, and its check.
 
     Each flow gets ``new_state()`` and ``tools_for(state)``; ``check(state, answer)`` judges it.
+    ``expect`` (execloop's own tasks) is the same verdict as an expression over the script's
+    ``result.json``, for a broker that checks in the sandbox (``execloop demo``).
     """
 
     name: str
@@ -178,6 +181,7 @@ class BenchTask:
     tools: tuple[str, ...]
     script: str
     check: Check
+    expect: str = ""
     new_state: Callable[[], Any] = Shop
     tools_for: Callable[[Any], ToolRegistry] = shop_registry
     source: str = "execloop"
@@ -196,27 +200,54 @@ def _acme_stale(shop: Shop) -> list[str]:
     ]
 
 
+def _latest_globex() -> dict[str, Any]:
+    orders = (o for o in _fresh().orders.values() if o["customer"] == "globex")
+    latest = max(orders, key=lambda o: o["date"])
+    return {key: latest[key] for key in ("order_id", "status", "total")}
+
+
+def _stock(skus: tuple[str, ...], *, add: int) -> dict[str, int]:
+    products = _fresh().products
+    return {sku: products[sku]["stock"] + add for sku in skus}
+
+
+def _low_stock() -> list[str]:
+    products = _fresh().products
+    return [f"SKU-{n:03d}" for n in range(1, 9) if products[f"SKU-{n:03d}"]["stock"] < 10]
+
+
+def _raised_prices() -> dict[str, float]:
+    products = _fresh().products
+    return {
+        f"SKU-{n:03d}": round(products[f"SKU-{n:03d}"]["price"] * 1.1, 2) for n in range(11, 21)
+    }
+
+
 SUITE: tuple[BenchTask, ...] = (
     BenchTask(
         name="fx_rate",
         goal="What is today's EUR to USD exchange rate?",
         tools=("get_exchange_rate",),
         script=(
+            "import json\n"
             "from execloop_tools import get_exchange_rate\n"
             "rate = get_exchange_rate(base='EUR', quote='USD')\n"
-            "print(f\"1 EUR = {rate['rate']} USD\")\n"
+            "json.dump({'eur_usd': rate['rate']}, open('result.json', 'w'))\n"
         ),
         check=lambda shop, answer: "1.0842" in answer,
+        expect='result["eur_usd"] == 1.0842',
     ),
     BenchTask(
         name="latest_order",
         goal="What is the status and total of globex's most recent order?",
         tools=("list_orders", "get_order"),
         script=(
+            "import json\n"
             "from execloop_tools import get_order, list_orders\n"
             "latest = max(list_orders(customer='globex'), key=lambda o: o['date'])\n"
             "order = get_order(order_id=latest['order_id'])\n"
-            "print(f\"{order['order_id']}: {order['status']}, total {order['total']}\")\n"
+            "keys = ('order_id', 'status', 'total')\n"
+            "json.dump({k: order[k] for k in keys}, open('result.json', 'w'))\n"
         ),
         check=lambda shop, answer: (
             (
@@ -228,22 +259,26 @@ SUITE: tuple[BenchTask, ...] = (
             in answer
             and o["status"] in answer
         ),
+        expect=f"result == {_latest_globex()!r}",
     ),
     BenchTask(
         name="restock_two",
         goal="Add 25 units to the stock of SKU-003 and of SKU-007.",
         tools=("get_product", "set_stock"),
         script=(
+            "import json\n"
             "from execloop_tools import get_product, set_stock\n"
+            "stock = {}\n"
             "for sku in ('SKU-003', 'SKU-007'):\n"
             "    product = get_product(sku=sku)\n"
-            "    set_stock(sku=sku, stock=product['stock'] + 25)\n"
-            "print('restocked SKU-003 and SKU-007 by 25')\n"
+            "    stock[sku] = set_stock(sku=sku, stock=product['stock'] + 25)['stock']\n"
+            "json.dump({'stock': stock}, open('result.json', 'w'))\n"
         ),
         check=lambda shop, answer: all(
             shop.products[s]["stock"] == _fresh().products[s]["stock"] + 25
             for s in ("SKU-003", "SKU-007")
         ),
+        expect=f'result["stock"] == {_stock(("SKU-003", "SKU-007"), add=25)!r}',
     ),
     BenchTask(
         name="notes_fix",
@@ -253,16 +288,18 @@ SUITE: tuple[BenchTask, ...] = (
         ),
         tools=("read_file", "write_file"),
         script=(
+            "import json\n"
             "from execloop_tools import read_file, write_file\n"
-            "for name in ('install', 'returns', 'warranty'):\n"
-            "    path = f'docs/{name}.md'\n"
+            "paths = [f'docs/{name}.md' for name in ('install', 'returns', 'warranty')]\n"
+            "for path in paths:\n"
             "    write_file(path=path, content=read_file(path=path).replace('TODO', 'DONE'))\n"
-            "print('3 files updated')\n"
+            "json.dump({'updated': paths}, open('result.json', 'w'))\n"
         ),
         check=lambda shop, answer: all(
             "TODO" not in shop.files[f"docs/{n}.md"] and "DONE" in shop.files[f"docs/{n}.md"]
             for n in ("install", "returns", "warranty")
         ),
+        expect='result["updated"] == ["docs/install.md", "docs/returns.md", "docs/warranty.md"]',
     ),
     BenchTask(
         name="delayed_review",
@@ -272,23 +309,26 @@ SUITE: tuple[BenchTask, ...] = (
         ),
         tools=("list_orders", "get_order", "update_order_status"),
         script=(
+            "import json\n"
             "from execloop_tools import get_order, list_orders, update_order_status\n"
             "pending = [o for o in list_orders(customer='acme') if o['status'] == 'processing']\n"
             "orders = [get_order(order_id=o['order_id']) for o in pending]\n"
             "late = [o['order_id'] for o in orders if o['date'] < '2026-11-10']\n"
             "for order_id in late:\n"
             "    update_order_status(order_id=order_id, status='delayed')\n"
-            "print('marked delayed: ' + ', '.join(late))\n"
+            "json.dump({'delayed': late}, open('result.json', 'w'))\n"
         ),
         check=lambda shop, answer: all(
             shop.orders[i]["status"] == "delayed" and i in answer for i in _acme_stale(shop)
         ),
+        expect=f'result["delayed"] == {_acme_stale(Shop())!r}',
     ),
     BenchTask(
         name="low_stock_audit",
         goal="Check SKU-001 to SKU-008 and raise the stock of every one below 10 units to 50.",
         tools=("get_product", "set_stock"),
         script=(
+            "import json\n"
             "from execloop_tools import get_product, set_stock\n"
             "raised = []\n"
             "for n in range(1, 9):\n"
@@ -296,11 +336,12 @@ SUITE: tuple[BenchTask, ...] = (
             "    if product['stock'] < 10:\n"
             "        set_stock(sku=product['sku'], stock=50)\n"
             "        raised.append(product['sku'])\n"
-            "print('raised to 50: ' + ', '.join(raised))\n"
+            "json.dump({'raised_to_50': raised}, open('result.json', 'w'))\n"
         ),
         check=lambda shop, answer: all(
             shop.products[f"SKU-{n:03d}"]["stock"] >= 10 for n in range(1, 9)
         ),
+        expect=f'result["raised_to_50"] == {_low_stock()!r}',
     ),
     BenchTask(
         name="customer_report",
@@ -311,6 +352,7 @@ SUITE: tuple[BenchTask, ...] = (
         ),
         tools=("list_orders", "get_order", "read_file", "write_file"),
         script=(
+            "import json\n"
             "from execloop_tools import get_order, list_orders, read_file, write_file\n"
             "lines = [read_file(path='templates/report.md').rstrip(), '']\n"
             "for customer in ('acme', 'globex', 'initech'):\n"
@@ -320,24 +362,30 @@ SUITE: tuple[BenchTask, ...] = (
             "        lines.append(f\"- {customer} {o['order_id']} {o['date']} {o['status']} \"\n"
             "                     f\"{len(o['items'])} items, {o['shipping']['city']}\")\n"
             "write_file(path='reports/recent.md', content='\\n'.join(lines) + '\\n')\n"
-            "print(f'wrote reports/recent.md with {len(lines) - 2} orders')\n"
+            "json.dump({'wrote': 'reports/recent.md', 'orders': len(lines) - 2}, "
+            "open('result.json', 'w'))\n"
         ),
         check=lambda shop, answer: shop.files.get("reports/recent.md", "").count("\n- ") == 12,
+        expect='result == {"wrote": "reports/recent.md", "orders": 12}',
     ),
     BenchTask(
         name="price_update",
         goal="Raise the price of SKU-011 to SKU-020 by 10%, rounded to cents.",
         tools=("get_product", "set_price"),
         script=(
+            "import json\n"
             "from execloop_tools import get_product, set_price\n"
+            "prices = {}\n"
             "for n in range(11, 21):\n"
             "    product = get_product(sku=f'SKU-{n:03d}')\n"
-            "    set_price(sku=product['sku'], price=round(product['price'] * 1.1, 2))\n"
-            "print('10 prices raised by 10%')\n"
+            "    price = round(product['price'] * 1.1, 2)\n"
+            "    prices[product['sku']] = set_price(sku=product['sku'], price=price)['price']\n"
+            "json.dump({'prices': prices}, open('result.json', 'w'))\n"
         ),
         check=lambda shop, answer: all(
             shop.products[s]["price"] == round(_fresh().products[s]["price"] * 1.1, 2)
             for s in (f"SKU-{n:03d}" for n in range(11, 21))
         ),
+        expect=f'result["prices"] == {_raised_prices()!r}',
     ),
 )
