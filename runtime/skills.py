@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from execloop.errors import ConfigError, SkillError
+from execloop.images.names import same_packages
 from execloop.runtime.checks import CheckSpec, JsonSchemaCheck, PytestCheck
 from execloop.runtime.skill_files import (
     decode_python,
@@ -255,7 +256,8 @@ class Skill(BaseModel):
     def sandbox_spec(self, base: SandboxSpec | None = None) -> SandboxSpec:
         """``base`` with this skill's requirements. A field ``base`` left at its default takes
         the skill's value; one it set explicitly keeps the larger value for limits in
-        ``_MINIMUMS``, merges ``env`` (base wins per name) and is a conflict otherwise."""
+        ``_MINIMUMS``, merges ``env`` (base wins per name), keeps an ``image`` with the same
+        packages (``same_packages``) and is a conflict otherwise."""
         base = base or SandboxSpec()
         merged = base.model_dump()
         for field in sorted(self.sandbox.model_fields_set):
@@ -266,6 +268,8 @@ class Skill(BaseModel):
                 merged[field] = max(mine, theirs)
             elif field == "env":
                 merged[field] = {**mine, **theirs}
+            elif field == "image" and same_packages(theirs, mine):
+                merged[field] = theirs  # e.g. execloop/train-cpu where execloop/train is named
             elif mine != theirs:
                 raise ConfigError(
                     f"skill {self.name!r} needs sandbox {field}={mine!r}, "
