@@ -137,7 +137,7 @@ class Example(BaseModel):
     def input_files(self) -> dict[str, bytes]:
         """The files to upload, keyed by their workspace-relative names (a folder's files as
         ``folder/...``)."""
-        found = {}
+        found: dict[str, bytes] = {}
         for name in self.files:
             path = self.folder / name
             inside = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]

@@ -66,12 +66,13 @@ async def test_a_run_killed_mid_training_resumes_from_its_last_checkpoint(tmp_pa
     checkpoints.chmod(0o777)  # the sandbox's user writes to it
     task = _task(checkpoint_dir=checkpoints, checkpoint_size="64m")
     saved = checkpoints / "trainer" / "checkpoint-20"
-    with anyio.move_on_after(600):  # kill the sandbox once a checkpoint past step 10 is saved
-        async with anyio.create_task_group() as group:
-            group.start_soon(SubAgent(task, model=ScriptedModel([FIXED]), skill=SKILL).run)
-            while not (saved / "trainer_state.json").exists():
-                await anyio.sleep(0.2)
-            group.cancel_scope.cancel()
+    async with anyio.create_task_group() as group:  # polls the host folder (10 min at most)
+        group.start_soon(SubAgent(task, model=ScriptedModel([FIXED]), skill=SKILL).run)
+        for _ in range(3000):
+            if (saved / "trainer_state.json").exists():
+                break
+            await anyio.sleep(0.2)
+        group.cancel_scope.cancel()  # kills the sandbox mid-training, as its timeout would
     assert saved.is_dir(), "the first run never reached its step-20 checkpoint"
     result = await SubAgent(task, model=ScriptedModel([FIXED]), skill=SKILL).run()
     assert result.status is TaskStatus.PASSED, (result.error, result.attempt_log)
