@@ -1,4 +1,5 @@
-"""The keyless demo's tasks: every built-in skill's worked example, plus one task that uses
+"""The keyless demo's tasks: every built-in skill's worked example (the training skills' run in
+``execloop demo --pipeline``, in a train image), plus one task that uses
 host tools through the bridge so the ledger has calls to price. Every model here is a
 ``ScriptedModel``: its replies are replayed, not generated.
 
@@ -88,6 +89,7 @@ def _examples() -> dict[str, _Example]:
             checks=example.checks,
         )
         for skill in list_skills()
+        if skill.sandbox.image is None  # the training skills run in `execloop demo --pipeline`
         for example in skill.load_examples()
     ]
     found.append(
