@@ -92,12 +92,15 @@ def _first_execloop_error(error: BaseException) -> ExecloopError | None:
 )
 @click.option(
     "--train-image",
-    default="execloop/train-cpu",
-    show_default=True,
-    help="With --pipeline: the image of the training steps (execloop/train on a GPU host).",
+    help="With --pipeline: the image of the training steps [default: execloop/train-cpu; "
+    "execloop/train on a GPU host].",
 )
 def demo_command(
-    out_dir: Path, concurrency: int, pipeline: bool, model_spec: str | None, train_image: str
+    out_dir: Path,
+    concurrency: int,
+    pipeline: bool,
+    model_spec: str | None,
+    train_image: str | None,
 ) -> None:
     """Keyless demo: every built-in skill's example, and a task calling host tools, solved
     through the broker by SCRIPTED models (replies replayed, not generated), checked in Docker
@@ -108,9 +111,11 @@ def demo_command(
     from execloop.runtime.report import RunSummary, write_report
     from execloop.runtime.store import TaskStore
 
-    _writable_dir(out_dir, "--out")  # refused before any work
+    if not pipeline and (model_spec or train_image):
+        raise ConfigError("--model and --train-image apply to --pipeline only: add --pipeline")
     if pipeline:
-        _pipeline_demo(out_dir, model_spec, train_image)
+        _pipeline_demo(out_dir, model_spec, train_image or "execloop/train-cpu")
+    _writable_dir(out_dir, "--out")  # refused before any work
     store = TaskStore(out_dir / "execloop.db")
     tasks = demo_tasks()
     console.print(
@@ -180,7 +185,8 @@ def _pipeline_demo(out_dir: Path, model_spec: str | None, train_image: str) -> N
     from execloop.runtime.pipeline import STEPS
     from execloop.runtime.pipeline_cli import pipeline_model, run_pipeline
 
-    model, label = pipeline_model(model_spec)
+    model, label = pipeline_model(model_spec)  # a bad --model is refused before any work
+    _writable_dir(out_dir, "--out")
     console.print(f"[yellow]{label}[/]" if model is None else label, highlight=False)
     steps = run_pipeline(out_dir, model=model, train_image=train_image, console=out)
     passed = len(steps) == len(STEPS) and all(s.result.status is TaskStatus.PASSED for s in steps)

@@ -229,3 +229,16 @@ def test_runs_lists_an_old_schema_database_without_migrating_it(shared: Path) ->
     assert done.returncode == 0 and '"run": "old-run"' in done.stdout, done.stderr
     assert path.read_bytes() == before
     assert TaskStore(path, read_only=True).result("t") is not None
+
+
+def test_demo_pipeline_refuses_a_bad_model_before_any_work(tmp_path: Path) -> None:
+    out = tmp_path / "pipeline"
+    done = _execloop("demo", "--pipeline", "--model", "nonsense", "--out", str(out))
+    _one_line_error(done, "bad model spec 'nonsense'")
+    assert not out.exists()
+
+
+def test_demo_pipeline_options_need_the_pipeline(tmp_path: Path) -> None:
+    done = _execloop("demo", "--train-image", "execloop/train", "--out", str(tmp_path / "demo"))
+    _one_line_error(done, "--model and --train-image apply to --pipeline only")
+    assert not (tmp_path / "demo").exists()
