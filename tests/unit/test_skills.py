@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILTIN = [
     "data-balance",
     "data-clean",
+    "dpo",
     "eval",
     "hparam-config",
     "lora-sft",
@@ -53,7 +54,7 @@ BUILTIN = [
 ]
 # Their examples run on the host's Python; the training skills' need the train image
 # (tests/contract/test_skill_examples.py runs every example in Docker).
-ON_THE_HOST = [name for name in BUILTIN if name not in ("eval", "lora-sft")]
+ON_THE_HOST = [name for name in BUILTIN if name not in ("dpo", "eval", "lora-sft")]
 
 
 def _execloop(*args: str) -> subprocess.CompletedProcess[str]:
