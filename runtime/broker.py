@@ -32,7 +32,7 @@ import anyio.abc
 
 from execloop.errors import BrokerBusyError, BrokerStoppedError, ConfigError, ExecloopError
 from execloop.runtime.bridge import ToolRegistry
-from execloop.runtime.checkpoints import store_checkpoint_root
+from execloop.runtime.checkpoints import remove_task_checkpoints, store_checkpoint_root
 from execloop.runtime.loop import LoopEvent, SubAgent
 from execloop.runtime.models.base import Model
 from execloop.runtime.ownership import BrokerOwner, owner_is_gone
@@ -359,6 +359,7 @@ class Broker:
                 error_kind=ErrorKind.CANCELLED,
             )
         if self.store.put_result(result, owner=self.owner.id):
+            remove_task_checkpoints(store_checkpoint_root(self.store.path), task.id)
             return True
         log.warning("task %s: another broker took it over; its result is the one kept", task.id)
         return False

@@ -30,7 +30,13 @@ from execloop.sandboxes.placements.base import workspace_owner
 from execloop.sandboxes.spec import CHECKPOINT_ENV, SANDBOX_UID, SandboxSpec
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
-__all__ = ["CHECKPOINTS_FOLDER", "TaskCheckpoints", "directory_size", "store_checkpoint_root"]
+__all__ = [
+    "CHECKPOINTS_FOLDER",
+    "TaskCheckpoints",
+    "directory_size",
+    "remove_task_checkpoints",
+    "store_checkpoint_root",
+]
 
 CHECKPOINTS_FOLDER = "checkpoints"
 _PLAIN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
@@ -59,6 +65,11 @@ def _folder_name(task_id: str) -> str:
     if _PLAIN.fullmatch(task_id):
         return task_id
     return "task-" + hashlib.sha256(task_id.encode()).hexdigest()[:32]
+
+
+def remove_task_checkpoints(root: Path, task_id: str) -> None:
+    """Remove a task's folder under ``root`` (if any): its result is stored, cancelled too."""
+    shutil.rmtree(root / _folder_name(task_id), ignore_errors=True)
 
 
 class TaskCheckpoints:

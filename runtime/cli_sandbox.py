@@ -38,6 +38,7 @@ SPEC_FLAGS = {
     "cpus": "--cpus",
     "pids": "--pids",
     "gpus": "--gpus",
+    "checkpoint_size": "--checkpoint-size",
     "workspace_dir": "--workspace",
 }
 

@@ -185,8 +185,6 @@ class SubAgent:
             with anyio.move_on_after(self.task.budget.max_wall_time_s) as deadline:
                 async with self._prepared():
                     status = await self._attempts()
-            if self._checkpoints is not None:  # the task has its final result
-                self._checkpoints.discard()
             if deadline.cancelled_caught:
                 status, error = TaskStatus.BUDGET_EXHAUSTED, "wall-time budget exhausted"
             else:
@@ -200,6 +198,8 @@ class SubAgent:
             kind = ErrorKind.BUDGET if status is TaskStatus.BUDGET_EXHAUSTED else None
         if status is TaskStatus.BUDGET_EXHAUSTED and error is None:
             error = "token budget exhausted"
+        if self._checkpoints is not None:  # the task has its result (a cancelled one has none)
+            self._checkpoints.discard()
         result = self._result(status, error, kind, time.monotonic() - started)
         self._on_event(LoopEvent("finished", len(self._state.records), {"result": result}))
         return result

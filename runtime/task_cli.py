@@ -151,6 +151,11 @@ def _summary(result: Result) -> None:
     help="An expression over result.json that must hold, e.g. 'result[\"rows\"] > 0' (repeatable).",
 )
 @sandbox_options
+@click.option(
+    "--checkpoint-size",
+    help="Give the task a checkpoint directory holding at most this much (e.g. 2g), at "
+    "$EXECLOOP_CHECKPOINT_DIR in every attempt: a killed run resumes from it [default: none].",
+)
 @click.option("--max-attempts", type=int, default=5, show_default=True)
 @click.option("--max-tokens", type=int, default=400_000, show_default=True)
 @click.option("--max-time", type=float, default=1800.0, show_default=True, help="Seconds.")

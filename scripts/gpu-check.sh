@@ -12,7 +12,10 @@ BUDGET_S=${GPU_CHECK_BUDGET_S:-470}  # the whole check; 8 minutes with a margin
 START=$SECONDS
 
 verdict() { echo "gpu-check: $1"; exit "$2"; }
-left() { echo $((BUDGET_S - (SECONDS - START))); }
+budget() {  # LEFT = seconds of the budget left; the check fails once none is
+    LEFT=$((BUDGET_S - (SECONDS - START)))
+    if ((LEFT <= 0)); then verdict "FAIL: out of time (${BUDGET_S} s)" 1; fi
+}
 
 if ! command -v nvidia-smi >/dev/null 2>&1; then
     verdict "no GPU here: no nvidia-smi (no NVIDIA driver); nothing to check" 2
@@ -35,11 +38,13 @@ fi
 
 LOG=$(mktemp -t execloop-gpu-check.XXXXXX)
 trap 'rm -f "$LOG"' EXIT
-if ! timeout "$(left)" "$EXECLOOP" images build train >"$LOG" 2>&1; then
+budget
+if ! timeout "$LEFT" "$EXECLOOP" images build train >"$LOG" 2>&1; then
     verdict "FAIL: building the train image failed or ran out of time: $(tail -n 3 "$LOG" | tr '\n' ' ')" 1
 fi
-if ! timeout "$(left)" "$EXECLOOP" run --image execloop/train --gpus all --memory 8g --cpus 2 \
-        --timeout "$(left)" scripts/gpu_probe.py >"$LOG" 2>&1; then
+budget
+if ! timeout "$LEFT" "$EXECLOOP" run --image execloop/train --gpus all --memory 8g --cpus 2 \
+        --timeout "$LEFT" scripts/gpu_probe.py >"$LOG" 2>&1; then
     verdict "FAIL: the probe failed in the sandbox: $(grep -m1 '^{' "$LOG" || tail -n 3 "$LOG" | tr '\n' ' ')" 1
 fi
 verdict "PASS in $((SECONDS - START)) s: $(grep -m1 '^{' "$LOG")" 0

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from execloop.errors import ConfigError
@@ -33,11 +34,11 @@ STEPS = 30
 TRAINS = trains(STEPS)
 
 
-def _task(backend: str, **spec: object) -> Task:
+def _task(backend: str, *, timeout_s: float = 2.0) -> Task:
     return Task(
         id=f"resume-{backend}",
         goal="Train for 30 steps, checkpointing each one.",
-        sandbox=SandboxSpec(backend=backend, timeout_s=2.0, checkpoint_size="1m", **spec),
+        sandbox=SandboxSpec(backend=backend, timeout_s=timeout_s, checkpoint_size="1m"),
         checks=(ExpressionCheck(expr=f'result["step"] == {STEPS}'),),
         budget=Budget(max_attempts=6),
     )
@@ -94,6 +95,21 @@ async def test_a_run_that_outgrows_checkpoint_size_is_stopped_and_told(backend: 
     assert attempt.exit_reason == ExitReason.KILLED.value  # stopped by the host, not its timeout
     failed = {check.name: check.reason for check in result.checks if not check.passed}
     assert "over checkpoint_size 1.0 MB" in failed["checkpoint_size"]
+
+
+@pytest.mark.docker
+async def test_a_cancelled_task_leaves_no_checkpoints(tmp_path: Path) -> None:
+    state = tmp_path / CHECKPOINTS_FOLDER / "resume-local" / "state.json"
+    model = ScriptedModel([trains(600)], when_exhausted="repeat_last")
+    async with Broker(model=model, db=tmp_path / "runs.db") as broker:
+        task_id = await broker.submit(_task("local", timeout_s=120))
+        with anyio.fail_after(120):
+            while not state.exists():  # noqa: ASYNC110 - another process writes it
+                await anyio.sleep(0.05)
+        assert await broker.cancel(task_id)
+        result = await broker.result(task_id)
+    assert result.error == "cancelled"
+    assert not state.parent.exists()
 
 
 @pytest.mark.docker
@@ -160,3 +176,33 @@ def test_a_single_run_refuses_checkpoint_size_before_anything_starts() -> None:
 
     with pytest.raises(ConfigError, match="a single run does not have: use a task"):
         run_script("print(1)", spec={"checkpoint_size": "1m"})
+
+
+@pytest.mark.docker
+def test_execloop_task_checkpoint_size_resumes_a_killed_attempt(tmp_path: Path) -> None:
+    replies = tmp_path / "replies.json"
+    replies.write_text(json.dumps([TRAINS] * 6))
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "execloop.runtime.cli", "task", "Train for 30 steps."),
+            *("--model", f"scripted:{replies}", "--backend", "local", "--timeout", "2"),
+            *("--checkpoint-size", "1m", "--max-attempts", "6", "--json"),
+            *("--check", f'result["step"] == {STEPS}'),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["attempt_log"][0]["exit_reason"] == "timeout"
+    assert 0 < json.loads(result["answer"])["resumed_from"] < STEPS
+    bad = subprocess.run(
+        [sys.executable, "-m", "execloop.runtime.cli", "task", "x", "--checkpoint-size", "lots"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2 and "--checkpoint-size" in bad.stderr
