@@ -38,6 +38,8 @@ TESTED_ELSEWHERE = {
     "### OpenAI Agents SDK": "tests/contract/test_readme_executors.py",
     # interactive clients on the user's notebooks; the clients themselves are driven there:
     "## Jupyter clients": "tests/contract/test_jupyter_clients.py",
+    # the pipeline takes 90 s: its test runs the same example and checks its outputs
+    "### Training skills and the post-training pipeline": "tests/contract/test_pipeline.py",
 }
 
 _COUNT_ROWS = """\
