@@ -15,7 +15,7 @@ import json
 import random
 import statistics
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,14 @@ from execloop.runtime.skills import find_skill
 from execloop.runtime.task import Budget, Result, Task, TaskStatus
 from execloop.sandboxes.spec import SandboxSpec
 
-__all__ = ["STEPS", "Pipeline", "PipelineStep", "scripted_pipeline_model"]
+__all__ = [
+    "MIN_LOSS_DROP",
+    "Pipeline",
+    "PipelineStep",
+    "STEPS",
+    "make_raw_data",
+    "scripted_pipeline_model",
+]
 
 STEPS = ("data-clean", "data-balance", "hparam-config", "lora-sft", "eval")
 MIN_LOSS_DROP = 0.2  # nats the adapter must gain over the base model (the steps' margin)
@@ -200,14 +207,17 @@ class Pipeline:
         }
 
     async def run(
-        self, run_task: Callable[[Task], Any], *, on_step: Callable[[PipelineStep], None]
+        self,
+        run_task: Callable[[Task], Awaitable[Result]],
+        *,
+        on_step: Callable[[PipelineStep], None],
     ) -> list[PipelineStep]:
         """Every step in order; stops at the first that does not pass (its successors would
         have no inputs)."""
         raw = make_raw_data(self.work / "raw")
         for skill in STEPS:
             task = self.next_task(skill, raw)
-            result: Result = await run_task(task)
+            result = await run_task(task)
             step = PipelineStep(skill, task, result, self.outputs_dir / task.id)
             self.steps.append(step)
             on_step(step)

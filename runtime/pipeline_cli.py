@@ -16,7 +16,7 @@ from rich.table import Table
 from execloop.runtime.models.base import Model
 from execloop.runtime.pipeline import Pipeline, PipelineStep, scripted_pipeline_model
 from execloop.runtime.report import critical_path
-from execloop.runtime.task import Task, TaskStatus
+from execloop.runtime.task import Result, Task, TaskStatus
 
 __all__ = ["DEFAULT_MODEL", "pipeline_model", "run_pipeline"]
 
@@ -62,7 +62,7 @@ def run_pipeline(
             db=store, model=model or scripted_pipeline_model, outputs_dir=pipeline.outputs_dir
         ) as broker:
 
-            async def run_task(task: Task) -> object:
+            async def run_task(task: Task) -> Result:
                 return await broker.result(await broker.submit(task))
 
             steps = await pipeline.run(run_task, on_step=show)
