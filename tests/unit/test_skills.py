@@ -444,3 +444,18 @@ def test_example_solution_is_decoded_as_python_decodes_it(tmp_path: Path) -> Non
     (folder / "solution.py").write_bytes(b'print("caf\xe9")\n')  # no cookie: UTF-8, and not
     with pytest.raises(SkillError, match=r"solution\.py: cannot decode the script"):
         example.solution_code()
+
+
+def test_a_training_skill_runs_on_either_train_image_and_no_other() -> None:
+    skill = find_skill("lora-sft")
+    assert skill.sandbox_spec().image == "execloop/train"
+    for image in ("execloop/train-cpu", "execloop/train-cpu:7dbaba1afd6c"):
+        assert skill.sandbox_spec(SandboxSpec(image=image)).image == image
+    with pytest.raises(ConfigError, match="needs sandbox image='execloop/train'"):
+        skill.sandbox_spec(SandboxSpec(image="execloop/python"))
+
+
+def test_an_example_may_list_a_folder_of_inputs() -> None:
+    (example,) = find_skill("eval").load_examples()
+    files = example.input_files()
+    assert "base_model/model.safetensors" in files and "adapter/adapter_config.json" in files
