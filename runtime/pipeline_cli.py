@@ -52,7 +52,8 @@ def run_pipeline(
         console.print(
             f"{step.skill:>14}: {result.status.value} in {result.attempts} attempt(s), "
             f"{result.timings.total_s:.0f} s"
-            + (f"; failed: {', '.join(failed)}" if failed else ""),
+            + (f"; failed: {', '.join(failed)}" if failed else "")
+            + (f"; {result.error}" if result.error else ""),
             markup=False,
             highlight=False,
         )
@@ -82,7 +83,7 @@ def run_pipeline(
         markup=False,
         highlight=False,
     )
-    console.print(_ledger(steps))
+    console.print(_ledger(steps, model_is_scripted=model is None))
     return steps
 
 
@@ -102,9 +103,9 @@ def _print_outcome(steps: list[PipelineStep], console: Console) -> None:
         )
 
 
-def _ledger(steps: list[PipelineStep]) -> Table:
+def _ledger(steps: list[PipelineStep], *, model_is_scripted: bool) -> Table:
     """Actual tokens per step, and what classic round-trip tool calling would have cost."""
-    scripted = all(step.result.scripted for step in steps)
+    scripted = model_is_scripted
     table = Table(
         "step",
         "attempts",
