@@ -11,7 +11,7 @@ from __future__ import annotations
 from .tags import PYTHON_REPO, python_image_tag
 from .train_image import TRAIN_REPOS, train_image_tag
 
-__all__ = ["SHORT_NAMES", "own_image_tag"]
+__all__ = ["SHORT_NAMES", "own_image_tag", "same_packages"]
 
 SHORT_NAMES: tuple[str, ...] = (PYTHON_REPO, *TRAIN_REPOS.values())
 
@@ -25,3 +25,13 @@ def own_image_tag(image: str | None) -> str | None:
         if image == repo:
             return train_image_tag(variant)
     return None
+
+
+def same_packages(image: str, other: str) -> bool:
+    """Whether ``image`` has the packages ``other`` has: the same reference, or both a train
+    image (the variants differ only in their torch build, CUDA or CPU). A skill that needs
+    ``execloop/train`` then runs on ``execloop/train-cpu`` where only that one is built."""
+    if image == other:
+        return True
+    repos = set(TRAIN_REPOS.values())
+    return image.partition(":")[0] in repos and other.partition(":")[0] in repos

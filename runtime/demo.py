@@ -1,8 +1,8 @@
 """The keyless demo's tasks: a realistic mix, mostly multi-tool tasks (the token bench's shop
 tasks of 6 to 20 calls, ``benchmarks.suite``: lookups chained and read-modify-write, through the
 bridge to one shop's host tools, so the ledger has calls to price), plus every built-in skill's
-worked example (no tool calls). Every model here is a ``ScriptedModel``: its
-replies are replayed, not generated.
+worked example (no tool calls; the training skills' run in ``execloop demo --pipeline``, in a
+train image). Every model here is a ``ScriptedModel``: its replies are replayed, not generated.
 
 A demo task's id is ``<key>-<random>``: the key names its example, so ``demo_model`` rebuilds
 the scripted model of any demo task from the task alone, and a demo re-run on the same
@@ -62,6 +62,7 @@ def _examples() -> dict[str, _Example]:
             checks=example.checks,
         )
         for skill in list_skills()
+        if skill.sandbox.image is None  # the training skills run in `execloop demo --pipeline`
         for example in skill.load_examples()
     ]
     tools = [

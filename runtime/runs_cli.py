@@ -85,18 +85,46 @@ def _first_execloop_error(error: BaseException) -> ExecloopError | None:
     help="Directory for the database (execloop.db) and the report; a re-run resumes here.",
 )
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True)
-def demo_command(out_dir: Path, concurrency: int) -> None:
+@click.option(
+    "--pipeline",
+    is_flag=True,
+    help="Run the post-training pipeline instead: data-clean -> data-balance -> hparam-config "
+    "-> lora-sft -> eval, each step fed by the one before (needs a train image).",
+)
+@click.option(
+    "--model",
+    "model_spec",
+    help="With --pipeline: the model writing the scripts [default: scripted; "
+    "anthropic:claude-sonnet-4-5 when ANTHROPIC_API_KEY is set].",
+)
+@click.option(
+    "--train-image",
+    help="With --pipeline: the image of the training steps [default: execloop/train-cpu; "
+    "execloop/train on a GPU host].",
+)
+def demo_command(
+    out_dir: Path,
+    concurrency: int,
+    pipeline: bool,
+    model_spec: str | None,
+    train_image: str | None,
+) -> None:
     """Keyless demo: a realistic mix, mostly tasks calling a shop's host tools (6 to 20 calls
     each) plus every built-in skill's example, solved through the broker by SCRIPTED models
     (replies replayed, not generated), checked in Docker sandboxes, with the token ledger's
     report. Re-run on the same --out after a crash, it resumes the crashed run's unfinished
-    tasks."""
+    tasks. --pipeline runs the post-training pipeline."""
     from execloop.runtime.broker import Broker, summarize_run
     from execloop.runtime.demo import demo_mix, demo_model, demo_registry, demo_tasks
     from execloop.runtime.report import RunSummary, write_report
     from execloop.runtime.store import TaskStore
 
-    store = TaskStore(_writable_dir(out_dir, "--out") / "execloop.db")  # refused before work
+    if not pipeline and (model_spec or train_image):
+        raise ConfigError("--model and --train-image apply to --pipeline only: add --pipeline")
+    if pipeline:
+        _pipeline_demo(out_dir, model_spec, train_image or "execloop/train-cpu")
+    _writable_dir(out_dir, "--out")  # refused before any work
+    store = TaskStore(out_dir / "execloop.db")
     tasks = demo_tasks()
     console.print(
         f"[yellow]SCRIPTED MODEL: {demo_mix()}; every reply is replayed, no LLM is called.[/]"
@@ -158,6 +186,18 @@ def demo_command(out_dir: Path, concurrency: int) -> None:
     for path in write_report(summary, out_dir):
         out.print(f"report: {path}")
     sys.exit(0 if all(r.status is TaskStatus.PASSED for r in results + resumed) else 1)
+
+
+def _pipeline_demo(out_dir: Path, model_spec: str | None, train_image: str) -> None:
+    from execloop.runtime.pipeline import STEPS
+    from execloop.runtime.pipeline_cli import pipeline_model, run_pipeline
+
+    model, label = pipeline_model(model_spec)  # a bad --model is refused before any work
+    _writable_dir(out_dir, "--out")
+    console.print(f"[yellow]{label}[/]" if model is None else label, highlight=False)
+    steps = run_pipeline(out_dir, model=model, train_image=train_image, console=out)
+    passed = len(steps) == len(STEPS) and all(s.result.status is TaskStatus.PASSED for s in steps)
+    sys.exit(0 if passed else 1)
 
 
 _db_option = click.option(

@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from execloop.errors import ConfigError, SkillError
+from execloop.images.names import same_packages
 from execloop.runtime.checks import CheckSpec, JsonSchemaCheck, PytestCheck
 from execloop.runtime.skill_files import (
     decode_python,
@@ -81,12 +82,17 @@ def _schema_problem(schema: dict[str, Any]) -> str | None:
     return None
 
 
-def _relative_file(folder: Path, name: str) -> str | None:
-    """Why ``name`` is not an existing file inside ``folder``."""
+def _relative_file(folder: Path, name: str, *, or_folder: bool = False) -> str | None:
+    """Why ``name`` is not an existing file (or, with ``or_folder``, folder) inside ``folder``."""
     pure = PurePosixPath(name)
     if pure.is_absolute() or ".." in pure.parts:
         return f"{name!r} must be a path relative to {folder}, without '..'"
-    return None if (folder / pure).is_file() else f"file {name!r} not found in {folder}"
+    found = (folder / pure).is_file() or (or_folder and (folder / pure).is_dir())
+    return (
+        None
+        if found
+        else f"{'file or folder' if or_folder else 'file'} {name!r} not found in {folder}"
+    )
 
 
 def _check_problems(checks: Sequence[Any], skill_folder: Path) -> list[str]:
@@ -101,8 +107,9 @@ def _check_problems(checks: Sequence[Any], skill_folder: Path) -> list[str]:
 
 
 class Example(BaseModel):
-    """A worked example: input files uploaded to the workspace root under the same names, the
-    goal given to the agent, a known-good ``solution`` script and extra checks for this case."""
+    """A worked example: input files (or folders, e.g. a saved model) uploaded to the workspace
+    root under the same names, the goal given to the agent, a known-good ``solution`` script and
+    extra checks for this case."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -117,18 +124,25 @@ class Example(BaseModel):
     @model_validator(mode="after")
     def _files_exist(self) -> Example:
         problems = [
-            f"{field}: {why}"
-            for field, names in (("files", self.files), ("solution", (self.solution,)))
-            for name in names
-            if (why := _relative_file(self.folder, name))
+            f"files: {why}"
+            for name in self.files
+            if (why := _relative_file(self.folder, name, or_folder=True))
         ]
+        if why := _relative_file(self.folder, self.solution):
+            problems.append(f"solution: {why}")
         if problems:
             raise ValueError("\n".join(problems))
         return self
 
     def input_files(self) -> dict[str, bytes]:
-        """The files to upload, keyed by their workspace-relative names."""
-        return {name: (self.folder / name).read_bytes() for name in self.files}
+        """The files to upload, keyed by their workspace-relative names (a folder's files as
+        ``folder/...``)."""
+        found: dict[str, bytes] = {}
+        for name in self.files:
+            path = self.folder / name
+            inside = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            found |= {str(p.relative_to(self.folder)): p.read_bytes() for p in inside}
+        return found
 
     def solution_code(self) -> str:
         """The solution's source, decoded as Python decodes it (PEP 263)."""
@@ -255,7 +269,8 @@ class Skill(BaseModel):
     def sandbox_spec(self, base: SandboxSpec | None = None) -> SandboxSpec:
         """``base`` with this skill's requirements. A field ``base`` left at its default takes
         the skill's value; one it set explicitly keeps the larger value for limits in
-        ``_MINIMUMS``, merges ``env`` (base wins per name) and is a conflict otherwise."""
+        ``_MINIMUMS``, merges ``env`` (base wins per name), keeps an ``image`` with the same
+        packages (``same_packages``) and is a conflict otherwise."""
         base = base or SandboxSpec()
         merged = base.model_dump()
         for field in sorted(self.sandbox.model_fields_set):
@@ -266,6 +281,8 @@ class Skill(BaseModel):
                 merged[field] = max(mine, theirs)
             elif field == "env":
                 merged[field] = {**mine, **theirs}
+            elif field == "image" and same_packages(theirs, mine):
+                merged[field] = theirs  # e.g. execloop/train-cpu where execloop/train is named
             elif mine != theirs:
                 raise ConfigError(
                     f"skill {self.name!r} needs sandbox {field}={mine!r}, "

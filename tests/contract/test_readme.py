@@ -40,6 +40,8 @@ TESTED_ELSEWHERE = {
     "## Jupyter clients": "tests/contract/test_jupyter_clients.py",
     # Ray binds the machine's address: run there in a private network namespace
     "### Many sub-agents, one machine or a Ray cluster": "tests/contract/test_ray_cluster.py",
+    # the pipeline takes 90 s: its test runs the same example and checks its outputs
+    "### Training skills and the post-training pipeline": "tests/contract/test_pipeline.py",
 }
 
 _COUNT_ROWS = """\

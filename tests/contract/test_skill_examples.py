@@ -7,8 +7,9 @@ import pytest
 
 from execloop.runtime.loop import SubAgent
 from execloop.runtime.models import ScriptedModel
-from execloop.runtime.skills import list_skills
+from execloop.runtime.skills import Skill, list_skills
 from execloop.runtime.task import Budget, Task, TaskStatus
+from execloop.sandboxes import SandboxSpec
 
 pytestmark = pytest.mark.anyio
 
@@ -21,7 +22,15 @@ def test_every_builtin_skill_ships_an_example() -> None:
         "data-balance",
         "sql-injection-probe",
         "hparam-config",
+        "lora-sft",
+        "dpo",
+        "eval",
     }
+
+
+def sandbox_for(skill: Skill) -> SandboxSpec:
+    """The training skills name execloop/train; CI builds its CPU variant (same packages)."""
+    return SandboxSpec(image="execloop/train-cpu") if skill.sandbox.image else SandboxSpec()
 
 
 @pytest.mark.parametrize(
@@ -33,6 +42,7 @@ async def test_example_passes_its_skill_checks_in_docker(skill, example) -> None
         skill=skill.name,
         inputs=tuple(example.folder / name for name in example.files),
         checks=example.checks,
+        sandbox=sandbox_for(skill),
         budget=Budget(max_attempts=1),
     )
     model = ScriptedModel([example.solution_code()], name=f"{skill.name}-example")

@@ -238,3 +238,16 @@ def test_a_run_id_shows_its_tasks_and_an_unknown_one_is_one_line(shared: Path) -
     assert shown.returncode == 0, shown.stderr
     assert "t-1" in shown.stdout and "passed" in shown.stdout
     _one_line_error(_execloop("runs", "run-9", "--db", str(db)), "no run 'run-9'", "execloop runs")
+
+
+def test_demo_pipeline_refuses_a_bad_model_before_any_work(tmp_path: Path) -> None:
+    out = tmp_path / "pipeline"
+    done = _execloop("demo", "--pipeline", "--model", "nonsense", "--out", str(out))
+    _one_line_error(done, "bad model spec 'nonsense'")
+    assert not out.exists()
+
+
+def test_demo_pipeline_options_need_the_pipeline(tmp_path: Path) -> None:
+    done = _execloop("demo", "--train-image", "execloop/train", "--out", str(tmp_path / "demo"))
+    _one_line_error(done, "--model and --train-image apply to --pipeline only")
+    assert not (tmp_path / "demo").exists()

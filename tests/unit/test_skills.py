@@ -43,7 +43,18 @@ from execloop.runtime.skills import (
 from execloop.sandboxes.spec import SandboxSpec
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILTIN = ["data-balance", "data-clean", "hparam-config", "sql-injection-probe"]
+BUILTIN = [
+    "data-balance",
+    "data-clean",
+    "dpo",
+    "eval",
+    "hparam-config",
+    "lora-sft",
+    "sql-injection-probe",
+]
+# Their examples run on the host's Python; the training skills' need the train image
+# (tests/contract/test_skill_examples.py runs every example in Docker).
+ON_THE_HOST = [name for name in BUILTIN if name not in ("dpo", "eval", "lora-sft")]
 
 
 def _execloop(*args: str) -> subprocess.CompletedProcess[str]:
@@ -146,7 +157,7 @@ def test_all_is_sorted_and_resolves() -> None:
     assert all(hasattr(skills_module, name) for name in skills_module.__all__)
 
 
-def test_the_four_builtin_skills_are_listed() -> None:
+def test_the_builtin_skills_are_listed() -> None:
     assert [skill.name for skill in list_skills()] == BUILTIN
     assert builtin_skills_dir().is_dir()
 
@@ -325,7 +336,7 @@ def test_cli_validate_reports_each_bad_skill_and_exits_1(tmp_path: Path) -> None
 # -- the examples: solutions pass, deliberately wrong outputs fail -----------------------------
 
 
-@pytest.mark.parametrize("name", BUILTIN)
+@pytest.mark.parametrize("name", ON_THE_HOST)
 def test_example_solution_passes_every_check(name: str, tmp_path: Path) -> None:
     skill, done = _run_example(name, tmp_path)
     assert done.stdout.strip()
@@ -433,3 +444,18 @@ def test_example_solution_is_decoded_as_python_decodes_it(tmp_path: Path) -> Non
     (folder / "solution.py").write_bytes(b'print("caf\xe9")\n')  # no cookie: UTF-8, and not
     with pytest.raises(SkillError, match=r"solution\.py: cannot decode the script"):
         example.solution_code()
+
+
+def test_a_training_skill_runs_on_either_train_image_and_no_other() -> None:
+    skill = find_skill("lora-sft")
+    assert skill.sandbox_spec().image == "execloop/train"
+    for image in ("execloop/train-cpu", "execloop/train-cpu:7dbaba1afd6c"):
+        assert skill.sandbox_spec(SandboxSpec(image=image)).image == image
+    with pytest.raises(ConfigError, match="needs sandbox image='execloop/train'"):
+        skill.sandbox_spec(SandboxSpec(image="execloop/python"))
+
+
+def test_an_example_may_list_a_folder_of_inputs() -> None:
+    (example,) = find_skill("eval").load_examples()
+    files = example.input_files()
+    assert "base_model/model.safetensors" in files and "adapter/adapter_config.json" in files

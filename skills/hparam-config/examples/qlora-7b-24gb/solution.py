@@ -100,7 +100,8 @@ result = {
     "method": method,
     "estimated_memory_gb": round(estimated_memory, 3),
     "gpu_memory_gb": task["gpu_memory_gb"],
-    "estimated_hours": round(epochs * per_epoch, 3),
+    # significant digits, not decimals: a small job's hours must still match within 1 %
+    "estimated_hours": float(f"{epochs * per_epoch:.4g}"),
     "time_budget_hours": task["time_budget_hours"],
     "effective_batch_size": effective,
     "total_steps": math.ceil(task["dataset_examples"] * epochs / effective),
