@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -46,6 +47,10 @@ from execloop.sandboxes.spec import Placement as PlacementName
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
 __all__ = ["SandboxKernelProvisioner", "check_placement", "make_placement"]
+
+
+# The kernel's sockets, each an ipc file ``<ip>-<port>`` in the control directory.
+_SOCKETS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 
 
 def check_placement(spec: SandboxSpec) -> None:
@@ -216,7 +221,22 @@ class SandboxKernelProvisioner(KernelProvisionerBase):
                 await where.remove()
             raise
         self._launched = True
+        await self._wait_for_sockets(where)
         return self.connection_info
+
+    async def _wait_for_sockets(self, where: Placement) -> None:
+        """Return once the kernel has bound all its ipc sockets (or died, or the start timeout
+        passed). A client connects the moment the launch returns, and one connecting to a
+        socket not yet there reconnects later: jupyter console, which waits for no iopub
+        message before its first cell, then misses that cell's output and "idle" status and
+        waits for ever."""
+        info: dict[str, Any] = dict(self.connection_info)
+        sockets = [Path(f"{info['ip']}-{info[name]}") for name in _SOCKETS]
+        deadline = time.monotonic() + self.sandbox_spec.start_timeout_s
+        while not all(path.exists() for path in sockets):
+            if time.monotonic() > deadline or not await where.alive():
+                return  # the client's own wait for the kernel says what went wrong
+            await anyio.sleep(0.02)
 
     def _placement(self) -> Placement:
         assert self._where is not None, "pre_launch() comes first"

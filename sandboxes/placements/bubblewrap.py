@@ -366,13 +366,16 @@ class BubblewrapPlacement(ProcessPlacement):
             spec = spec.model_copy(update={"workspace_dir": what.workspace})
             self._run_as = host_ids(spec)
         tools = await available_tools()
-        await anyio.to_thread.run_sync(self._launch_bwrap, spec, what, tools)
+        argv = await anyio.to_thread.run_sync(self._prepare_bwrap, spec, what, tools)
+        self._start(argv, env={})  # bwrap sets the sandbox's environment itself
 
-    def _launch_bwrap(self, spec: SandboxSpec, what: Launch, tools: Tools) -> None:
+    def _prepare_bwrap(self, spec: SandboxSpec, what: Launch, tools: Tools) -> list[str]:
+        """The state directory, the cgroup and the command line: file work, kept off the event
+        loop. The fork itself is not: see ``ProcessPlacement.launch``."""
         state_dir = self.make_state_dir()
         prepare_state_dir(state_dir, self._layout, staged=self._run_as is not None)
         self.cgroup = sandbox_cgroup(spec, tag=self.session_id)
-        argv = bwrap_argv(
+        return bwrap_argv(
             spec,
             command=what.command,
             env=what.env,
@@ -384,7 +387,6 @@ class BubblewrapPlacement(ProcessPlacement):
             run_as=self._run_as,
             cgroup=self.cgroup,
         )
-        self._start(argv, env={})  # bwrap sets the sandbox's environment itself
 
     async def crowded(self, main: psutil.Process | None) -> bool:
         # the sandbox's own /proc lists its PID namespace only: bwrap's init and the main one

@@ -231,15 +231,14 @@ class ProcessPlacement(Placement):
         return self.state_dir
 
     async def launch(self, what: Launch) -> None:
-        await anyio.to_thread.run_sync(self._launch_now, what)
-
-    def _launch_now(self, what: Launch) -> None:
-        self.make_state_dir()
+        await anyio.to_thread.run_sync(self.make_state_dir)
         self._start([*rlimit_argv(self.spec), *what.command], env=what.env)
 
     def _start(self, argv: Sequence[str], *, env: Mapping[str, str]) -> None:
-        """Blocking (a fork, files written): placements call it in a worker thread, so that a
-        hundred sandboxes starting at once never stall the event loop every task shares."""
+        """Fork the sandbox on the calling (event loop) thread, never a worker thread: bwrap's
+        --die-with-parent (PR_SET_PDEATHSIG) fires when the *thread* that forked exits, and a
+        pool's idle worker threads do exit, killing a live sandbox with them. File work before
+        the fork is what goes to a thread."""
         self._started = _Started(argv, env)
         self._watched = janitor.watch(janitor.process_tree(self._started.popen.pid))
         log.debug("%s sandbox %s is pid %d", self.kind, self.session_id, self._started.popen.pid)

@@ -138,7 +138,11 @@ def test_jupyter_console_exit_leaves_nothing(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    output, _ = console.communicate(f"{SESSION_CODE}\nprint(6 * 7)\nexit\n", timeout=240)
+    try:
+        output, _ = console.communicate(f"{SESSION_CODE}\nprint(6 * 7)\nexit\n", timeout=240)
+    except subprocess.TimeoutExpired:
+        console.kill()  # a hung console must not outlive its test (its janitor then cleans up)
+        raise
     assert console.returncode == 0, output[-3000:]
     assert "42" in output and "Shutting down kernel" in output
     assert_nothing_left(console.pid, session_of(output), docker_client, jupyter_env)

@@ -194,7 +194,7 @@ CLI_CASES = [
         "skills show unknown",
         lambda t: ["skills", "show", "nope"],
         2,
-        ("unknown skill 'nope'; available: data-balance, data-clean, hparam-config",),
+        ("unknown skill 'nope'; available: data-balance, data-clean, dpo, eval",),
     ),
     Case(
         "skills show binary SKILL.md",
