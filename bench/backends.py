@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-from floor import FloorRepl, start_floor  # bench/floor.py
 
+from execloop.runtime.benchmarks.floor import FloorRepl, start_floor
 from execloop.sandboxes import SandboxSpec
 from execloop.sandboxes.local_backend import LocalSandbox
 from execloop.sandboxes.pool import SandboxPool
