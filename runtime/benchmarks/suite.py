@@ -58,6 +58,7 @@ class Shop:
                 status = "processing" if customer == "acme" and k < 5 else _STATUSES[k % 5]
                 day = (2, 4, 9, 12, 20)[k] if customer == "acme" and k < 5 else 1 + (k * 7) % 28
                 self.orders[f"O-{number}"] = self._order(rng, f"O-{number}", customer, status, day)
+        # The shop's own documents carry TODO markers: the data the notes_fix task edits.
         for name in ("install", "returns", "warranty"):
             self.files[f"docs/{name}.md"] = (
                 f"# {name.title()}\n\nTODO: check the {name} steps with the warehouse.\n"
