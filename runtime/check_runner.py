@@ -7,9 +7,11 @@ dataset is read in the sandbox but judged on the host. Every check returns a ``C
 an infrastructure failure fails that check with the reason, and the others still run.
 
 Checks that look at files run in the agent's sandbox, where a thread the script left behind
-could still interfere: ``reverify`` re-runs everything on the final outputs in a fresh sandbox
-before a task may be reported passed. A JSON output is fetched once per run of the checks
-(``OutputReader``), and re-verification judges the host copy that it uploads.
+could still interfere: ``reverify`` re-runs everything on the final outputs, kept on the host,
+before a task may be reported passed. Checks that run code (pytest, datasets) run again in a
+fresh sandbox; when no check runs code, none is started: the verdicts are the host's own reading
+of the host copy. A JSON output is fetched once per run of the checks (``OutputReader``), and
+re-verification judges the host copy that it uploads.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ __all__ = [
     "OutputReader",
     "assertions_verdict",
     "exit_status_verdict",
+    "needs_sandbox",
     "reverify",
     "run_checks",
     "schema_verdict",
@@ -62,14 +65,16 @@ log = logging.getLogger("execloop.runtime.checks")
 async def run_checks(
     checks: Sequence[CheckSpec],
     *,
-    sandbox: Sandbox,
+    sandbox: Sandbox | None,
     run: ExecResult,
     check_files_root: Path | None,
     outputs: OutputReader | None = None,
 ) -> list[CheckOutcome]:
     """Every check's outcome, in order; never raises for a failing check or a dead sandbox.
     JSON outputs come through ``outputs`` (default: read from ``sandbox``), so a caller that
-    passes its reader can read the answer from what the checks read, without a new fetch."""
+    passes its reader can read the answer from what the checks read, without a new fetch.
+    ``sandbox`` may be None only when no check runs code (``needs_sandbox``)."""
+    assert sandbox is not None or not needs_sandbox(checks)
     outputs = outputs or OutputReader(sandbox)
     outcomes = []
     for spec in checks:
@@ -92,15 +97,20 @@ async def reverify(
     check_files_root: Path | None,
     outputs: OutputReader | None = None,
 ) -> list[CheckOutcome]:
-    """Re-run every check in a FRESH sandbox on the agent's final files: ``restore`` is host
-    folders uploaded in order into its workspace (later ones win, e.g. the outputs, then the
-    original inputs over them).
+    """Re-run every check on the agent's final files, ``restore``: host folders, later ones
+    winning (e.g. the outputs, then the original inputs over them).
 
-    Nothing of the agent's session exists there (no thread, no patched module), only its files.
-    If the fresh sandbox cannot be set up, every check fails saying so. JSON outputs are judged
-    on the host copies in ``restore`` (the very bytes uploaded) unless ``outputs`` says else.
+    Checks that run code run in a FRESH sandbox, the folders uploaded in order into its
+    workspace: nothing of the agent's session exists there (no thread, no patched module), only
+    its files. If that sandbox cannot be set up, every check fails saying so. JSON outputs are
+    judged on the host copies in ``restore`` (the very bytes uploaded) unless ``outputs`` says
+    else; when every check is judged on the host, no sandbox is started.
     """
     outputs = outputs or OutputReader(folders=restore)
+    if not needs_sandbox(checks):
+        return await run_checks(
+            checks, sandbox=None, run=run, check_files_root=check_files_root, outputs=outputs
+        )
     outcomes: list[CheckOutcome] | None = None
     try:
         async with sandbox_factory() as sandbox:
@@ -120,6 +130,12 @@ async def reverify(
         why = f"the fresh sandbox for re-verification failed: {exc}"
         return [_outcome(spec, False, why) for spec in checks]
     return outcomes
+
+
+def needs_sandbox(checks: Sequence[CheckSpec]) -> bool:
+    """Whether a check runs code (a pytest file, a dataset read): the others are judged on the
+    host, from the ``ExecResult`` and the output files."""
+    return any(isinstance(spec, PytestCheck | DatasetCheck) for spec in checks)
 
 
 def summarize(outcomes: Sequence[CheckOutcome]) -> str:
@@ -267,7 +283,7 @@ def _parsed(path: str, raw: bytes) -> tuple[bytes, object] | str:
 
 async def _run_one(
     spec: CheckSpec,
-    sandbox: Sandbox,
+    sandbox: Sandbox | None,
     run: ExecResult,
     outputs: OutputReader,
     check_files_root: Path | None,
@@ -277,8 +293,10 @@ async def _run_one(
     if isinstance(spec, AssertionsCheck):
         return assertions_verdict(run)
     if isinstance(spec, PytestCheck):
+        assert sandbox is not None
         return await run_pytest(spec, sandbox=sandbox, check_files_root=check_files_root)
     if isinstance(spec, DatasetCheck):
+        assert sandbox is not None
         return await run_dataset(spec, sandbox=sandbox)
     loaded = await outputs.load(spec.path)
     if isinstance(loaded, str):

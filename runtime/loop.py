@@ -2,8 +2,9 @@
 
 Each attempt: prompt (bounded, see prompts.py) → one script → a fresh sandbox with the inputs →
 the task's checks, run by the runtime → on failure a compact report becomes the next prompt.
-When every check passes, the outputs are re-checked in another fresh sandbox before the task
-is reported ``passed`` (a background thread left by the script cannot fake a verdict there).
+When every check passes, the outputs are kept on the host and re-checked before the task is
+reported ``passed``; checks that run code run again in another fresh sandbox (a background thread
+left by the script cannot fake a verdict there).
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ __all__ = ["LoopEvent", "SubAgent"]
 
 log = logging.getLogger("execloop.runtime.loop")
 _REVERIFY_FAILED = (
-    "Your checks passed in your sandbox but failed when re-run on your outputs in a fresh "
-    "sandbox: do not rely on state outside the files you write."
+    "Your checks passed in your sandbox but failed when re-run on the files you left, with the "
+    "original inputs restored (checks that run code, in a fresh sandbox): do not rely on state "
+    "outside the files you write, and do not edit the inputs."
 )
 
 

@@ -159,7 +159,7 @@ def _tasks_blocks(run: RunSummary) -> list[Block]:
         Table(headers, rows),
         Bullets(
             [
-                "**result**: passed (every check passed, re-checked in a fresh sandbox), failed "
+                "**result**: passed (every check passed, re-checked on the kept outputs), failed "
                 "(attempts used up), budget_exhausted, error, or unfinished (no result yet).",
                 "**attempts**: scripts the model wrote for the task.",
                 "**tool calls**: calls the passing (or last) script made to the host's tools.",
@@ -295,7 +295,8 @@ def _checks_blocks(run: RunSummary) -> list[Block]:
         Bullets(goals),
         Table(["task", "check", "outcome", "reason"], rows),
         "The checks are each task's fixed specification; the runtime runs them itself and, "
-        "before a task passes, runs them again on its outputs in a fresh sandbox.",
+        "before a task passes, runs them again on its outputs kept on the host (checks that run "
+        "code, in a fresh sandbox).",
     ]
 
 

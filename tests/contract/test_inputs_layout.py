@@ -72,7 +72,12 @@ async def test_directory_inputs_keep_their_relative_paths(backend: str, inputs: 
             run=outcome.result,
             check_files_root=None,
         )
+        # a check that runs code re-runs in a fresh sandbox the staged folder is uploaded to
+        async with make_sandbox(backend) as fresh:
+            await fresh.upload(staged.folder)
+            again = await fresh.exec(READS_NESTED)
     assert outcome_check.passed, outcome_check.reason
+    assert again.stdout == "2 rows; a file input\n", again.stderr
 
 
 class _Replays:

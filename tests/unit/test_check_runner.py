@@ -25,6 +25,7 @@ from execloop.runtime.check_pytest import _CONFTEST, _INI, pytest_in_sandbox, py
 from execloop.runtime.check_runner import (
     assertions_verdict,
     exit_status_verdict,
+    needs_sandbox,
     reverify,
     run_checks,
     schema_verdict,
@@ -560,6 +561,19 @@ async def test_reasons_are_bounded_to_300_characters() -> None:
         assert outcome.reason.endswith("…"), outcome.reason
 
 
+def _kept_folders(tmp_path: Path) -> tuple[Path, Path]:
+    """The outputs a script left (its own data/a.csv and limits.json) and the original inputs."""
+    outputs, inputs = tmp_path / "outputs", tmp_path / "inputs"
+    (outputs / "data").mkdir(parents=True)
+    (inputs / "data").mkdir(parents=True)
+    (outputs / "result.json").write_bytes(result_files()["result.json"])
+    (outputs / "data" / "a.csv").write_text("overwritten by the script")
+    (inputs / "data" / "a.csv").write_text("the original")
+    (outputs / "limits.json").write_text('{"max": 50}')
+    (inputs / "limits.json").write_text('{"max": 5}')
+    return outputs, inputs
+
+
 @pytest.mark.anyio
 async def test_reverify_restores_host_folders_in_order_into_a_fresh_sandbox(
     tmp_path: Path,
@@ -570,13 +584,11 @@ async def test_reverify_restores_host_folders_in_order_into_a_fresh_sandbox(
         made.append(FileSandbox())
         return made[-1]
 
-    outputs, inputs = tmp_path / "outputs", tmp_path / "inputs"
-    (outputs / "data").mkdir(parents=True)
-    (inputs / "data").mkdir(parents=True)
-    (outputs / "result.json").write_bytes(result_files()["result.json"])
-    (outputs / "data" / "a.csv").write_text("overwritten by the script")
-    (inputs / "data" / "a.csv").write_text("the original")
-    checks: list[CheckSpec] = [ExpressionCheck(expr='result["loss_final"] < 4')]
+    outputs, inputs = _kept_folders(tmp_path)
+    checks: list[CheckSpec] = [
+        ExpressionCheck(expr='result["loss_final"] < 4'),
+        PytestCheck(file="checks/test_x.py"),  # runs code: it needs the fresh sandbox
+    ]
     outcomes = await reverify(
         checks,
         sandbox_factory=factory,
@@ -584,9 +596,51 @@ async def test_reverify_restores_host_folders_in_order_into_a_fresh_sandbox(
         run=OK_RUN,
         check_files_root=None,
     )
-    assert [o.passed for o in outcomes] == [True]
+    assert [o.passed for o in outcomes] == [True, False]
+    assert "no check files root" in outcomes[1].reason
     assert len(made) == 1 and made[0].closed
     assert made[0].files["data/a.csv"] == b"the original"  # later folders win
+
+
+@pytest.mark.anyio
+async def test_reverify_starts_no_sandbox_when_every_check_is_judged_on_the_host(
+    tmp_path: Path,
+) -> None:
+    """Exit status, assertions, schemas and expressions read the host copies: the same
+    verdicts, later folders winning, with no sandbox started."""
+    made: list[FileSandbox] = []
+
+    def factory() -> Sandbox:
+        made.append(FileSandbox())
+        return made[-1]
+
+    outputs, inputs = _kept_folders(tmp_path)
+    checks: list[CheckSpec] = [
+        ExitStatusCheck(),
+        ExpressionCheck(expr='result["loss_final"] < 4'),
+        JsonSchemaCheck.model_validate(
+            {"path": "limits.json", "schema": {"properties": {"max": {"maximum": 10}}}}
+        ),
+    ]
+    outcomes = await reverify(
+        checks,
+        sandbox_factory=factory,
+        restore=[outputs, inputs],
+        run=OK_RUN,
+        check_files_root=None,
+    )
+    assert [o.passed for o in outcomes] == [True, True, True]  # limits.json: the original
+    flipped = await reverify(
+        checks,
+        sandbox_factory=factory,
+        restore=[inputs, outputs],
+        run=OK_RUN,
+        check_files_root=None,
+    )
+    assert [o.passed for o in flipped] == [True, True, False]  # the script's own limits.json
+    assert made == []
+    assert not needs_sandbox(checks)
+    assert needs_sandbox([*checks, DatasetCheck(path="d.csv")])
 
 
 @pytest.mark.anyio
@@ -595,7 +649,7 @@ async def test_reverify_fails_every_check_when_the_fresh_sandbox_does_not_start(
         async def start(self) -> None:
             raise SandboxStartError("no capacity")
 
-    checks: list[CheckSpec] = [ExitStatusCheck(), ExpressionCheck(expr="True")]
+    checks: list[CheckSpec] = [ExitStatusCheck(), PytestCheck(file="checks/test_x.py")]
     outcomes = await reverify(
         checks, sandbox_factory=Broken, restore=[], run=OK_RUN, check_files_root=None
     )
