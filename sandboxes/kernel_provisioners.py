@@ -143,7 +143,7 @@ class SandboxKernelProvisioner(KernelProvisionerBase):
     def _prepare_dirs(self) -> tuple[int, int]:
         if self._host_dir is None:
             # the sandbox user must reach control/ inside
-            self._host_dir = make_temp_dir("kernel", mode=0o711)
+            self._host_dir = make_temp_dir("kernel", mode=0o711, sockets=True)
             self.control_dir.mkdir(mode=0o700)
             if not self.workspace:
                 self._own_workspace = self._host_dir / "workspace"

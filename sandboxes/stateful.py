@@ -161,7 +161,7 @@ class HelperSandbox(Sandbox):
 
     async def _start(self) -> None:
         # Others may traverse the folder, never list it, and the socket is the sandbox user's.
-        self.socket_dir = make_temp_dir("control", mode=0o711)
+        self.socket_dir = make_temp_dir("control", mode=0o711, sockets=True)
         path = self.socket_dir / SOCKET_NAME
         listener = await private_unix_listener(path, owner=self.socket_owner)
         try:

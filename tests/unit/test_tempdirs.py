@@ -5,9 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import anyio
+import pytest
+
+from execloop.errors import ConfigError
+from execloop.sandboxes import tempdirs
+from execloop.sandboxes.channel import private_unix_listener
 from execloop.sandboxes.tempdirs import make_temp_dir, orphaned_temp_dirs, remove_temp_dir
 
 
@@ -63,3 +70,49 @@ def test_an_owner_that_exits_without_removing_its_dir_leaves_none(tmp_path: Path
     while left.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left.exists()
+
+
+def test_socket_folders_leave_a_long_temp_dir_for_tmp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a temp dir too long for Unix socket paths (108 bytes), a folder for sockets is
+    made in /tmp, where a socket really binds through the staging folder; others stay put, and
+    the reaper looks in both places."""
+    long_root = tmp_path / ("x" * 60)
+    long_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long_root))
+    plain = make_temp_dir("state")
+    sockets = make_temp_dir("control", sockets=True)
+    try:
+        assert plain.parent == long_root
+        assert sockets.parent == Path("/tmp")
+
+        async def bind() -> None:
+            listener = await private_unix_listener(sockets / "tools.sock", owner=None)
+            await listener.aclose()
+
+        anyio.run(bind)
+        assert (sockets / "tools.sock").is_socket()
+        assert {plain, sockets} <= set(_all_ours())
+    finally:
+        remove_temp_dir(plain)
+        remove_temp_dir(sockets)
+
+
+def test_a_temp_dir_too_long_even_for_tmp_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", "/" + "y" * 90)
+    monkeypatch.setattr(tempdirs, "_SHORT_ROOT", "/" + "z" * 90)
+    with pytest.raises(ConfigError, match="set TMPDIR to a folder of at most"):
+        make_temp_dir("control", sockets=True)
+
+
+def _all_ours() -> list[Path]:
+    """Every execloop folder in the places the reaper looks (live owners' included)."""
+    return [
+        Path(entry.path)
+        for root in tempdirs._roots()
+        for entry in os.scandir(root)
+        if entry.name.startswith(tempdirs.PREFIX)
+    ]
