@@ -56,6 +56,7 @@ from execloop.sandboxes.placements.python_layout import (
     python_layout,
 )
 from execloop.sandboxes.spec import GUEST_CHECKPOINTS, SANDBOX_UID, SandboxSpec
+from execloop.sandboxes.threads import with_thread_limits
 
 __all__ = [
     "BubblewrapPlacement",
@@ -355,10 +356,11 @@ class BubblewrapPlacement(ProcessPlacement):
         state_dir = self.make_state_dir()
         prepare_state_dir(state_dir, self._layout, staged=self._run_as is not None)
         self.cgroup = sandbox_cgroup(spec, tag=self.session_id)
+        limited = self.cgroup is not None and "cpu" in self.cgroup.dirs  # a CPU quota
         return bwrap_argv(
             spec,
             command=what.command,
-            env=what.env,
+            env=with_thread_limits(what.env, cpus=spec.cpus if limited else None),
             control_dir=what.control_dir,
             state_dir=state_dir,
             python=self._layout,

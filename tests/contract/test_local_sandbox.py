@@ -466,3 +466,9 @@ async def test_as_root_the_first_stage_sees_only_what_the_second_needs() -> None
     roots = ("/usr", "/dev", "/proc", "/etc/ld.so.cache", state_dir)
     stray = [p for p in outer[0] if p != "/" and not p.startswith(roots)]
     assert stray == [control_dir], outer[0]
+
+
+async def test_thread_counts_follow_a_cpu_quota_only_where_there_is_one(limits: str) -> None:
+    async with LocalSandbox() as sandbox:  # cpus=1 by default: a quota in a cpu cgroup
+        result = await sandbox.exec("import os\nprint(os.environ.get('OPENBLAS_NUM_THREADS'))")
+    assert result.stdout == ("1\n" if limits == "cgroup" else "None\n"), result.stderr
