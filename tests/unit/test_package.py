@@ -38,6 +38,29 @@ def test_all_is_sorted_and_resolves(name: str) -> None:
     assert not missing, f"{name}.__all__ names missing attributes {missing}"
 
 
+# over the size rule today: the in-sandbox helper is one file by design (it is copied into
+# sandboxes alone); the others wait for a split that does not collide with work in flight
+_LONG_MODULES = {
+    "runtime/cli.py",
+    "runtime/loop.py",
+    "sandboxes/helper.py",
+    "sandboxes/placements/container.py",
+    "sandboxes/stateful.py",
+}
+
+
+def test_modules_stay_under_about_400_lines() -> None:
+    """Small modules with one job each (DESIGN.md): a module that grows past the rule is
+    split by job, as runtime/broker.py was (broker_agents.py, ownership.py)."""
+    files = [p for folder in ("runtime", "sandboxes", "src") for p in (ROOT / folder).rglob("*.py")]
+    long = {
+        str(path.relative_to(ROOT))
+        for path in files
+        if len(path.read_text(encoding="utf-8").splitlines()) > 400
+    }
+    assert long == _LONG_MODULES
+
+
 @pytest.mark.parametrize("folder", ["runtime", "sandboxes"])
 @pytest.mark.parametrize("cwd", ["repo", "elsewhere"])
 def test_bare_folder_imports_fail(folder: str, cwd: str, tmp_path: Path) -> None:
