@@ -151,22 +151,30 @@ def _replies(tmp_path: Path, *scripts: str) -> str:
     return f"scripted:{path}"
 
 
+Progress = list[tuple[float, float | None, str | None]]
+
+
+async def _run_task(client: Client, arguments: dict[str, Any]) -> tuple[Any, Progress]:
+    """run_task called with the official client's progress_callback: the result, and every
+    (progress, total, message) it was told."""
+    seen: Progress = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        seen.append((done, total, message))
+
+    result = await client.call_tool("run_task", arguments, progress_callback=on_progress)
+    return result, seen
+
+
 async def test_run_task_returns_a_verified_result_with_progress_and_its_files(
     tmp_path: Path,
 ) -> None:
-    progress: list[tuple[float, float | None, str | None]] = []
-
-    async def on_progress(done: float, total: float | None, message: str | None) -> None:
-        progress.append((done, total, message))
-
     # attempt 1's script fails; attempt 2's passes the check
     model = _replies(tmp_path, "fail", "print('hi')")
     check = {"kind": "expression", "expr": "result['rows'] == 3"}
     async with Client(_server(FakeBackend(_namespace_handler))) as client:
-        result = await client.call_tool(
-            "run_task",
-            {"goal": "count rows", "model": model, "checks": [check], "max_attempts": 3},
-            progress_callback=on_progress,
+        result, progress = await _run_task(
+            client, {"goal": "count rows", "model": model, "checks": [check], "max_attempts": 3}
         )
         task = result.structured_content
         assert task is not None and not result.is_error
@@ -214,18 +222,11 @@ def _training_handler(run: FakeRun) -> ExecResult | str | None:
 
 
 async def test_run_task_progress_only_ever_goes_up_across_attempts(tmp_path: Path) -> None:
-    seen: list[tuple[float, float | None, str | None]] = []
-
-    async def on_progress(done: float, total: float | None, message: str | None) -> None:
-        seen.append((done, total, message))
-
     model = _replies(tmp_path, "fail", "print('hi')")
     check = {"kind": "expression", "expr": "result['rows'] == 3"}
     async with Client(_server(FakeBackend(_training_handler))) as client:
-        result = await client.call_tool(
-            "run_task",
-            {"goal": "train", "model": model, "checks": [check], "max_attempts": 4},
-            progress_callback=on_progress,
+        result, seen = await _run_task(
+            client, {"goal": "train", "model": model, "checks": [check], "max_attempts": 4}
         )
     assert result.structured_content["status"] == "passed"  # type: ignore[index]
     assert [message for _, _, message in seen] == [
