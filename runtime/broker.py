@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -31,15 +30,15 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from execloop.errors import BrokerBusyError, BrokerStoppedError, ConfigError, ExecloopError
+from execloop.errors import BrokerBusyError, BrokerStoppedError, ConfigError
 from execloop.runtime.bridge import ToolRegistry
+from execloop.runtime.broker_agents import AgentRunner, NotOwner
 from execloop.runtime.checkpoints import remove_task_checkpoints, store_checkpoint_root
-from execloop.runtime.loop import LoopEvent, SubAgent
+from execloop.runtime.loop import LoopEvent
 from execloop.runtime.models.base import Model
-from execloop.runtime.ownership import BrokerOwner, owner_is_gone
+from execloop.runtime.ownership import BrokerOwner, claim_if_gone, follow, owner_is_gone
 from execloop.runtime.ray_cluster import RayCluster
 from execloop.runtime.run_summary import summarize_run
-from execloop.runtime.skills import Skill, resolve_skill
 from execloop.runtime.store import TaskRow, TaskStore
 from execloop.runtime.task import ErrorKind, Result, Task, TaskStatus
 from execloop.runtime.tokens import load_tokenizer
@@ -50,15 +49,6 @@ from execloop.sandboxes.pool import PooledSandbox, PoolSet
 __all__ = ["Broker", "run_tasks", "summarize_run"]
 
 log = logging.getLogger("execloop.runtime.broker")
-
-# How often a task another broker runs is looked up in the store: from quick to at most 1 s.
-_POLL_FIRST_S = 0.05
-_POLL_MAX_S = 1.0
-_PLAIN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
-
-
-class _NotOwner(Exception):
-    """The task was taken over by another broker (our lease had expired) before it started."""
 
 
 class Broker:
@@ -97,8 +87,6 @@ class Broker:
                 "a broker on a Ray cluster cannot serve host tools (registry) or keep outputs "
                 "(outputs_dir) yet: run those tasks on one machine, without cluster"
             )
-        # sub-agents run on the cluster's nodes (ray_cluster.py) instead of in this process
-        self._cluster = cluster
         if not lease_s > 0:
             raise ConfigError(f"lease_s must be a positive number of seconds, not {lease_s}")
         self._own_store = not isinstance(db, TaskStore)
@@ -113,7 +101,6 @@ class Broker:
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.owner = BrokerOwner(lease_s=lease_s)
         self._factory = sandbox_factory
-        self.registry = registry
         # Warm pools (one per spec) hand out started sandboxes; their starts are capped at
         # max_starting_sandboxes like the tasks' own (the pools' default of two at a time made
         # a burst of 100 tasks 1.6x slower: bench/scale.py --warm 16).
@@ -133,9 +120,17 @@ class Broker:
             self._factory, max_live=max_live_sandboxes, max_starting=max_starting_sandboxes
         )
         self._reap = reap_orphans
-        # a passed task's verified workspace is kept in outputs_dir/<task id>
-        self.outputs_dir = outputs_dir
-        self._observe = on_event  # (task id, event) for live views such as `execloop task`
+        self.skill_dirs = tuple(Path(folder) for folder in skill_dirs)
+        self._agents = AgentRunner(
+            store=self.store,
+            owner=self.owner,
+            sandbox_factory=self._factory,
+            registry=registry,
+            skill_dirs=self.skill_dirs,
+            outputs_dir=outputs_dir,
+            observe=on_event,  # (task id, event) for live views such as `execloop task`
+            cluster=cluster,
+        )
         self._slots = anyio.CapacityLimiter(max_concurrency)
         self._done: dict[str, anyio.Event] = {}
         self._scopes: dict[str, anyio.CancelScope] = {}
@@ -143,8 +138,6 @@ class Broker:
         self._followed: set[str] = set()  # tasks another live broker is running for us
         self._resumed: list[str] = []
         self._pending = 0  # launched tasks without a result yet (admission control)
-        self.skill_dirs = tuple(Path(folder) for folder in skill_dirs)
-        self._skills: dict[str, Skill] = {}  # loaded once per broker, not once per task
         self._tasks: anyio.abc.TaskGroup | None = None
         self.started_at = time.monotonic()
 
@@ -294,14 +287,7 @@ class Broker:
             ) from exc
 
     def _claim_if_gone(self, row: TaskRow) -> bool:
-        """Claim the task if its owner is gone; True if this broker owns it now."""
-        return owner_is_gone(row.owner, row.lease_until) and self.store.claim(
-            row.id,
-            owner=self.owner.id,
-            seen_owner=row.owner,
-            seen_lease_until=row.lease_until,
-            lease_s=self.owner.lease_s,
-        )
+        return claim_if_gone(self.store, self.owner, row)
 
     def _resume(self, row: TaskRow) -> None:
         """Take over a gone broker's task, unless this broker cannot run it: then it is left
@@ -346,19 +332,13 @@ class Broker:
             self._done[task.id].set()
 
     async def _follow(self, task: Task) -> bool:
-        """Poll the store until another broker stores the task's result (False), or until its
-        owner is gone and this broker claimed it (True)."""
+        """Follow the live broker that runs the task: True once this one claimed it."""
         self._followed.add(task.id)
-        delay = _POLL_FIRST_S
-        while self.store.result(task.id) is None:
-            row = self.store.task(task.id)
-            if row is not None and self._claim_if_gone(row):
-                log.info("taking over task %s: the broker that ran it is gone", task.id)
-                self._followed.discard(task.id)
-                return True
-            await anyio.sleep(delay)
-            delay = min(2 * delay, _POLL_MAX_S)
-        return False
+        claimed = await follow(self.store, self.owner, task.id)
+        if claimed:
+            log.info("taking over task %s: the broker that ran it is gone", task.id)
+            self._followed.discard(task.id)
+        return claimed
 
     async def _run(self, task: Task, model: Model) -> bool:
         """Run an owned task to its result; True if it was stored (False: another broker
@@ -370,8 +350,8 @@ class Broker:
                 if task.id in self._cancelled:
                     scope.cancel()
                 async with self._slots:
-                    result = await self._run_agent(task, model)
-        except _NotOwner:
+                    result = await self._agents.run(task, model)
+        except NotOwner:
             return False
         except Exception as exc:  # a bug must not leave an owned task without its one result
             log.exception("task %s crashed", task.id)
@@ -393,79 +373,6 @@ class Broker:
             return True
         log.warning("task %s: another broker took it over; its result is the one kept", task.id)
         return False
-
-    def _skill(self, name: str) -> Skill:
-        if name not in self._skills:
-            self._skills[name] = resolve_skill(name, skill_dirs=self.skill_dirs)
-        return self._skills[name]
-
-    async def _run_agent(self, task: Task, model: Model) -> Result:
-        launch = self.store.mark_running(task.id, owner=self.owner.id)
-        if launch is None:
-            raise _NotOwner(task.id)
-        if self._cluster is not None:
-            return await self._run_on_cluster(self._cluster, task, model, launch)
-        try:
-            if self.outputs_dir is not None and not _PLAIN_ID.fullmatch(task.id):
-                raise ConfigError(f"task id {task.id!r} cannot name a folder in outputs_dir")
-            skill = self._skill(task.skill) if task.skill else None
-            # one registry for every task, or (a factory) one per task: tools with state of
-            # their own, which tasks, a resumed task's twin included, must not share
-            registry = self.registry(task) if callable(self.registry) else self.registry
-            agent = SubAgent(
-                task,
-                model=model,
-                skill=skill,
-                sandbox_factory=self._factory,
-                on_event=lambda event: self._persist(task.id, launch, event),
-                registry=registry,
-                outputs_dir=None if self.outputs_dir is None else self.outputs_dir / task.id,
-                checkpoint_root=store_checkpoint_root(self.store.path),
-            )
-        except ExecloopError as exc:
-            return Result(
-                task_id=task.id,
-                status=TaskStatus.ERROR,
-                error=f"{type(exc).__name__}: {exc}",
-                error_kind=ErrorKind.of(exc),
-            )
-        if registry is None or registry is self.registry:
-            return await agent.run()
-        async with registry:  # the task's own registry is closed with its task
-            return await agent.run()
-
-    async def _run_on_cluster(
-        self, cluster: RayCluster, task: Task, model: Model, launch: int
-    ) -> Result:
-        """The task's loop runs on a node; its attempts are stored when its result is in (a
-        node lost mid-task takes its attempts with it, and the task is launched again)."""
-        launches = [launch]
-
-        def relaunched() -> None:
-            again = self.store.mark_running(task.id, owner=self.owner.id)
-            if again is None:
-                raise _NotOwner(task.id)
-            launches.append(again)
-
-        result = await cluster.run(task, model, skill_dirs=self.skill_dirs, relaunched=relaunched)
-        for record in result.attempt_log:
-            self._persist(
-                task.id, launches[-1], LoopEvent("recorded", record.number, {"record": record})
-            )
-        if self._observe is not None:
-            self._observe(task.id, LoopEvent("finished", result.attempts, {"result": result}))
-        return result
-
-    def _persist(self, task_id: str, launch: int, event: LoopEvent) -> None:
-        if self._observe is not None:
-            self._observe(task_id, event)
-        if event.kind == "recorded":
-            self.store.add_attempt(task_id, launch, event.data["record"])
-        elif event.kind == "progress":
-            self.store.add_progress(task_id, launch, event.attempt, event.data["event"])
-        elif event.kind == "tool_calls":
-            records = [r.model_dump(mode="json") for r in event.data["records"]]
-            self.store.add_tool_calls(task_id, records)
 
 
 def run_tasks(

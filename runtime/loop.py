@@ -40,8 +40,9 @@ from execloop.runtime.prompts import (
     extract_script,
     failure_report,
 )
-from execloop.runtime.skills import TASK_JSON, Skill, resolve_skill
+from execloop.runtime.skills import Skill, resolve_skill
 from execloop.runtime.task import AttemptRecord, ErrorKind, Result, Task, TaskStatus, Timings
+from execloop.runtime.task_json import given_task_json, with_skill_defaults
 from execloop.runtime.tokens import TOKENIZER_NAME
 from execloop.sandboxes import Artifact, ExecResult, Sandbox, SandboxSpec, create_sandbox
 from execloop.sandboxes.progress import ProgressReader
@@ -139,8 +140,9 @@ class SubAgent:
         # model call or sandbox (run() returns it as an error result).
         self.inputs = Inputs.collect(())
         self.refused: str | None = None
+        self._task_json = with_skill_defaults(skill, task.inputs)  # its folder lives with self
         try:
-            self.inputs = Inputs.collect(task.inputs)
+            self.inputs = Inputs.collect(self._task_json.inputs)
             self.inputs.check_fits(self.spec)
             described = self.inputs.describe()
         except ConfigError as exc:
@@ -181,9 +183,7 @@ class SubAgent:
         task's ``error`` result without calling the model or starting a sandbox."""
         if self.skill is None:
             return
-        inputs = self.task.inputs  # a file input lands at the workspace root under its name
-        task_json = next((p for p in inputs if p.name == TASK_JSON and not p.is_dir()), None)
-        self.skill.check_task_json(task_json)
+        self.skill.check_task_json(given_task_json(self.task.inputs))
 
     async def run(self) -> Result:
         started = time.monotonic()

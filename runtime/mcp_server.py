@@ -42,13 +42,11 @@ from execloop.runtime.mcp_models import (
     TaskTokens,
     TokenReport,
 )
+from execloop.runtime.mcp_progress import TaskProgress
 from execloop.runtime.mcp_state import (
-    ProgressModel,
-    ProgressRelay,
     ServerConfig,
     ServerState,
     as_tool_error,
-    progress,
     running,
     state_of,
 )
@@ -231,7 +229,8 @@ def add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
     ) -> Result:
         """Have a sub-agent solve GOAL with a script, run and checked in sandboxes until its
         checks pass; returns one verified Result (status, answer, checks, artifacts, usage).
-        Progress is reported per attempt, and as the script reports it (execloop_progress:
+        Progress is one scale over the task (total = max_attempts; attempt k spans k-1..k),
+        reported as each attempt starts and as its script reports steps (execloop_progress:
         step of total, with its metrics in the message). A failed task is a Result, not an
         error."""
         state = state_of(ctx)
@@ -267,8 +266,8 @@ def add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
                 sandbox=sandbox,
                 budget=Budget(max_attempts=max_attempts),
             )
-        state.models[task.id] = ProgressModel(chosen, ctx, max_attempts)
-        relay = ProgressRelay(ctx)
+        state.models[task.id] = chosen
+        relay = TaskProgress(ctx, attempts=max_attempts)
         state.listeners[task.id] = relay.on_event
         try:
             async with relay.running():
@@ -282,7 +281,7 @@ def add_tools(server: MCPServer[Any], config: ServerConfig) -> None:
         finally:
             state.models.pop(task.id, None)
             state.listeners.pop(task.id, None)
-        await progress(ctx, result.attempts, result.attempts, f"{result.status.value}")
+        await relay.finish(result)
         return result
 
     @server.tool(annotations=reading)

@@ -1,6 +1,5 @@
 """The MCP server's state while it runs (sessions, the broker, kept files) and the helpers
-its tools share: the state of a request, progress per attempt and from the scripts, errors as
-``ToolError``s."""
+its tools share: the state of a request, errors as ``ToolError``s."""
 
 from __future__ import annotations
 
@@ -22,19 +21,15 @@ from execloop.runtime.broker import Broker
 from execloop.runtime.cli_boundary import describe_validation
 from execloop.runtime.loop import LoopEvent
 from execloop.runtime.mcp_sessions import SessionTable
-from execloop.runtime.models.base import Model, ModelReply, ModelRequest
+from execloop.runtime.models.base import Model
 from execloop.runtime.terminal import one_line
 from execloop.sandboxes import Sandbox, SandboxSpec, create_sandbox
-from execloop.sandboxes.progress import ProgressEvent
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
 __all__ = [
-    "ProgressModel",
-    "ProgressRelay",
     "ServerConfig",
     "ServerState",
     "as_tool_error",
-    "progress",
     "running",
     "state_of",
 ]
@@ -83,75 +78,6 @@ class ServerState:
     models: dict[str, Model] = field(default_factory=dict)
     # a run_task call's view of its task's events (progress), by task id
     listeners: dict[str, Callable[[LoopEvent], None]] = field(default_factory=dict)
-
-
-class ProgressModel:
-    """A model that reports an MCP progress notification before each attempt's request."""
-
-    def __init__(self, model: Model, ctx: Context[Any, Any], total: int) -> None:
-        self._model, self._ctx, self._total, self._asked = model, ctx, total, 0
-
-    @property
-    def name(self) -> str:
-        return self._model.name
-
-    @property
-    def scripted(self) -> bool:
-        return self._model.scripted
-
-    async def complete(self, request: ModelRequest) -> ModelReply:
-        self._asked += 1
-        await progress(self._ctx, self._asked - 1, self._total, f"attempt {self._asked}")
-        return await self._model.complete(request)
-
-
-class ProgressRelay:
-    """Forwards what a task's scripts report (``execloop_progress``) to the MCP client as
-    progress notifications, ``report_progress(step, total, "attempt N: step …")``. The
-    broker's callback cannot wait for a slow client: what does not fit in a short queue is
-    dropped (the broker's store keeps it)."""
-
-    def __init__(self, ctx: Context[Any, Any], *, queue: int = 16) -> None:
-        self._ctx = ctx
-        self._send, self._receive = anyio.create_memory_object_stream[tuple[int, ProgressEvent]](
-            queue
-        )
-        self.dropped = 0
-
-    def on_event(self, event: LoopEvent) -> None:
-        if event.kind != "progress":
-            return
-        try:
-            self._send.send_nowait((event.attempt, event.data["event"]))
-        except anyio.WouldBlock:
-            self.dropped += 1
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass  # the call is over
-
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        """Forward while the block runs; what is queued when it ends is still sent."""
-        async with anyio.create_task_group() as group:
-            group.start_soon(self._forward)
-            try:
-                yield
-            finally:
-                self._send.close()
-
-    async def _forward(self) -> None:
-        async with self._receive:
-            async for attempt, event in self._receive:
-                message = f"attempt {attempt}: {event.describe()}"
-                total = None if event.total is None else float(event.total)
-                await progress(self._ctx, event.step, total, message)
-
-
-async def progress(ctx: Context[Any, Any], done: float, total: float | None, message: str) -> None:
-    """Best effort: a client that asked for no progress, or went away, must not fail a task."""
-    try:
-        await ctx.report_progress(done, total, message)
-    except Exception as exc:  # ValueError outside a request; a closed stream after a hang-up
-        log.debug("progress %s/%s not sent: %s", done, total, exc)
 
 
 @contextmanager

@@ -24,9 +24,16 @@ import time
 import uuid
 from collections.abc import Callable
 
+import anyio
+
+from execloop.runtime.store import TaskRow, TaskStore
 from execloop.sandboxes.reaper import is_orphan, owner_id
 
-__all__ = ["BrokerOwner", "owner_is_gone"]
+__all__ = ["BrokerOwner", "claim_if_gone", "follow", "owner_is_gone"]
+
+# How often a task another broker runs is looked up in the store: from quick to at most 1 s.
+_POLL_FIRST_S = 0.05
+_POLL_MAX_S = 1.0
 
 log = logging.getLogger("execloop.runtime.ownership")
 
@@ -87,3 +94,27 @@ class BrokerOwner:
                 renew()
             except Exception as exc:  # a busy or failing database: try again next beat
                 log.warning("could not renew the leases of broker %s: %s", self.id, exc)
+
+
+def claim_if_gone(store: TaskStore, owner: BrokerOwner, row: TaskRow) -> bool:
+    """Claim the task if its owner is gone; True if ``owner`` holds it now."""
+    return owner_is_gone(row.owner, row.lease_until) and store.claim(
+        row.id,
+        owner=owner.id,
+        seen_owner=row.owner,
+        seen_lease_until=row.lease_until,
+        lease_s=owner.lease_s,
+    )
+
+
+async def follow(store: TaskStore, owner: BrokerOwner, task_id: str) -> bool:
+    """Poll the store until another broker stores the task's result (False), or until the
+    broker that runs it is gone and ``owner`` claimed it (True)."""
+    delay = _POLL_FIRST_S
+    while store.result(task_id) is None:
+        row = store.task(task_id)
+        if row is not None and claim_if_gone(store, owner, row):
+            return True
+        await anyio.sleep(delay)
+        delay = min(2 * delay, _POLL_MAX_S)
+    return False

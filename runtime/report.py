@@ -17,7 +17,7 @@ from pathlib import Path
 
 from execloop.runtime.classic import ClassicEstimate, input_cost_units
 from execloop.runtime.ledger import Usage
-from execloop.runtime.report_model import FlowFigures, RunSummary, StageSummary, TaskSummary
+from execloop.runtime.report_model import FlowTokens, RunSummary, StageSummary, TaskSummary
 from execloop.runtime.report_plots import (
     Block,
     Bullets,
@@ -114,7 +114,7 @@ def _mix(run: RunSummary) -> str:
     )
 
 
-def _turns_blocks(paired: list[tuple[TaskSummary, FlowFigures]]) -> list[Block]:
+def _turns_blocks(paired: list[tuple[TaskSummary, FlowTokens]]) -> list[Block]:
     """Cumulative input per turn, both flows, on the task with the most classic turns."""
     shown = [(t, f) for t, f in paired if len(f.request_input_tokens) > 1]
     if not shown:
@@ -174,7 +174,7 @@ def _ratio(classic: float, code: float) -> str:
     return f"{classic / code:,.1f}x" if code else "-"
 
 
-def _token_blocks(run: RunSummary, paired: list[tuple[TaskSummary, FlowFigures]]) -> list[Block]:
+def _token_blocks(run: RunSummary, paired: list[tuple[TaskSummary, FlowTokens]]) -> list[Block]:
     headers = [
         "task",
         "code mode: input",
@@ -249,7 +249,7 @@ def _parallel_input(estimate: ClassicEstimate | None) -> str:
     return "-" if estimate is None else _n(estimate.parallel.uncached.total_input_tokens)
 
 
-def _cost_blocks(paired: list[tuple[TaskSummary, FlowFigures]]) -> list[Block]:
+def _cost_blocks(paired: list[tuple[TaskSummary, FlowTokens]]) -> list[Block]:
     headers = [
         "task",
         "code mode",

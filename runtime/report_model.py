@@ -19,7 +19,7 @@ from execloop.runtime.ledger import Usage
 from execloop.runtime.task import ErrorKind, TaskStatus
 
 __all__ = [
-    "FlowFigures",
+    "FlowTokens",
     "Method",
     "RunSummary",
     "StageSummary",
@@ -38,8 +38,9 @@ class Method(enum.StrEnum):
     ESTIMATED = "estimated"  # computed from the code-mode trace by the classic-flow formula
 
 
-class FlowFigures(BaseModel):
-    """One flow's tokens on one task, and how they were obtained."""
+class FlowTokens(BaseModel):
+    """One flow's tokens on one task, and how they were obtained (what a report shows; the
+    token benchmark's costed row is ``benchmarks.figures.FlowCosts``)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -86,7 +87,7 @@ class TaskSummary(BaseModel):
     attempt_input_tokens: tuple[int, ...] = Field(
         default=(), description="Input tokens of each attempt's model requests, in order."
     )
-    classic_measured: FlowFigures | None = Field(
+    classic_measured: FlowTokens | None = Field(
         default=None, description="The classic agent run on this task (live or replayed)."
     )
 
@@ -99,9 +100,9 @@ class TaskSummary(BaseModel):
         return self.attempts if self.steps is None else self.steps
 
     @property
-    def code_figures(self) -> FlowFigures:
+    def code_figures(self) -> FlowTokens:
         """Code mode's own usage: replayed when a scripted model answered, else measured."""
-        return FlowFigures(
+        return FlowTokens(
             method=Method.REPLAYED if self.scripted else Method.MEASURED_LIVE,
             counted_by=self.usage_counted_by,
             usage=self.usage,
@@ -109,7 +110,7 @@ class TaskSummary(BaseModel):
         )
 
     @property
-    def classic_figures(self) -> FlowFigures | None:
+    def classic_figures(self) -> FlowTokens | None:
         """The classic agent's figures: measured when it ran, else the ledger's estimate (the
         sequential agent: one call per turn)."""
         if self.classic_measured is not None:
@@ -117,7 +118,7 @@ class TaskSummary(BaseModel):
         if self.classic is None:
             return None
         flow = self.classic.sequential
-        return FlowFigures(
+        return FlowTokens(
             method=Method.ESTIMATED,
             counted_by=self.classic.tokenizer,
             usage=flow.uncached,

@@ -1,13 +1,13 @@
 """The report's words: one sentence per task (what was asked, how it ended, what it cost against
 the classic flow and why), and the definitions every table refers to, each said once.
 
-Only plain numbers go in: every figure is taken from a ``TaskSummary`` and its ``FlowFigures``,
+Only plain numbers go in: every figure is taken from a ``TaskSummary`` and its ``FlowTokens``,
 so a sentence cannot disagree with the tables beside it.
 """
 
 from __future__ import annotations
 
-from execloop.runtime.report_model import FlowFigures, Method, TaskSummary, UnfinishedTask
+from execloop.runtime.report_model import FlowTokens, Method, TaskSummary, UnfinishedTask
 from execloop.runtime.task import TaskStatus
 
 __all__ = [
@@ -52,7 +52,7 @@ _STATUS = {
 }
 
 
-def how_obtained(figures: FlowFigures) -> str:
+def how_obtained(figures: FlowTokens) -> str:
     """``estimated, counted by o200k_base (bpe-openai)``: a figure's method and counter."""
     return f"{figures.method.value}, counted by {figures.counted_by}"
 
@@ -78,11 +78,11 @@ def _outcome(task: TaskSummary) -> str:
     return f"It {ended} after {attempts}{why}"
 
 
-def _verb(classic: FlowFigures) -> str:
+def _verb(classic: FlowTokens) -> str:
     return "would have read" if classic.method is Method.ESTIMATED else "read"
 
 
-def _cost(task: TaskSummary, code: FlowFigures, classic: FlowFigures) -> str:
+def _cost(task: TaskSummary, code: FlowTokens, classic: FlowTokens) -> str:
     code_in, classic_in = code.usage.total_input_tokens, classic.usage.total_input_tokens
     code_out, classic_out = code.usage.output_tokens, classic.usage.output_tokens
     calls = task.classic.calls if task.classic is not None else classic.tool_rounds or 0

@@ -226,11 +226,19 @@ class Skill(BaseModel):
             raise ValueError("\n".join(problems))
         return self
 
-    def task_inputs(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """``defaults`` overlaid with ``params``, validated against ``inputs`` (for task.json)."""
+    def task_inputs(
+        self, params: Mapping[str, Any] | None = None, *, source: Path | None = None
+    ) -> dict[str, Any]:
+        """``defaults`` overlaid with ``params``, validated against ``inputs``: the one merge
+        that makes a task.json (``source``: the file ``params`` came from, for the error)."""
         merged = {**self.defaults, **(params or {})}
         if problems := self._input_problems(merged):
-            raise ConfigError(f"inputs for skill {self.name!r}: " + "; ".join(problems))
+            where = (
+                f"inputs for skill {self.name!r}"
+                if source is None
+                else f"{source} breaks the inputs schema of skill {self.name!r}"
+            )
+            raise ConfigError(f"{where}: " + "; ".join(problems))
         return merged
 
     def _input_problems(self, merged: Mapping[str, Any]) -> list[str]:
@@ -259,12 +267,7 @@ class Skill(BaseModel):
             raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
         if not isinstance(params, dict):
             raise ConfigError(f"{path}: must be a JSON object, got {type(params).__name__}")
-        merged = {**self.defaults, **params}
-        if problems := self._input_problems(merged):
-            raise ConfigError(
-                f"{path} breaks the inputs schema of skill {self.name!r}: " + "; ".join(problems)
-            )
-        return merged
+        return self.task_inputs(params, source=path)
 
     def sandbox_spec(self, base: SandboxSpec | None = None) -> SandboxSpec:
         """``base`` with this skill's requirements. A field ``base`` left at its default takes

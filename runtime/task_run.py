@@ -24,8 +24,9 @@ from execloop.runtime.cli_boundary import flags
 from execloop.runtime.config import Config
 from execloop.runtime.loop import LoopEvent, SubAgent
 from execloop.runtime.models.base import Model
-from execloop.runtime.skills import TASK_JSON, Skill
+from execloop.runtime.skills import Skill
 from execloop.runtime.task import Result, Task
+from execloop.runtime.task_json import TaskJson, given_task_json
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
 __all__ = ["TaskRun", "parse_params", "task_json"]
@@ -58,20 +59,18 @@ def task_json(
         return
     if skill is None:
         raise click.UsageError("--param gives a skill's inputs: name the skill with --skill")
-    given = [p for p in inputs if p.name == TASK_JSON and not p.is_dir()]
+    given = given_task_json(inputs)
     base: dict[str, Any] = {}
-    if given:
+    if given is not None:
         with flags("--input"):
-            base = skill.check_task_json(given[0])
+            base = skill.check_task_json(given)
     with flags("--param"):
         merged = skill.task_inputs({**base, **params})
-    folder = make_temp_dir("params")
+    written = TaskJson(inputs, merged)
     try:
-        path = folder / TASK_JSON
-        path.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
-        yield (*(p for p in inputs if p not in given), path)
+        yield written.inputs
     finally:
-        remove_temp_dir(folder)
+        written.close()
 
 
 @dataclass(kw_only=True)

@@ -1,4 +1,4 @@
-"""The figures of ``execloop bench tokens``: one flow on one task (``FlowFigures``), one task's
+"""The figures of ``execloop bench tokens``: one flow on one task (``FlowCosts``), one task's
 comparison (``TaskComparison``), a whole run (``TokenBench``), all pydantic so reports and other
 tools read the JSON. Costs are in units of one uncached input token: cache reads 0.1x, writes
 1.25x, output ``OUTPUT_WEIGHT``x (Claude's output/input price ratio).
@@ -27,7 +27,7 @@ from execloop.runtime.task import Result
 from execloop.runtime.tokens import TOKENIZER_NAME
 
 __all__ = [
-    "FlowFigures",
+    "FlowCosts",
     "MANY_CALLS",
     "OUTPUT_WEIGHT",
     "Protocol",
@@ -44,8 +44,10 @@ MANY_CALLS = 5  # the acceptance figures are over tasks with at least this many 
 Protocol = Literal["anthropic", "openai"]
 
 
-class FlowFigures(BaseModel):
-    """One flow on one task. Costs are in units of one uncached input token."""
+class FlowCosts(BaseModel):
+    """One flow on one task as the token benchmark compares it: tokens, what they cost (in
+    units of one uncached input token), success and time. (A report's ``FlowTokens`` is a
+    flow's usage and how it was obtained.)"""
 
     model_config = ConfigDict(frozen=True)
 
@@ -75,9 +77,9 @@ class TaskComparison(BaseModel):
     source: str = Field(description="The suite it comes from: execloop's, or BFCL's.")
     goal: str
     calls: int
-    code: FlowFigures
-    classic: FlowFigures
-    estimate: FlowFigures = Field(description="The ledger's classic estimate from code mode.")
+    code: FlowCosts
+    classic: FlowCosts
+    estimate: FlowCosts = Field(description="The ledger's classic estimate from code mode.")
     estimate_ratio: float | None = Field(description="Estimate / measured classic input.")
     input_savings: float = Field(description="1 - code input / classic input (uncached).")
     cached_input_savings: float = Field(
@@ -180,8 +182,8 @@ def _figures(
     calls: int,
     wall_s: float | None,
     per_request: Sequence[Usage],
-) -> FlowFigures:
-    return FlowFigures(
+) -> FlowCosts:
+    return FlowCosts(
         task=task,
         flow=flow,
         method=method,
@@ -202,7 +204,7 @@ def _figures(
     )
 
 
-def _estimated(task: str, flow: ClassicFlow, calls: int) -> FlowFigures:
+def _estimated(task: str, flow: ClassicFlow, calls: int) -> FlowCosts:
     # the uncached and the cached variants of one flow: same tokens, split differently
     usage = flow.cached.model_copy(update={"input_tokens": 0})
     figures = _figures(

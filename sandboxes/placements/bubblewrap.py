@@ -16,7 +16,10 @@ caller. When it *is* root, bwrap's own mapping would make the code host root, fo
 kernel never enforces ``RLIMIT_NPROC`` (fork bombs would be unbounded). So a first bwrap, as
 root, only binds the Python prefixes (which may be readable by root alone) into the private
 state directory, and ``setpriv`` starts the real, unprivileged bwrap as host uid 1000 (or the
-owner of the workspace), like the container's user.
+owner of the workspace), like the container's user. That first bwrap binds only what the
+second needs (``outer_argv``), never the whole tree: a recursive bind of ``/`` copies every
+mount on the host, and a Docker overlay mounted or unmounted meanwhile made it fail
+(``Can't bind mount /oldroot/...: Invalid argument``).
 
 ``--unshare-pid`` makes bwrap's init pid 1 of a private PID namespace, so the helper's
 ``--reap-all`` only ever sees the sandbox's own processes, and killing that init from the host
@@ -30,12 +33,10 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
-import sysconfig
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import anyio
 import psutil
@@ -47,7 +48,15 @@ from execloop.sandboxes.cgroup_host import sandbox_cgroup
 from execloop.sandboxes.cgroups import Cgroup
 from execloop.sandboxes.placements.base import GUEST_WORKSPACE, Launch, workspace_owner
 from execloop.sandboxes.placements.process import ProcessPlacement, rlimit_argv
+from execloop.sandboxes.placements.python_layout import (
+    GUEST_PYTHON,
+    GUEST_VENV,
+    PythonLayout,
+    host_python,
+    python_layout,
+)
 from execloop.sandboxes.spec import GUEST_CHECKPOINTS, SANDBOX_UID, SandboxSpec
+from execloop.sandboxes.threads import with_thread_limits
 
 __all__ = [
     "BubblewrapPlacement",
@@ -59,14 +68,13 @@ __all__ = [
     "find_tools",
     "host_ids",
     "host_python",
+    "outer_argv",
     "prepare_state_dir",
     "probe_argv",
     "python_layout",
     "system_argv",
 ]
 
-_PYTHON = "/opt/execloop/python"
-_VENV = "/opt/execloop/venv"
 HELPER = "/opt/execloop/helper.py"
 # Paths inside the state directory: staged mount points (root only) and generated files.
 _STAGED = {
@@ -88,70 +96,6 @@ _USERNS_FIX = (
     "`sysctl -w kernel.unprivileged_userns_clone=1`, Ubuntu >= 23.10 "
     "`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`); then run `execloop doctor`"
 )
-
-
-@dataclass(frozen=True)
-class PythonLayout:
-    """How the host's interpreter appears in the sandbox."""
-
-    base_prefix: Path  # host directory bound at /opt/execloop/python
-    executable: str  # the base interpreter, inside
-    venv_lib: Path | None = None  # host venv's lib/ bound at /opt/execloop/venv/lib
-    pyvenv_cfg: str | None = None  # the relocated venv's pyvenv.cfg
-    library_path: str | None = None  # LD_LIBRARY_PATH for a shared libpython in the prefix
-
-    @property
-    def interpreter(self) -> str:
-        return f"{_VENV}/bin/python" if self.venv_lib is not None else self.executable
-
-
-def python_layout(
-    *,
-    executable: Path,
-    prefix: Path,
-    base_prefix: Path,
-    libdir: Path | None,
-    include_system_site: bool = False,
-) -> PythonLayout:
-    """Relocate an interpreter (resolved paths) to /opt/execloop; a venv is rebuilt there
-    from its ``lib/`` and a new ``pyvenv.cfg`` whose ``home`` is the relocated base."""
-    try:
-        relative = executable.relative_to(base_prefix)
-    except ValueError as exc:
-        raise BackendUnavailableError(
-            f"the interpreter {executable} is not inside its prefix {base_prefix}; "
-            "run execloop with a regular CPython installation or venv"
-        ) from exc
-    library_path = None
-    if libdir is not None and libdir.is_relative_to(base_prefix):
-        # its RUNPATH names the host path, which the sandbox does not have
-        library_path = f"{_PYTHON}/{libdir.relative_to(base_prefix)}".rstrip("/.")
-    inside = f"{_PYTHON}/{relative}"
-    if prefix == base_prefix:
-        return PythonLayout(base_prefix, inside, library_path=library_path)
-    config = (
-        f"home = {_PYTHON}/{relative.parent}\n"
-        f"include-system-site-packages = {str(include_system_site).lower()}\n"
-    )
-    return PythonLayout(base_prefix, inside, prefix / "lib", config, library_path)
-
-
-def host_python() -> PythonLayout:
-    """The layout of the interpreter running execloop."""
-    prefix = Path(sys.prefix).resolve()
-    include_system_site = False
-    if prefix != Path(sys.base_prefix).resolve():
-        config = (prefix / "pyvenv.cfg").read_text(errors="replace").lower()
-        include_system_site = "include-system-site-packages = true" in config
-    shared = bool(sysconfig.get_config_var("Py_ENABLE_SHARED"))
-    libdir = sysconfig.get_config_var("LIBDIR")
-    return python_layout(
-        executable=Path(sys.executable).resolve(),
-        prefix=prefix,
-        base_prefix=Path(sys.base_prefix).resolve(),
-        libdir=Path(libdir).resolve() if shared and libdir else None,
-        include_system_site=include_system_site,
-    )
 
 
 @dataclass(frozen=True)
@@ -202,14 +146,51 @@ def system_argv() -> list[str]:
     return argv
 
 
+Bind = tuple[str, str, str]  # a bwrap bind option, its host source, its destination
+
+
+def outer_argv(
+    tools: Tools, *, system: Sequence[str], binds: Sequence[Bind], run_as: tuple[int, int]
+) -> list[str]:
+    """The first, root bwrap (see the module docstring): a root of its own holding only what
+    the second one needs — the programs and their libraries, ``/dev`` and ``/proc`` (from
+    which the second mounts its own), ``/tmp`` (where it mounts its root), ``binds`` —
+    then ``setpriv`` to ``run_as``."""
+    every: list[Bind] = [
+        ("--ro-bind", "/usr", "/usr"),
+        ("--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"),
+        # --dev-bind: a plain bind is nodev, and the inner /dev/null would be unusable
+        ("--dev-bind", "/dev", "/dev"),
+        ("--dev-bind", "/proc", "/proc"),
+        *binds,
+    ]
+    # bwrap as root makes a destination's missing parents 0700: the second stage could not
+    # pass them, so they are made first, 0755 (bwrap's --dir), parents before children
+    targets = [PurePath(target) for _, _, target in every]
+    parents = {
+        parent
+        for target in targets
+        for parent in target.parents
+        if len(parent.parts) > 1 and not any(parent.is_relative_to(t) for t in targets)
+    }
+    argv = [tools.bwrap, *system]
+    for parent in sorted(parents | {PurePath("/tmp")}, key=lambda path: (len(path.parts), path)):
+        argv += ["--dir", str(parent)]
+    for option, source, target in every:
+        argv += [option, source, target]
+    uid, gid = run_as
+    ids = [f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+    return [*argv, "--die-with-parent", "--", tools.setpriv, *ids, "--"]
+
+
 def probe_argv(tools: Tools, *, as_root: bool) -> list[str]:
     """A minimal sandbox with the same user-namespace setup as ``bwrap_argv``."""
     argv = [tools.bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
     argv += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--ro-bind", "/", "/"]
     argv += ["--proc", "/proc", "--dev", "/dev", "--", "sh", "-c", "true >/dev/null"]
     if as_root:
-        ids = [f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups"]
-        argv = [tools.bwrap, "--dev-bind", "/", "/", "--", tools.setpriv, *ids, "--", *argv]
+        ids = (SANDBOX_UID, SANDBOX_UID)
+        argv = [*outer_argv(tools, system=system_argv(), binds=[], run_as=ids), *argv]
     return argv
 
 
@@ -264,16 +245,16 @@ def bwrap_argv(
     }
     outer: list[str] = []
     if run_as is not None:
-        # --dev-bind: a plain bind is nodev, and the inner /dev/null would be unusable
-        outer = [tools.bwrap, "--dev-bind", "/", "/", "--die-with-parent"]
+        binds: list[Bind] = [("--ro-bind", str(state_dir), str(state_dir))]
+        binds.append(("--bind", str(control_dir), str(control_dir)))
         for key, source in list(sources.items()):
             if source is not None:
                 staged = state_dir / _STAGED[key]
-                bind = "--bind" if key in _WRITABLE else "--ro-bind"
-                outer += [bind, str(source), str(staged)]
+                binds.append(
+                    ("--bind" if key in _WRITABLE else "--ro-bind", str(source), str(staged))
+                )
                 sources[key] = staged
-        uid, gid = run_as
-        outer += ["--", tools.setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
+        outer = outer_argv(tools, system=system, binds=binds, run_as=run_as)
 
     argv = [tools.bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
     argv += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
@@ -284,11 +265,11 @@ def bwrap_argv(
     argv += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     for name in _ETC:
         argv += ["--ro-bind", str(state_dir / "etc" / name), f"/etc/{name}"]
-    argv += ["--ro-bind", str(sources["python"]), _PYTHON]
+    argv += ["--ro-bind", str(sources["python"]), GUEST_PYTHON]
     if sources["venv"] is not None:
-        argv += ["--ro-bind", str(sources["venv"]), f"{_VENV}/lib"]
-        argv += ["--ro-bind", str(state_dir / "pyvenv.cfg"), f"{_VENV}/pyvenv.cfg"]
-        argv += ["--symlink", python.executable, f"{_VENV}/bin/python"]
+        argv += ["--ro-bind", str(sources["venv"]), f"{GUEST_VENV}/lib"]
+        argv += ["--ro-bind", str(state_dir / "pyvenv.cfg"), f"{GUEST_VENV}/pyvenv.cfg"]
+        argv += ["--symlink", python.executable, f"{GUEST_VENV}/bin/python"]
     argv += ["--ro-bind", str(state_dir / "helper.py"), HELPER]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     argv += ["--size", str(spec.tmp_size), "--tmpfs", "/dev/shm"]
@@ -375,10 +356,11 @@ class BubblewrapPlacement(ProcessPlacement):
         state_dir = self.make_state_dir()
         prepare_state_dir(state_dir, self._layout, staged=self._run_as is not None)
         self.cgroup = sandbox_cgroup(spec, tag=self.session_id)
+        limited = self.cgroup is not None and "cpu" in self.cgroup.dirs  # a CPU quota
         return bwrap_argv(
             spec,
             command=what.command,
-            env=what.env,
+            env=with_thread_limits(what.env, cpus=spec.cpus if limited else None),
             control_dir=what.control_dir,
             state_dir=state_dir,
             python=self._layout,

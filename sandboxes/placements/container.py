@@ -44,6 +44,7 @@ from execloop.sandboxes.placements.base import (
 )
 from execloop.sandboxes.reaper import LABEL_SESSION, remove_orphans_once, sandbox_labels
 from execloop.sandboxes.spec import GUEST_CHECKPOINTS, SANDBOX_UID, GpuRequest, SandboxSpec
+from execloop.sandboxes.threads import with_thread_limits
 
 __all__ = [
     "ContainerPlacement",
@@ -189,7 +190,9 @@ def container_request(
         "command": list(command),
         "user": user,
         "working_dir": GUEST_WORKSPACE,
-        "environment": {"HOME": "/tmp", **spec.env} if environment is None else dict(environment),
+        "environment": with_thread_limits(
+            {"HOME": "/tmp", **spec.env} if environment is None else environment, cpus=spec.cpus
+        ),
         "labels": labels,
         "hostname": "sandbox",
         "network_mode": "none",

@@ -18,6 +18,7 @@ import pytest
 
 from execloop import ConfigError, SandboxClosedError, run_script_async
 from execloop.sandboxes import Capability, ExitReason
+from execloop.sandboxes.threads import THREAD_VARIABLES
 
 from .backends import BACKEND_SPECS, leftovers, make_sandbox, peak_rss_growth
 
@@ -53,6 +54,17 @@ async def test_files_in_and_out(backend: str, tmp_path: Path) -> None:
     assert set(manifest) >= {"in/data.txt", "out.txt"}
     assert manifest["out.txt"].size_bytes == 1
     assert [p.read_text() for p in copied] == ["3\n4\n"]
+
+
+# restricted has no CPU limit (it refuses cpus) and no os module to read the environment with
+@pytest.mark.parametrize("backend", [name for name in BACKEND_SPECS if name != "restricted"])
+async def test_thread_pools_are_sized_to_the_cpu_limit_unless_the_env_says(backend: str) -> None:
+    async with make_sandbox(backend, cpus=1.5, env={"OMP_NUM_THREADS": "7"}) as sandbox:
+        result = await sandbox.exec(
+            f"import os\nprint(sorted((n, os.environ.get(n)) for n in {THREAD_VARIABLES}))"
+        )
+    expected = dict.fromkeys(THREAD_VARIABLES, "2") | {"OMP_NUM_THREADS": "7"}
+    assert result.stdout == f"{sorted(expected.items())}\n", result.stderr
 
 
 async def test_timeout_is_enforced_and_reported(backend: str) -> None:

@@ -439,3 +439,36 @@ async def test_workspace_size_is_capped() -> None:
         result = await sandbox.exec("open('big', 'wb').write(b'x' * 3 * 2**20)")
     assert result.exit_reason is ExitReason.ERROR
     assert "File too large" in result.stderr or "No space left" in result.stderr
+
+
+def _mount_points(pid: int) -> list[str]:
+    lines = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+    return [line.split()[4] for line in lines]
+
+
+async def test_as_root_the_first_stage_sees_only_what_the_second_needs() -> None:
+    """A recursive bind of the host's / copied every mount, and a Docker overlay (un)mounted
+    meanwhile failed it: the root stage's namespace holds the few binds it needs, no more."""
+    async with LocalSandbox() as sandbox:
+        await sandbox.exec("import time")
+        assert sandbox.process is not None and sandbox.state_dir is not None
+        state_dir, control_dir = str(sandbox.state_dir), str(sandbox.socket_dir)
+        tree = [psutil.Process(sandbox.process.pid)]
+        tree += tree[0].children(recursive=True)
+        host = os.readlink("/proc/self/ns/mnt")
+        spaces = {os.readlink(f"/proc/{p.pid}/ns/mnt"): p.pid for p in tree}
+        seen = [_mount_points(pid) for space, pid in spaces.items() if space != host]
+    if os.geteuid() != 0:  # no root stage: one namespace, the sandbox's own
+        assert len(seen) == 1
+        return
+    outer = [points for points in seen if f"{state_dir}/mnt/python" in points]
+    assert len(outer) == 1, seen
+    roots = ("/usr", "/dev", "/proc", "/etc/ld.so.cache", state_dir)
+    stray = [p for p in outer[0] if p != "/" and not p.startswith(roots)]
+    assert stray == [control_dir], outer[0]
+
+
+async def test_thread_counts_follow_a_cpu_quota_only_where_there_is_one(limits: str) -> None:
+    async with LocalSandbox() as sandbox:  # cpus=1 by default: a quota in a cpu cgroup
+        result = await sandbox.exec("import os\nprint(os.environ.get('OPENBLAS_NUM_THREADS'))")
+    assert result.stdout == ("1\n" if limits == "cgroup" else "None\n"), result.stderr

@@ -135,7 +135,7 @@ async def test_stdio_tools_sessions_tasks_errors_and_nothing_left(tmp_path: Path
         result = task.structured_content
         assert result is not None and result["status"] == "passed", task.content
         assert result["attempts"] == 2 and result["scripted"] is True
-        assert progress == ["attempt 1", "attempt 2", "passed"]
+        assert progress == ["attempt 1 of 5", "attempt 2 of 5", "passed after attempt 2 of 5"]
         kept = await client.read_resource(
             f"execloop://tasks/{result['task_id']}/artifacts/result.json"
         )

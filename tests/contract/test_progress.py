@@ -107,11 +107,13 @@ async def test_the_broker_keeps_each_attempts_progress_bounded(tmp_path: Path) -
 
 
 async def test_mcp_run_task_forwards_the_scripts_progress(tmp_path: Path) -> None:
-    """The official client's ``progress_callback`` sees the attempt, the script's steps (with
-    their metrics) and the verdict, from a task run in a real bubblewrap sandbox."""
+    """The official client's ``progress_callback`` sees each attempt, the script's steps (with
+    their metrics) and the verdict, on one scale that never goes back although attempt 2
+    starts again at step 1 (tasks run in real bubblewrap sandboxes)."""
     replies = tmp_path / "replies.json"
     short = TRAIN_SCRIPT.replace("range(1, 201)", "range(1, 21)").replace("step, 200", "step, 20")
-    replies.write_text(json.dumps([short]))
+    crash = short.replace("time.sleep(0.002)", "time.sleep(0.002)\n    assert step < 10")
+    replies.write_text(json.dumps([crash, short]))
     seen: list[tuple[float, float | None, str | None]] = []
 
     async def on_progress(done: float, total: float | None, message: str | None) -> None:
@@ -126,8 +128,13 @@ async def test_mcp_run_task_forwards_the_scripts_progress(tmp_path: Path) -> Non
         )
     assert called.structured_content is not None
     assert called.structured_content["status"] == "passed", called.content
-    assert seen[0] == (0, 5, "attempt 1") and seen[-1] == (1, 1, "passed")
-    steps = seen[1:-1]
-    assert steps[0] == (1, 20, "attempt 1: step 1/20, loss 3.99")
-    assert steps[-1] == (20, 20, "attempt 1: step 20/20, loss 3.8")
-    assert [done for done, _, _ in steps] == sorted(done for done, _, _ in steps)
+    assert seen[0] == (0, 5, "attempt 1 of 5") and seen[-1] == (5, 5, "passed after attempt 2 of 5")
+    assert (1, 5, "attempt 2 of 5") in seen
+    first = [(d, m) for d, _, m in seen if (m or "").startswith("attempt 1 of 5: step")]
+    second = [(d, m) for d, _, m in seen if (m or "").startswith("attempt 2 of 5: step")]
+    assert first[0] == (pytest.approx(0.99 / 20), "attempt 1 of 5: step 1/20, loss 3.99")
+    assert first[-1][1] == "attempt 1 of 5: step 10/20, loss 3.9"  # where it crashed
+    assert second[0] == (pytest.approx(1 + 0.99 / 20), "attempt 2 of 5: step 1/20, loss 3.99")
+    assert second[-1] == (pytest.approx(1.99), "attempt 2 of 5: step 20/20, loss 3.8")
+    values = [done for done, _, _ in seen]
+    assert all(later > earlier for earlier, later in itertools.pairwise(values)), values

@@ -10,6 +10,7 @@ from docker.types import DeviceRequest
 
 from execloop.sandboxes.docker_backend import DockerSandbox, container_request, run_as_ids
 from execloop.sandboxes.spec import SandboxSpec
+from execloop.sandboxes.threads import THREAD_VARIABLES
 
 
 def _request(spec: SandboxSpec, *, own_image: bool = True) -> dict[str, object]:
@@ -44,7 +45,7 @@ def test_security_defaults() -> None:
     assert isinstance(mounts, list)
     assert [(m["Target"], m["Source"]) for m in mounts] == [("/run/execloop", "/tmp/execloop-abc")]
     assert not any("docker.sock" in str(m) for m in mounts)
-    assert request["environment"] == {"HOME": "/tmp"}
+    assert request["environment"] == {"HOME": "/tmp", **dict.fromkeys(THREAD_VARIABLES, "2")}
 
 
 def test_gpus_are_pinned_device_requests() -> None:
@@ -58,9 +59,23 @@ def test_gpus_are_pinned_device_requests() -> None:
 
 
 def test_runtime_and_env_pass_through() -> None:
-    request = _request(SandboxSpec(runtime="runsc", env={"SEED": "7"}))
+    request = _request(SandboxSpec(runtime="runsc", env={"SEED": "7", "MKL_NUM_THREADS": "4"}))
     assert request["runtime"] == "runsc"
-    assert request["environment"] == {"HOME": "/tmp", "SEED": "7"}
+    assert request["environment"] == {
+        **dict.fromkeys(THREAD_VARIABLES, "1"),  # cpus=1 by default
+        "HOME": "/tmp",
+        "SEED": "7",
+        "MKL_NUM_THREADS": "4",  # the user's own wins
+    }
+
+
+@pytest.mark.parametrize(("cpus", "count"), [(0.1, "1"), (1.0, "1"), (2.01, "3"), (8.0, "8")])
+def test_thread_counts_are_the_cpu_limit_rounded_up(cpus: float, count: str) -> None:
+    environment = _request(SandboxSpec(cpus=cpus))["environment"]
+    assert isinstance(environment, dict)
+    assert {name: environment[name] for name in THREAD_VARIABLES} == dict.fromkeys(
+        THREAD_VARIABLES, count
+    )
 
 
 def test_foreign_image_gets_the_helper_bound_read_only(tmp_path: Path) -> None:

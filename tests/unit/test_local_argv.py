@@ -127,11 +127,15 @@ def test_as_root_a_first_bwrap_stages_host_paths_and_drops_to_the_sandbox_user(
     argv = _argv(spec, python, (1000, 1001))
     split = argv.index("/usr/bin/setpriv")
     assert argv[:split] == [
-        "/usr/bin/bwrap", "--dev-bind", "/", "/", "--die-with-parent",
+        "/usr/bin/bwrap", "--symlink", "usr/lib", "/lib",
+        "--dir", "/etc", "--dir", "/tmp",  # 0755: bwrap as root would make them 0700
+        "--ro-bind", "/usr", "/usr", "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
+        "--dev-bind", "/dev", "/dev", "--dev-bind", "/proc", "/proc",
+        "--ro-bind", "/tmp/state", "/tmp/state", "--bind", "/tmp/sock", "/tmp/sock",
         "--ro-bind", str(PYENV), "/tmp/state/mnt/python",
         "--ro-bind", "/work/.venv/lib", "/tmp/state/mnt/venv-lib",
         "--bind", str(tmp_path), "/tmp/state/mnt/workspace",
-        "--",
+        "--die-with-parent", "--",
     ]  # fmt: skip
     assert argv[split : split + 5] == [
         "/usr/bin/setpriv", "--reuid=1000", "--regid=1001", "--clear-groups", "--"
@@ -172,10 +176,26 @@ def test_probe_uses_the_same_namespaces_and_user_as_the_sandbox() -> None:
         "--uid", "1000", "--gid", "1000",
     ]  # fmt: skip
     as_root = probe_argv(TOOLS, as_root=True)
-    assert as_root[:10] == [
-        "/usr/bin/bwrap", "--dev-bind", "/", "/", "--",
+    split = as_root.index("/usr/bin/setpriv")
+    assert as_root[split - 2 : split + 6] == [
+        "--die-with-parent", "--",
         "/usr/bin/setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "--",
+        "/usr/bin/bwrap",
     ]  # fmt: skip
+
+
+def test_as_root_the_first_bwrap_never_binds_the_whole_host_tree() -> None:
+    # a recursive bind of / copies every host mount: one (un)mounted meanwhile fails it
+    argv = _argv(SandboxSpec(backend="local"), PythonLayout(PYENV, "/p/bin/python"), (1000, 1000))
+    outer = argv[: argv.index("/usr/bin/setpriv")]
+    sources = [outer[i + 1] for i, a in enumerate(outer) if "-bind" in a]
+    assert "/" not in sources
+    assert sources == [
+        "/usr", "/etc/ld.so.cache", "/dev", "/proc", "/tmp/state", "/tmp/sock", str(PYENV)
+    ]  # fmt: skip
+    probe = probe_argv(TOOLS, as_root=True)
+    probe = probe[: probe.index("/usr/bin/setpriv")]
+    assert "/" not in [probe[i + 1] for i, a in enumerate(probe) if "-bind" in a]
 
 
 @pytest.mark.parametrize(

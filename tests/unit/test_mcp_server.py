@@ -151,22 +151,30 @@ def _replies(tmp_path: Path, *scripts: str) -> str:
     return f"scripted:{path}"
 
 
+Progress = list[tuple[float, float | None, str | None]]
+
+
+async def _run_task(client: Client, arguments: dict[str, Any]) -> tuple[Any, Progress]:
+    """run_task called with the official client's progress_callback: the result, and every
+    (progress, total, message) it was told."""
+    seen: Progress = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        seen.append((done, total, message))
+
+    result = await client.call_tool("run_task", arguments, progress_callback=on_progress)
+    return result, seen
+
+
 async def test_run_task_returns_a_verified_result_with_progress_and_its_files(
     tmp_path: Path,
 ) -> None:
-    progress: list[tuple[float, float | None, str | None]] = []
-
-    async def on_progress(done: float, total: float | None, message: str | None) -> None:
-        progress.append((done, total, message))
-
     # attempt 1's script fails; attempt 2's passes the check
     model = _replies(tmp_path, "fail", "print('hi')")
     check = {"kind": "expression", "expr": "result['rows'] == 3"}
     async with Client(_server(FakeBackend(_namespace_handler))) as client:
-        result = await client.call_tool(
-            "run_task",
-            {"goal": "count rows", "model": model, "checks": [check], "max_attempts": 3},
-            progress_callback=on_progress,
+        result, progress = await _run_task(
+            client, {"goal": "count rows", "model": model, "checks": [check], "max_attempts": 3}
         )
         task = result.structured_content
         assert task is not None and not result.is_error
@@ -180,7 +188,11 @@ async def test_run_task_returns_a_verified_result_with_progress_and_its_files(
         with pytest.raises(MCPError, match="no such file"):
             await client.read_resource(f"execloop://tasks/{task['task_id']}/artifacts/nope")
     assert task["status"] == "passed" and task["attempts"] == 2 and task["scripted"] is True
-    assert [message for _, _, message in progress] == ["attempt 1", "attempt 2", "passed"]
+    assert progress == [
+        (0, 3, "attempt 1 of 3"),
+        (1, 3, "attempt 2 of 3"),
+        (3, 3, "passed after attempt 2 of 3"),
+    ]
     assert stored.structured_content == task
     ledger = report.structured_content
     assert ledger is not None and ledger["scope"] == "task"
@@ -189,6 +201,50 @@ async def test_run_task_returns_a_verified_result_with_progress_and_its_files(
     files = json.loads(listing.contents[0].text)  # type: ignore[union-attr]
     assert {f["path"] for f in files["files"]} >= {"result.json", "out/clean.jsonl"}
     assert data.contents[0].blob  # type: ignore[union-attr]
+
+
+def _steps(*steps: tuple[float, float | None]) -> str:
+    lines = [{"execloop": "progress", "step": step, "total": total} for step, total in steps]
+    return "".join(
+        json.dumps({k: v for k, v in line.items() if v is not None}) + "\n" for line in lines
+    )
+
+
+def _training_handler(run: FakeRun) -> ExecResult | str | None:
+    """Each attempt's script reports step 3 of 4, then (the reader passes on the first and the
+    last of a burst) step 1 of 4, out of order; the first attempt then fails, the second
+    writes result.json."""
+    steps = _steps((3, 4), (2, 4), (1, 4))
+    if run.code.strip().endswith("fail"):
+        return ExecResult(exit_code=1, exit_reason=ExitReason.ERROR, stdout=steps, duration_s=0)
+    run.files["result.json"] = json.dumps({"rows": 3}).encode()
+    return steps
+
+
+async def test_run_task_progress_only_ever_goes_up_across_attempts(tmp_path: Path) -> None:
+    model = _replies(tmp_path, "fail", "print('hi')")
+    check = {"kind": "expression", "expr": "result['rows'] == 3"}
+    async with Client(_server(FakeBackend(_training_handler))) as client:
+        result, seen = await _run_task(
+            client, {"goal": "train", "model": model, "checks": [check], "max_attempts": 4}
+        )
+    assert result.structured_content["status"] == "passed"  # type: ignore[index]
+    assert [message for _, _, message in seen] == [
+        "attempt 1 of 4",
+        "attempt 1 of 4: step 3/4",
+        "attempt 1 of 4: step 1/4",
+        "attempt 2 of 4",
+        "attempt 2 of 4: step 3/4",
+        "attempt 2 of 4: step 1/4",
+        "passed after attempt 2 of 4",
+    ]
+    assert {total for _, total, _ in seen} == {4}
+    values = [done for done, _, _ in seen]
+    assert all(later > earlier for earlier, later in itertools.pairwise(values)), values
+    # attempt k spans [k-1, k): its start, step 3/4 at 3/4 of 0.99, the late step 1/4
+    # half-way from there to 0.99; the verdict at the total
+    late = (0.99 * 3 / 4 + 0.99) / 2
+    assert values == pytest.approx([0, 0.99 * 3 / 4, late, 1, 1 + 0.99 * 3 / 4, 1 + late, 4])
 
 
 @pytest.mark.parametrize(

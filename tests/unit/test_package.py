@@ -38,6 +38,47 @@ def test_all_is_sorted_and_resolves(name: str) -> None:
     assert not missing, f"{name}.__all__ names missing attributes {missing}"
 
 
+# over the size rule today: the in-sandbox helper is one file by design (it is copied into
+# sandboxes alone); the others wait for a split that does not collide with work in flight
+_LONG_MODULES = {
+    "runtime/cli.py",
+    "runtime/loop.py",
+    "sandboxes/helper.py",
+    "sandboxes/placements/container.py",
+    "sandboxes/stateful.py",
+}
+
+
+def test_modules_stay_under_about_400_lines() -> None:
+    """Small modules with one job each (DESIGN.md): a module that grows past the rule is
+    split by job, as runtime/broker.py was (broker_agents.py, ownership.py)."""
+    files = [p for folder in ("runtime", "sandboxes", "src") for p in (ROOT / folder).rglob("*.py")]
+    long = {
+        str(path.relative_to(ROOT))
+        for path in files
+        if len(path.read_text(encoding="utf-8").splitlines()) > 400
+    }
+    assert long == _LONG_MODULES
+
+
+# two known clashes between the benchmarks and the runtime, left for their own change
+_KNOWN_CLASHES = {"Session", "TaskRun"}
+
+
+def test_no_two_public_classes_share_a_name() -> None:
+    """A name says one thing: two exported classes called the same (once report_model's and
+    the token benchmark's FlowFigures) leave a reader guessing which one is meant."""
+    homes: dict[str, set[str]] = {}
+    for name in PUBLIC_MODULES:
+        module = importlib.import_module(name)
+        for item in module.__all__:
+            value = getattr(module, item)
+            if inspect.isclass(value):
+                homes.setdefault(item, set()).add(f"{value.__module__}.{value.__qualname__}")
+    clashes = {item for item, where in homes.items() if len(where) > 1}
+    assert clashes == _KNOWN_CLASHES, {item: homes[item] for item in clashes}
+
+
 @pytest.mark.parametrize("folder", ["runtime", "sandboxes"])
 @pytest.mark.parametrize("cwd", ["repo", "elsewhere"])
 def test_bare_folder_imports_fail(folder: str, cwd: str, tmp_path: Path) -> None:

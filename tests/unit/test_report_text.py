@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from execloop.runtime.checks import CheckOutcome
 from execloop.runtime.classic import CallTrace, estimate_classic
 from execloop.runtime.ledger import Usage
-from execloop.runtime.report_model import FlowFigures, Method, TaskSummary, UnfinishedTask
+from execloop.runtime.report_model import FlowTokens, Method, TaskSummary, UnfinishedTask
 from execloop.runtime.report_text import how_obtained, task_sentence, unfinished_sentence
 from execloop.runtime.task import TaskStatus
 
@@ -78,7 +78,7 @@ def test_a_failed_task_names_its_failed_checks() -> None:
 
 
 def test_a_measured_classic_run_replaces_the_estimate_and_is_named() -> None:
-    measured = FlowFigures(
+    measured = FlowTokens(
         method=Method.REPLAYED,
         counted_by="o200k_base (bpe-openai)",
         usage=Usage(input_tokens=7_000, output_tokens=300),
