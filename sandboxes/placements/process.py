@@ -115,12 +115,49 @@ def refuse(spec: SandboxSpec, *, backend: str, unsupported: dict[str, str]) -> N
             )
 
 
+def _children_files() -> bool:
+    """Whether this kernel lists each thread's children (``CONFIG_PROC_CHILDREN``)."""
+    return os.path.exists(f"/proc/self/task/{threading.get_native_id()}/children")
+
+
+_LISTS_CHILDREN = _children_files()
+
+
+def _child_pids(pid: int) -> list[int]:
+    """The children of every thread of ``pid``, as /proc lists them (empty once it is gone)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with (
+                contextlib.suppress(OSError, ValueError),
+                open(f"/proc/{pid}/task/{tid}/children") as listing,
+            ):
+                found += [int(child) for child in listing.read().split()]
+    return found
+
+
 def _tree(pid: int) -> list[psutil.Process]:
+    """``pid`` and its descendants. Read from the tree's own /proc entries where the kernel
+    lists children: psutil's ``children()`` reads every process of the host, so closing one of
+    a hundred live sandboxes cost as much as all of them (the lists are exact only for stopped
+    processes: ``kill_tree`` stops what it finds, then looks again)."""
     try:
         root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
+        if not _LISTS_CHILDREN:
+            return [root, *root.children(recursive=True)]
     except psutil.Error:
         return []
+    tree, parents = [root], [root]
+    while parents:
+        parent = parents.pop()
+        for child_pid in _child_pids(parent.pid):
+            with contextlib.suppress(psutil.Error):
+                child = psutil.Process(child_pid)
+                # as psutil does: a pid recycled since it was listed started after its parent
+                if child.create_time() >= parent.create_time():
+                    tree.append(child)
+                    parents.append(child)
+    return tree
 
 
 def kill_tree(pid: int, *, keep: frozenset[int] = frozenset()) -> int:
@@ -291,23 +328,38 @@ class ProcessPlacement(Placement):
 
     async def remove(self) -> None:
         started, self._started = self._started, None
+        cgroup, self.cgroup = self.cgroup, None
+        state_dir, self.state_dir = self.state_dir, None
         if started is not None:
             self._logs = started.logs()
-            await anyio.to_thread.run_sync(kill_tree, started.popen.pid)
-            with anyio.move_on_after(_REAP_TIMEOUT_S):  # a process stuck in D state: move on
-                await anyio.to_thread.run_sync(started.popen.wait, abandon_on_cancel=True)
-            if started.popen.returncode is None:
-                log.warning("pid %d survived SIGKILL for %g s", started.popen.pid, _REAP_TIMEOUT_S)
-            elif self._watched is not None:  # a stuck one stays the janitor's
-                janitor.forget(self._watched)
-                self._watched = None
-        cgroup, self.cgroup = self.cgroup, None
-        if cgroup is not None:  # after the tree is dead: nothing can move out or in any more
-            self._last_usage = (cgroup.peak_memory(), cgroup.oom_kills())
-            await anyio.to_thread.run_sync(cgroup.remove)
-        state_dir, self.state_dir = self.state_dir, None
-        if state_dir is not None:
-            await anyio.to_thread.run_sync(remove_temp_dir, state_dir)
+        # one trip to a worker thread for the whole take-down, not one per step: a hundred
+        # sandboxes closing at once queue behind each other's hops
+        usage = await anyio.to_thread.run_sync(_take_down, started, cgroup, state_dir)
+        if usage is not None:
+            self._last_usage = usage
+        if started is not None and started.popen.returncode is not None and self._watched:
+            janitor.forget(self._watched)  # a process stuck in D state stays the janitor's
+            self._watched = None
+
+
+def _take_down(
+    started: _Started | None, cgroup: Cgroup | None, state_dir: Path | None
+) -> tuple[int | None, int | None] | None:
+    """Kill the tree, reap it, remove its cgroup (after the tree is dead: nothing can move out
+    or in any more) and its state directory; the cgroup's last memory reading. Blocking."""
+    if started is not None:
+        kill_tree(started.popen.pid)
+        try:
+            started.popen.wait(timeout=_REAP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:  # a process stuck in D state: move on
+            log.warning("pid %d survived SIGKILL for %g s", started.popen.pid, _REAP_TIMEOUT_S)
+    usage = None
+    if cgroup is not None:
+        usage = (cgroup.peak_memory(), cgroup.oom_kills())
+        cgroup.remove()
+    if state_dir is not None:
+        remove_temp_dir(state_dir)
+    return usage
 
 
 class ProcessView:

@@ -3,19 +3,24 @@ the refused spec fields (no bubblewrap is run here)."""
 
 from __future__ import annotations
 
+import importlib.util
+import marshal
 import os
 from pathlib import Path
 
 import pytest
 
 from execloop.errors import BackendUnavailableError, ConfigError
+from execloop.sandboxes import helper
 from execloop.sandboxes.cgroup_host import ENV
 from execloop.sandboxes.cgroups import Cgroup
 from execloop.sandboxes.local_backend import LocalSandbox
 from execloop.sandboxes.placements.bubblewrap import (
+    HELPER,
     PythonLayout,
     Tools,
     bwrap_argv,
+    helper_files,
     host_ids,
     prepare_state_dir,
     probe_argv,
@@ -102,6 +107,7 @@ def test_exact_command_line_when_not_root() -> None:
         "--ro-bind", "/tmp/state/etc/hosts", "/etc/hosts",
         "--ro-bind", str(PYENV), "/opt/execloop/python",
         "--ro-bind", "/tmp/state/helper.py", "/opt/execloop/helper.py",
+        "--ro-bind", "/tmp/state/helper.pyc", "/opt/execloop/helper.pyc",
         "--proc", "/proc", "--dev", "/dev",
         "--size", str(8 * 1024**2), "--tmpfs", "/dev/shm",
         "--size", str(8 * 1024**2), "--tmpfs", "/tmp",
@@ -168,6 +174,18 @@ def test_prepared_state_dir_holds_what_the_command_line_names(tmp_path: Path) ->
     assert named and all(path.exists() for path in named)
     assert (tmp_path / "etc/passwd").read_text().startswith("sandbox:x:1000:1000:")
     assert oct(tmp_path.stat().st_mode & 0o777) == "0o711"
+
+
+def test_the_helper_is_shipped_compiled_for_this_interpreter(tmp_path: Path) -> None:
+    source, compiled = helper_files()
+    assert source == Path(helper.__file__).read_text()
+    # PEP 552: magic, flags (hash-based, unchecked), the source's hash, then the code
+    assert compiled[:4] == importlib.util.MAGIC_NUMBER
+    assert int.from_bytes(compiled[4:8], "little") == 0b01
+    assert compiled[8:16] == importlib.util.source_hash(source.encode())
+    code = marshal.loads(compiled[16:])
+    assert code.co_filename == HELPER  # its tracebacks name the source bound beside it
+    assert "main" in code.co_names
 
 
 def test_probe_uses_the_same_namespaces_and_user_as_the_sandbox() -> None:
