@@ -29,10 +29,12 @@ import contextlib
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,7 @@ __all__ = [
 
 Kind = Literal["path", "tree", "containers"]
 _KILL_ROUNDS = 50
+_REST_S = 0.05
 
 log = logging.getLogger("execloop.sandboxes.janitor")
 
@@ -209,7 +212,13 @@ def janitor_pid() -> int | None:
 
 # -- the janitor's side ----------------------------------------------------------------------
 def _read_until_eof(fd: int) -> dict[tuple[str, str], None]:
-    """What is still held when the owner's end closes (or breaks: the same for us)."""
+    """What is still held when the owner's end closes (or breaks: the same for us).
+
+    Whenever the queue is empty it rests ``_REST_S`` before it waits again: a reader blocked in
+    ``read`` is woken by every message, and the woken janitor preempted the owner in the middle
+    of its send (a hundred sandboxes starting at once spent a second of the owner's event loop
+    so). Resting, it is not waiting: what the owner sends meanwhile queues without waking
+    anybody and is read in one go. The owner's death is seen at most ``_REST_S`` later."""
     held: dict[tuple[str, str], None] = {}
     pending = b""
     while True:
@@ -227,6 +236,8 @@ def _read_until_eof(fd: int) -> dict[tuple[str, str], None]:
                     held[(kind, key)] = None
                 else:
                     held.pop((kind, key), None)
+        if not select.select([fd], [], [], 0)[0]:
+            time.sleep(_REST_S)
     return held
 
 

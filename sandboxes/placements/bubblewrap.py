@@ -372,11 +372,11 @@ class BubblewrapPlacement(ProcessPlacement):
             self._run_as = host_ids(spec)
         tools = await available_tools()
         argv = await anyio.to_thread.run_sync(self._prepare_bwrap, spec, what, tools)
-        self._start(argv, env={})  # bwrap sets the sandbox's environment itself
+        await self._start(argv, env={})  # bwrap sets the sandbox's environment itself
 
     def _prepare_bwrap(self, spec: SandboxSpec, what: Launch, tools: Tools) -> list[str]:
         """The state directory, the cgroup and the command line: file work, kept off the event
-        loop. The fork itself is not: see ``ProcessPlacement.launch``."""
+        loop (the fork has a thread of its own: ``ProcessPlacement._start``)."""
         state_dir = self.make_state_dir()
         prepare_state_dir(state_dir, self._layout, staged=self._run_as is not None)
         self.cgroup = sandbox_cgroup(spec, tag=self.session_id)

@@ -7,11 +7,13 @@ what the tree printed, and a cgroup of its own where the host allows one (``bubb
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
 import os
 import platform
+import queue
 import re
 import resource
 import signal
@@ -19,7 +21,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 import anyio
@@ -233,6 +236,52 @@ class _Started:
             return self._log.text()
 
 
+class _Spawner:
+    """The threads that fork every sandbox of this process; they live as long as the process.
+
+    Not an anyio worker thread: bwrap's --die-with-parent (PR_SET_PDEATHSIG) fires when the
+    *thread* that forked exits, and idle worker threads do exit, killing a live sandbox with
+    them. Not the event loop thread either: a fork blocks its thread until the child has
+    exec'd, ~1 ms on an idle machine and 10 ms on a loaded one, where a hundred sandboxes
+    starting at once held the loop every task waits on for a second. A few of them, so that
+    one slow fork does not hold up the next."""
+
+    threads = 4
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+        self._queue: queue.SimpleQueue[tuple[Callable[[], None], Future[None]]] | None = None
+
+    def submit(self, fork: Callable[[], None]) -> Future[None]:
+        done: Future[None] = Future()
+        with self._lock:
+            if self._queue is None or self._owner != os.getpid():  # a forked child has none
+                self._queue, self._owner = queue.SimpleQueue(), os.getpid()
+                for number in range(self.threads):
+                    threading.Thread(
+                        target=self._serve,
+                        args=(self._queue,),
+                        name=f"execloop-spawner-{number}",
+                        daemon=True,
+                    ).start()
+            self._queue.put((fork, done))
+        return done
+
+    @staticmethod
+    def _serve(requests: queue.SimpleQueue[tuple[Callable[[], None], Future[None]]]) -> None:
+        while True:
+            fork, done = requests.get()
+            if done.set_running_or_notify_cancel():
+                try:
+                    done.set_result(fork())
+                except BaseException as exc:  # the awaiting task raises it
+                    done.set_exception(exc)
+
+
+_SPAWNER = _Spawner()
+
+
 class ProcessPlacement(Placement):
     """A host process tree with rlimits; subclasses wrap the command (``_argv``)."""
 
@@ -269,16 +318,19 @@ class ProcessPlacement(Placement):
 
     async def launch(self, what: Launch) -> None:
         await anyio.to_thread.run_sync(self.make_state_dir)
-        self._start([*rlimit_argv(self.spec), *what.command], env=what.env)
+        await self._start([*rlimit_argv(self.spec), *what.command], env=what.env)
 
-    def _start(self, argv: Sequence[str], *, env: Mapping[str, str]) -> None:
-        """Fork the sandbox on the calling (event loop) thread, never a worker thread: bwrap's
-        --die-with-parent (PR_SET_PDEATHSIG) fires when the *thread* that forked exits, and a
-        pool's idle worker threads do exit, killing a live sandbox with them. File work before
-        the fork is what goes to a thread."""
+    async def _start(self, argv: Sequence[str], *, env: Mapping[str, str]) -> None:
+        """Fork the sandbox on the spawner thread (``_Spawner``). Shielded: a fork under way
+        completes, and a cancelled start's ``remove`` then finds what it started."""
+        with anyio.CancelScope(shield=True):
+            await asyncio.wrap_future(_SPAWNER.submit(lambda: self._fork(argv, env)))
+        assert self._started is not None
+        log.debug("%s sandbox %s is pid %d", self.kind, self.session_id, self._started.popen.pid)
+
+    def _fork(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
         self._started = _Started(argv, env)
         self._watched = janitor.watch(janitor.process_tree(self._started.popen.pid))
-        log.debug("%s sandbox %s is pid %d", self.kind, self.session_id, self._started.popen.pid)
 
     @property
     def pid(self) -> int | None:

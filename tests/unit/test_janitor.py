@@ -10,8 +10,10 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -209,3 +211,22 @@ def test_resources_name_what_the_janitor_removes(tmp_path: Path) -> None:
     assert own.key == f"{os.getpid()}.{janitor.process_start_ticks(os.getpid())}"
     labels = janitor.containers({"b": "2", "a": "1"})
     assert json.loads(labels.key) == ["a=1", "b=2"]  # all of them, in one filter
+
+
+def test_a_burst_sent_while_the_janitor_rests_is_read_whole() -> None:
+    """The janitor reads between rests (a send does not wake it): nothing of a burst is lost,
+    and what was released in it is not held."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    held: dict[tuple[str, str], None] = {}
+    reader = threading.Thread(target=lambda: held.update(janitor._read_until_eof(theirs.fileno())))
+    reader.start()
+    ours.send(b'["+", "path", "/first"]\n')  # wakes it; it then rests while the burst queues
+    for number in range(150):
+        ours.send(json.dumps(["+", "path", f"/burst/{number}"]).encode() + b"\n")
+        if number % 2:
+            ours.send(json.dumps(["-", "path", f"/burst/{number}"]).encode() + b"\n")
+    ours.close()  # the owner is gone
+    reader.join(timeout=_DEADLINE_S)
+    theirs.close()
+    assert not reader.is_alive()
+    assert set(held) == {("path", "/first")} | {("path", f"/burst/{n}") for n in range(0, 150, 2)}

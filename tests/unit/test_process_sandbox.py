@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -12,6 +13,7 @@ import pytest
 
 from execloop.errors import ConfigError
 from execloop.sandboxes.placements.process import (
+    _SPAWNER,
     NOFILE,
     cpu_seconds,
     kill_tree,
@@ -88,3 +90,17 @@ def test_kill_tree_takes_the_group_and_setsid_descendants() -> None:
     assert time.monotonic() - started < 3
     assert all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in tree)
     kill_tree(root.pid)  # a reaped pid: nothing to do, no error
+
+
+def test_sandboxes_are_forked_by_threads_that_outlive_every_start() -> None:
+    """bwrap's --die-with-parent ends a sandbox when the *thread* that forked it exits: the
+    spawner's threads are neither the caller's nor worker threads that idle out."""
+    ran_on = [_SPAWNER.submit(threading.current_thread).result(timeout=10) for _ in range(8)]
+    assert all(t.name.startswith("execloop-spawner-") and t.is_alive() for t in ran_on)
+    assert threading.current_thread() not in ran_on
+
+    def fails() -> None:
+        raise OSError("no such program")
+
+    with pytest.raises(OSError, match="no such program"):  # the awaiting start raises it
+        _SPAWNER.submit(fails).result(timeout=10)
