@@ -2,13 +2,13 @@
 
 The sandbox sees a read-only ``/usr``, the host interpreter (and its venv) read-only under
 ``/opt/execloop`` — never at its host path, which may lie under ``/root`` or ``/work`` —, a
-copy of the helper, generated ``/etc/passwd``/``group``/``hosts``, private size-capped tmpfs
-``/tmp``, ``/dev/shm`` and ``/workspace`` (or a bound host directory), and the control
-directory at ``/run/execloop``. Root is read-only; there is no network but ``lo``, no host
-process, no host environment variable. Limits: where the host allows it, the whole tree is in a
-cgroup of its own (``cgroups``: memory, pids, CPU quota), entered by a prefix before the
-first bwrap; the other limits (and, without a cgroup, memory and processes) are rlimits
-(``process.rlimit_argv``).
+copy of the helper and its compiled form (``helper_files``), generated ``/etc/passwd``,
+``group`` and ``hosts``, private size-capped tmpfs ``/tmp``, ``/dev/shm`` and ``/workspace``
+(or a bound host directory), and the control directory at ``/run/execloop``. Root is
+read-only; there is no network but ``lo``, no host process, no host environment variable.
+Limits: where the host allows it, the whole tree is in a cgroup of its own (``cgroups``:
+memory, pids, CPU quota), entered by a prefix before the first bwrap; the other limits (and,
+without a cgroup, memory and processes) are rlimits (``process.rlimit_argv``).
 
 Who the code runs as: uid 1000 inside, in a user namespace of its own that cannot create
 further ones (``--disable-userns``). When execloop is not root, bwrap maps that user to the
