@@ -252,11 +252,17 @@ class _Spawner:
         self._lock = threading.Lock()
         self._owner: int | None = None
         self._queue: queue.SimpleQueue[tuple[Callable[[], None], Future[None]]] | None = None
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        """A forked child has none of the threads, and the lock may have been held."""
+        self._lock = threading.Lock()
+        self._owner = self._queue = None
 
     def submit(self, fork: Callable[[], None]) -> Future[None]:
         done: Future[None] = Future()
         with self._lock:
-            if self._queue is None or self._owner != os.getpid():  # a forked child has none
+            if self._queue is None or self._owner != os.getpid():  # first use, or a child
                 self._queue, self._owner = queue.SimpleQueue(), os.getpid()
                 for number in range(self.threads):
                     threading.Thread(

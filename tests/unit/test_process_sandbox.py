@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 import sys
@@ -104,3 +105,21 @@ def test_sandboxes_are_forked_by_threads_that_outlive_every_start() -> None:
 
     with pytest.raises(OSError, match="no such program"):  # the awaiting start raises it
         _SPAWNER.submit(fails).result(timeout=10)
+
+
+def test_a_forked_child_gets_spawner_threads_of_its_own() -> None:
+    """The parent's spawner threads do not exist in a forked child: it starts its own."""
+    _SPAWNER.submit(lambda: None).result(timeout=10)  # the parent's threads exist
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: report whether a fork request completes, then leave at once
+        try:
+            done = _SPAWNER.submit(threading.current_thread).result(timeout=10)
+            os.write(write, done.name.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as reader:
+        said = reader.read().decode()
+    os.waitpid(child, 0)
+    assert said.startswith("execloop-spawner-")
