@@ -42,7 +42,6 @@ def test_all_is_sorted_and_resolves(name: str) -> None:
 # sandboxes alone); the others wait for a split that does not collide with work in flight
 _LONG_MODULES = {
     "runtime/cli.py",
-    "runtime/loop.py",
     "sandboxes/helper.py",
     "sandboxes/placements/container.py",
     "sandboxes/stateful.py",
