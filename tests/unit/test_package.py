@@ -41,7 +41,6 @@ def test_all_is_sorted_and_resolves(name: str) -> None:
 # over the size rule today: the in-sandbox helper is one file by design (it is copied into
 # sandboxes alone); the others wait for a split that does not collide with work in flight
 _LONG_MODULES = {
-    "runtime/cli.py",
     "sandboxes/helper.py",
     "sandboxes/placements/container.py",
     "sandboxes/stateful.py",
