@@ -37,7 +37,6 @@ from execloop.runtime.kept_outputs import (
     refused_outcomes,
     reverify_outputs,
 )
-from execloop.runtime.ledger import Usage
 from execloop.runtime.loop_state import LoopEvent, LoopState
 from execloop.runtime.models.base import Message, Model, ModelRequest
 from execloop.runtime.prompts import (
@@ -48,7 +47,7 @@ from execloop.runtime.prompts import (
     failure_report,
 )
 from execloop.runtime.skills import Skill, resolve_skill
-from execloop.runtime.task import ErrorKind, Result, Task, TaskStatus
+from execloop.runtime.task import AttemptRecord, ErrorKind, Result, Task, TaskStatus
 from execloop.runtime.task_json import given_task_json, with_skill_defaults
 from execloop.sandboxes import ExecResult, Sandbox, SandboxSpec, create_sandbox
 from execloop.sandboxes.progress import ProgressEvent
@@ -235,7 +234,7 @@ class SubAgent:
         script = extract_script(reply)
         self._on_event(LoopEvent("reply", number, {"usage": reply.usage, "script": script}))
         if script is None:
-            self._record(number, None, [], reply.usage, prompt_tokens, 0, began)
+            self._recorded(state.record(number, None, [], reply.usage, prompt_tokens, 0, began))
             self.memory.record(
                 script=None,
                 report=failure_report(None, []),
@@ -252,7 +251,9 @@ class SubAgent:
                 elif self.outputs_dir is not None and self._state.outputs_refused is None:
                     await anyio.to_thread.run_sync(move_outputs, outputs, self.outputs_dir)
         state.outcomes = outcomes
-        self._record(number, run, outcomes, reply.usage, prompt_tokens, len(script), began)
+        self._recorded(
+            state.record(number, run, outcomes, reply.usage, prompt_tokens, len(script), began)
+        )
         passed = all(o.passed for o in outcomes)
         if not passed:
             failed = ", ".join(o.name for o in outcomes if not o.passed) or "none"
@@ -350,26 +351,8 @@ class SubAgent:
         return outcomes
 
     # -- bookkeeping -----------------------------------------------------------------------
-    def _record(
-        self,
-        number: int,
-        run: ExecResult | None,
-        outcomes: Sequence[CheckOutcome],
-        usage: Usage,
-        prompt_tokens: int,
-        script_chars: int,
-        began: float,
-    ) -> None:
-        record = self._state.record(
-            number,
-            run,
-            outcomes,
-            usage=usage,
-            prompt_tokens=prompt_tokens,
-            script_chars=script_chars,
-            began=began,
-        )
-        self._on_event(LoopEvent("recorded", number, {"record": record}))
+    def _recorded(self, record: AttemptRecord) -> None:
+        self._on_event(LoopEvent("recorded", record.number, {"record": record}))
 
     def _result(
         self, status: TaskStatus, error: str | None, kind: ErrorKind | None, total_s: float

@@ -54,7 +54,6 @@ class LoopState:
         number: int,
         run: ExecResult | None,
         outcomes: Sequence[CheckOutcome],
-        *,
         usage: Usage,
         prompt_tokens: int,
         script_chars: int,
