@@ -3,35 +3,41 @@
 Each attempt: prompt (bounded, see prompts.py) → one script → a fresh sandbox with the inputs →
 the task's checks, run by the runtime → on failure a compact report becomes the next prompt.
 When every check passes, the outputs are kept on the host and re-checked before the task is
-reported ``passed``; checks that run code run again in another fresh sandbox (a background thread
-left by the script cannot fake a verdict there).
+reported ``passed`` (kept_outputs.py). What surrounds the script in its sandbox is in
+attempt_guards.py; what the attempts gathered, and the result made of it, in loop_state.py.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 
 from execloop.errors import ConfigError, ExecloopError
 from execloop.runtime import bounds
-from execloop.runtime.bridge import ToolBridge, ToolCallRecord, ToolRegistry, render_tool_api
+from execloop.runtime.attempt_guards import checkpoints_guard, exec_script, tool_bridge
+from execloop.runtime.bridge import ToolRegistry, render_tool_api
 from execloop.runtime.bridge.stubs import ToolDocs
-from execloop.runtime.check_runner import OutputReader, reverify, run_checks
+from execloop.runtime.check_runner import OutputReader, run_checks
 from execloop.runtime.checkpoints import TaskCheckpoints
 from execloop.runtime.checks import CheckOutcome, CheckSpec, ExitStatusCheck
-from execloop.runtime.classic import CallTrace, ClassicEstimate, estimate_classic
+from execloop.runtime.classic import ClassicEstimate
 from execloop.runtime.classic_prompt import ClassicPrompt
-from execloop.runtime.host_files import human_bytes
 from execloop.runtime.host_workspace import HostWorkspace
 from execloop.runtime.inputs import SCRIPT_NAME, Inputs, StagedInputs
-from execloop.runtime.ledger import Usage
+from execloop.runtime.kept_outputs import (
+    REVERIFY_FAILED,
+    keep_outputs,
+    move_outputs,
+    outputs_folder,
+    refused_outcomes,
+    reverify_outputs,
+)
+from execloop.runtime.loop_state import LoopEvent, LoopState
 from execloop.runtime.models.base import Message, Model, ModelRequest
 from execloop.runtime.prompts import (
     SYSTEM_RULES,
@@ -41,47 +47,14 @@ from execloop.runtime.prompts import (
     failure_report,
 )
 from execloop.runtime.skills import Skill, resolve_skill
-from execloop.runtime.task import AttemptRecord, ErrorKind, Result, Task, TaskStatus, Timings
+from execloop.runtime.task import AttemptRecord, ErrorKind, Result, Task, TaskStatus
 from execloop.runtime.task_json import given_task_json, with_skill_defaults
-from execloop.runtime.tokens import TOKENIZER_NAME
-from execloop.sandboxes import Artifact, ExecResult, Sandbox, SandboxSpec, create_sandbox
-from execloop.sandboxes.progress import ProgressReader
-from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
+from execloop.sandboxes import ExecResult, Sandbox, SandboxSpec, create_sandbox
+from execloop.sandboxes.progress import ProgressEvent
 
 __all__ = ["LoopEvent", "SubAgent"]
 
 log = logging.getLogger("execloop.runtime.loop")
-_REVERIFY_FAILED = (
-    "Your checks passed in your sandbox but failed when re-run on the files you left, with the "
-    "original inputs restored (checks that run code, in a fresh sandbox): do not rely on state "
-    "outside the files you write, and do not edit the inputs."
-)
-
-
-@dataclass(frozen=True)
-class LoopEvent:
-    """Progress for live displays and persistence: ``kind`` is attempt, reply, progress (a
-    ``ProgressEvent`` the script reported, under ``"event"``), tool_calls (the attempt's bridge
-    trace), ran, checked, recorded (its ``AttemptRecord``) or finished."""
-
-    kind: str
-    attempt: int
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class _State:
-    usage: Usage = field(default_factory=Usage)
-    records: list[AttemptRecord] = field(default_factory=list)
-    outcomes: list[CheckOutcome] = field(default_factory=list)
-    artifacts: list[Artifact] = field(default_factory=list)
-    artifacts_total: tuple[int, int] = (0, 0)  # files, bytes: the whole workspace's
-    outputs_refused: str | None = None  # why the outputs could not be kept for re-verification
-    answer: str = ""
-    tool_calls: list[ToolCallRecord] = field(default_factory=list)  # the last attempt's
-    model_s: float = 0.0
-    sandbox_s: float = 0.0
-    checks_s: float = 0.0
 
 
 class SubAgent:
@@ -158,7 +131,7 @@ class SubAgent:
         )
         fixed = self._bare.prompt_tokens
         self.memory = AttemptMemory(summary_tokens=min(bounds.SUMMARY_TOKENS, fixed // 5))
-        self._state = _State()
+        self._state = LoopState()
         self._staged = StagedInputs(None)  # set for the duration of run()
 
     def _system_blocks(self) -> tuple[str, ...]:
@@ -261,28 +234,26 @@ class SubAgent:
         script = extract_script(reply)
         self._on_event(LoopEvent("reply", number, {"usage": reply.usage, "script": script}))
         if script is None:
-            self._record(number, None, [], reply.usage, prompt_tokens, 0, began)
+            self._recorded(state.record(number, None, [], reply.usage, prompt_tokens, 0, began))
             self.memory.record(
                 script=None,
                 report=failure_report(None, []),
                 one_line=(f"attempt {number}: no script in the reply"),
             )
             return False
-        outputs = make_temp_dir("outputs")  # the workspace kept for re-verification
-        try:
+        async with outputs_folder() as outputs:  # the workspace kept for re-verification
             run, outcomes = await self._run_and_check(script, number, outputs)
             note = ""
             if all(o.passed for o in outcomes):
                 outcomes = await self._reverify(run, outputs)
                 if not all(o.passed for o in outcomes):
-                    note = _REVERIFY_FAILED
+                    note = REVERIFY_FAILED
                 elif self.outputs_dir is not None and self._state.outputs_refused is None:
-                    await anyio.to_thread.run_sync(_move_outputs, outputs, self.outputs_dir)
-        finally:  # shielded: a cancelled task must not leave its outputs behind
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(remove_temp_dir, outputs)
+                    await anyio.to_thread.run_sync(move_outputs, outputs, self.outputs_dir)
         state.outcomes = outcomes
-        self._record(number, run, outcomes, reply.usage, prompt_tokens, len(script), began)
+        self._recorded(
+            state.record(number, run, outcomes, reply.usage, prompt_tokens, len(script), began)
+        )
         passed = all(o.passed for o in outcomes)
         if not passed:
             failed = ", ".join(o.name for o in outcomes if not o.passed) or "none"
@@ -302,8 +273,15 @@ class SubAgent:
         async with self._factory(self.spec) as sandbox:
             await self._staged.upload(sandbox)
             await sandbox.upload({SCRIPT_NAME: script})
-            async with self._tools(sandbox) as bridge:
-                run = await self._checkpoints_guard(lambda: self._exec_script(sandbox, number))
+            async with tool_bridge(
+                sandbox,
+                self.registry,
+                allow=self.task.tools,
+                call_budget=self.tool_call_budget,
+            ) as bridge:
+                run = await checkpoints_guard(
+                    self._checkpoints, lambda: exec_script(sandbox, self._progress_to(number))
+                )
             if bridge is not None:
                 state.tool_calls = list(bridge.trace)
                 self._on_event(LoopEvent("tool_calls", number, {"records": state.tool_calls}))
@@ -328,172 +306,63 @@ class SubAgent:
                 state.artifacts_total = (manifest.total_files, manifest.total_bytes)
                 state.answer = await reader.answer(run)
                 if all(o.passed for o in outcomes):
-                    state.outputs_refused = await self._keep_outputs(sandbox, outputs)
+                    state.outputs_refused = await keep_outputs(
+                        sandbox,
+                        outputs,
+                        inputs=self.inputs,
+                        workspace=state.artifacts_total,
+                        workspace_size=self.spec.workspace_size,
+                    )
         return run, outcomes
 
-    async def _exec_script(self, sandbox: Sandbox, number: int) -> ExecResult:
-        """Run the script; what it reports with ``execloop_progress`` becomes progress events
-        (read from its streamed output) when someone listens."""
+    def _progress_to(self, number: int) -> Callable[[ProgressEvent], None] | None:
+        """Where attempt ``number``'s progress reports go: events, when someone listens (the
+        script's output is streamed only then)."""
         if not self._streams:
-            return await sandbox.exec_file(SCRIPT_NAME)
-        reader = ProgressReader(
-            lambda event: self._on_event(LoopEvent("progress", number, {"event": event}))
-        )
-        try:
-            return await sandbox.exec_file(SCRIPT_NAME, on_output=reader.feed)
-        finally:
-            reader.close()
-
-    async def _checkpoints_guard(self, run: Callable[[], Awaitable[ExecResult]]) -> ExecResult:
-        if self._checkpoints is None:
-            return await run()
-        return await self._checkpoints.guard(run)
-
-    async def _keep_outputs(self, sandbox: Sandbox, outputs: Path) -> str | None:
-        """Copy the workspace into the host folder ``outputs`` for re-verification; the reason
-        if it is too large to keep."""
-        files, size = self._state.artifacts_total
-        if size > self.spec.workspace_size:
-            return (
-                f"the outputs ({files:,} files, {human_bytes(size)}) are larger than "
-                f"workspace_size ({human_bytes(self.spec.workspace_size)}), so they cannot be "
-                f"re-verified"
-            )
-        await sandbox.download(".", outputs)
-        # checks may read the inputs back: they are judged with the originals, restored over
-        # whatever the script left under their names
-        await anyio.to_thread.run_sync(self.inputs.prune_conflicts, outputs)
-        return None
-
-    @asynccontextmanager
-    async def _tools(self, sandbox: Sandbox) -> AsyncIterator[ToolBridge | None]:
-        """The tool bridge for this attempt's sandbox, when the task allows tools."""
-        if not self.task.tools or self.registry is None:
-            yield None
-            return
-        bridge = ToolBridge(
-            sandbox, self.registry, allow=self.task.tools, call_budget=self.tool_call_budget
-        )
-        async with bridge:
-            yield bridge
+            return None
+        return lambda event: self._on_event(LoopEvent("progress", number, {"event": event}))
 
     def classic_estimate(self, final_answer: str) -> ClassicEstimate:
         """What the classic agent would have cost for the last attempt's calls: its own prompt
         (``task.classic_system`` or the classic system prompt, with the allowed tools' schemas),
         the goal as its user message, and each result as the text it would have read."""
-        calls = [
-            CallTrace(
-                tool=record.tool,
-                arguments=record.arguments,
-                result=record.text,
-                argument_tokens=record.argument_tokens,
-                result_tokens=record.text_tokens,
-            )
-            for record in self._state.tool_calls
-            if record.ok
-        ]
         tools = [self.registry.get(name) for name in self.task.tools] if self.registry else []
         prompt = ClassicPrompt.for_tools(tools, system=self.task.classic_system)
-        return estimate_classic(
-            system=prompt.system,
-            tools=prompt.tools,
-            user=self.task.goal,
-            calls=calls,
-            final_answer=final_answer,
-        )
+        return self._state.classic_estimate(prompt, goal=self.task.goal, final_answer=final_answer)
 
     async def _reverify(self, run: ExecResult, outputs: Path) -> list[CheckOutcome]:
-        refused = self._state.outputs_refused
-        if refused is not None:
-            return [
-                CheckOutcome(name=c.label(), kind=c.kind, passed=False, reason=refused)
-                for c in self.checks
-            ]
+        state = self._state
+        if state.outputs_refused is not None:
+            return refused_outcomes(self.checks, state.outputs_refused)
         began = time.monotonic()
-        staged = self._staged.folder
-        restore = [outputs] if staged is None else [outputs, staged]
-        reader = OutputReader(folders=restore)  # the bytes re-verified are the answer's
         try:
-            outcomes = await reverify(
+            outcomes, answer = await reverify_outputs(
                 self.checks,
-                sandbox_factory=lambda: self._factory(self.spec),
-                restore=restore,
+                outputs=outputs,
+                staged=self._staged.folder,
                 run=run,
+                sandbox_factory=lambda: self._factory(self.spec),
                 check_files_root=self.check_root,
-                outputs=reader,
             )
-            if all(o.passed for o in outcomes):
-                self._state.answer = await reader.answer(run)
-            return outcomes
         finally:
-            self._state.checks_s += time.monotonic() - began
+            state.checks_s += time.monotonic() - began
+        if answer is not None:
+            state.answer = answer
+        return outcomes
 
     # -- bookkeeping -----------------------------------------------------------------------
-    def _record(
-        self,
-        number: int,
-        run: ExecResult | None,
-        outcomes: Sequence[CheckOutcome],
-        usage: Usage,
-        prompt_tokens: int,
-        script_chars: int,
-        began: float,
-    ) -> None:
-        self._state.records.append(
-            AttemptRecord(
-                number=number,
-                exit_reason=run.exit_reason if run else None,
-                exit_code=run.exit_code if run else None,
-                checks_passed=sum(o.passed for o in outcomes),
-                checks_total=len(outcomes),
-                failed_checks=[o.name for o in outcomes if not o.passed],
-                usage=usage,
-                prompt_tokens=prompt_tokens,
-                script_chars=script_chars,
-                duration_s=time.monotonic() - began,
-            )
-        )
-        record = self._state.records[-1]
-        self._on_event(LoopEvent("recorded", number, {"record": record}))
+    def _recorded(self, record: AttemptRecord) -> None:
+        self._on_event(LoopEvent("recorded", record.number, {"record": record}))
 
     def _result(
         self, status: TaskStatus, error: str | None, kind: ErrorKind | None, total_s: float
     ) -> Result:
-        state = self._state
-        return Result(
+        return self._state.result(
             task_id=self.task.id,
             status=status,
-            answer=state.answer,
-            checks=state.outcomes,
-            artifacts=state.artifacts,
-            artifacts_total_files=state.artifacts_total[0],
-            artifacts_total_bytes=state.artifacts_total[1],
-            attempts=len(state.records),
-            attempt_log=state.records,
-            usage=state.usage,
-            usage_classic_estimate=self.classic_estimate(state.answer),
-            timings=Timings(
-                total_s=total_s,
-                model_s=state.model_s,
-                sandbox_s=state.sandbox_s,
-                checks_s=state.checks_s,
-            ),
-            model=self.model.name,
-            scripted=self.model.scripted,
-            tokenizer=TOKENIZER_NAME,
             error=error,
-            error_kind=kind,
+            kind=kind,
+            total_s=total_s,
+            model=self.model,
+            classic=self.classic_estimate(self._state.answer),
         )
-
-
-def _move_outputs(outputs: Path, dest: Path) -> None:
-    """The verified workspace ``outputs`` becomes ``dest`` (a new or empty directory; its
-    parent is created). Nothing is overwritten: a ``dest`` with anything in it is refused."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        dest.mkdir()
-    except FileExistsError:
-        if dest.is_symlink() or not dest.is_dir() or any(dest.iterdir()):
-            raise
-    for item in outputs.iterdir():
-        item.rename(dest / item.name)

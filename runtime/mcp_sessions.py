@@ -20,7 +20,7 @@ import anyio
 from execloop.errors import ConfigError
 from execloop.sandboxes import Sandbox, SandboxSpec
 
-__all__ = ["Session", "SessionTable", "UnknownSessionError"]
+__all__ = ["McpSession", "SessionTable", "UnknownSessionError"]
 
 log = logging.getLogger("execloop.runtime.mcp_sessions")
 
@@ -37,8 +37,8 @@ class UnknownSessionError(ConfigError):
 
 
 @dataclass
-class Session:
-    """One open sandbox and when it was last used."""
+class McpSession:
+    """One MCP client's open sandbox behind a ``session_id``, and when it was last used."""
 
     id: str
     sandbox: Sandbox
@@ -62,7 +62,7 @@ class SessionTable:
         self.ttl_s = ttl_s
         self.max_sessions = max_sessions
         self._factory = sandbox_factory
-        self._sessions: dict[str, Session] = {}
+        self._sessions: dict[str, McpSession] = {}
         self._opening = 0  # starts in flight count against the cap too
         self._closed = False
 
@@ -73,14 +73,14 @@ class SessionTable:
     def ids(self) -> list[str]:
         return list(self._sessions)
 
-    def get(self, session_id: str) -> Session:
+    def get(self, session_id: str) -> McpSession:
         session = self._sessions.get(session_id)
         if session is None:
             raise UnknownSessionError(session_id)
         session.used_at = time.monotonic()
         return session
 
-    async def open(self, spec: SandboxSpec) -> Session:
+    async def open(self, spec: SandboxSpec) -> McpSession:
         """Start a sandbox for ``spec`` and file it under a new handle."""
         if self._closed:
             raise ConfigError("the server is stopping; no new session can be opened")
@@ -96,7 +96,7 @@ class SessionTable:
             await sandbox.__aenter__()  # a failed start closes what it made
         finally:
             self._opening -= 1
-        session = Session(id=uuid.uuid4().hex[:16], sandbox=sandbox, spec=spec)
+        session = McpSession(id=uuid.uuid4().hex[:16], sandbox=sandbox, spec=spec)
         if self._closed:  # the server stopped while this one started
             await _close(session)
             raise ConfigError("the server is stopping; no new session can be opened")
@@ -110,7 +110,7 @@ class SessionTable:
             raise UnknownSessionError(session_id)
         await _close(session)
 
-    async def discard(self, session: Session) -> None:
+    async def discard(self, session: McpSession) -> None:
         """Close ``session`` if it is still filed (its sandbox ended or failed)."""
         if self._sessions.get(session.id) is session:
             del self._sessions[session.id]
@@ -145,7 +145,7 @@ class SessionTable:
                 await _close(session)
 
 
-async def _close(session: Session) -> None:
+async def _close(session: McpSession) -> None:
     try:
         await session.sandbox.close()
     except Exception:  # closing one must not keep the others open

@@ -22,7 +22,7 @@ import anyio.to_thread
 import docker.errors
 
 from execloop.errors import ConfigError, ExecloopError
-from execloop.runtime.benchmarks.context import BenchContext, Session, labelled
+from execloop.runtime.benchmarks.context import BenchContext, ContenderSession, labelled
 from execloop.runtime.benchmarks.floor import start_floor
 from execloop.runtime.benchmarks.raw_kernel import docker_raw_kernel, raw_kernel_run
 from execloop.sandboxes import SandboxSpec, create_sandbox
@@ -37,12 +37,14 @@ class Contender:
     name: str
     group: str  # execloop, peer or reference
     isolation: str
-    open: Callable[[BenchContext], Awaitable[Session]]
+    open: Callable[[BenchContext], Awaitable[ContenderSession]]
     needs: tuple[str, ...] = ()  # modules that must import (the `bench` extra)
     note: str = ""  # how it was set up here, where that differs from its defaults
 
 
-async def _execloop(ctx: BenchContext, fields: dict[str, Any], *, in_container: bool) -> Session:
+async def _execloop(
+    ctx: BenchContext, fields: dict[str, Any], *, in_container: bool
+) -> ContenderSession:
     session, labels = ctx.new_session()
     sandbox = create_sandbox(SandboxSpec(labels=labels if in_container else {}, **fields))
     try:
@@ -64,7 +66,7 @@ async def _execloop(ctx: BenchContext, fields: dict[str, Any], *, in_container: 
         kernel = getattr(manager.provisioner, "_kernel", None) if manager else None  # once found
         return None if kernel is None else int(kernel.pid)
 
-    return Session(run, sandbox.close, labelled(session) if in_container else None, pid)
+    return ContenderSession(run, sandbox.close, labelled(session) if in_container else None, pid)
 
 
 def _accepts(**fields: Any) -> bool:
@@ -100,7 +102,7 @@ def _execloop_contenders() -> list[Contender]:
     return found
 
 
-async def _docker_run(ctx: BenchContext) -> Session:
+async def _docker_run(ctx: BenchContext) -> ContenderSession:
     """No session: every exec is a ``docker run --rm --network none IMAGE python3 -c``."""
     session, labels = ctx.new_session()
 
@@ -124,10 +126,10 @@ async def _docker_run(ctx: BenchContext) -> Session:
     async def close() -> None:
         return None
 
-    return Session(run, close, labelled(session))
+    return ContenderSession(run, close, labelled(session))
 
 
-async def _docker_exec(ctx: BenchContext) -> Session:
+async def _docker_exec(ctx: BenchContext) -> ContenderSession:
     """A long-lived container; every exec is a ``docker exec python3 -c``."""
     session, labels = ctx.new_session()
     container = await anyio.to_thread.run_sync(
@@ -148,10 +150,10 @@ async def _docker_exec(ctx: BenchContext) -> Session:
     async def close() -> None:
         await anyio.to_thread.run_sync(lambda: container.remove(force=True))
 
-    return Session(run, close, labelled(session))
+    return ContenderSession(run, close, labelled(session))
 
 
-async def _raw_kernel(ctx: BenchContext) -> Session:
+async def _raw_kernel(ctx: BenchContext) -> ContenderSession:
     session, labels = ctx.new_session()
     scratch = tempfile.TemporaryDirectory(prefix="execloop-bench-kernel-")
     try:
@@ -169,17 +171,17 @@ async def _raw_kernel(ctx: BenchContext) -> Session:
         finally:
             scratch.cleanup()
 
-    return Session(run, close, labelled(session))
+    return ContenderSession(run, close, labelled(session))
 
 
-async def _floor(ctx: BenchContext) -> Session:
+async def _floor(ctx: BenchContext) -> ContenderSession:
     session, labels = ctx.new_session()
     floor = await start_floor(ctx.client, ctx.image, labels, via="stdio")
 
     async def run(code: str) -> str:
         return (await floor.exec(code)).decode()
 
-    return Session(run, floor.aclose, labelled(session))
+    return ContenderSession(run, floor.aclose, labelled(session))
 
 
 def _peers() -> list[Contender]:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BENCH_LABEL", "BenchContext", "SESSION_LABEL", "Session", "labelled"]
+__all__ = ["BENCH_LABEL", "BenchContext", "ContenderSession", "SESSION_LABEL", "labelled"]
 
 # Not org.execloop.*: that namespace is execloop's own and a spec refuses it (the benchmark
 # labels its execloop sandboxes through SandboxSpec(labels=...), as a user would).
@@ -37,7 +37,7 @@ class BenchContext:
 
 
 @dataclass
-class Session:
+class ContenderSession:
     """One open session of a contender."""
 
     run: Callable[[str], Awaitable[str]]

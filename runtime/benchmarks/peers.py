@@ -1,4 +1,4 @@
-"""The executors users would pick instead of execloop, each opened as a ``Session`` on the
+"""The executors users would pick instead of execloop, each opened as a ``ContenderSession`` on the
 locally built image (``pip install 'execloop[bench]'`` installs them).
 
 No peer is allowed to reach a registry: each is pointed at the local image tag, which it finds
@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from execloop.runtime.benchmarks.context import BenchContext, Session, labelled
+from execloop.runtime.benchmarks.context import BenchContext, ContenderSession, labelled
 
 __all__ = ["autogen_docker", "llm_sandbox", "llm_sandbox_interactive", "smolagents_local"]
 
@@ -32,7 +32,7 @@ def _llm_sandbox_configs(labels: dict[str, str]) -> dict[str, Any]:
     return {"labels": labels, "network_mode": "none"}
 
 
-async def _blocking_session(session: Any) -> Session:
+async def _blocking_session(session: Any) -> ContenderSession:
     """An llm-sandbox session (plain or interactive) opened in a worker thread."""
     try:
         await anyio.to_thread.run_sync(session.open)
@@ -47,10 +47,10 @@ async def _blocking_session(session: Any) -> Session:
     async def close() -> None:
         await anyio.to_thread.run_sync(session.close)
 
-    return Session(run, close)
+    return ContenderSession(run, close)
 
 
-async def _llm_sandbox(ctx: BenchContext, kind: Any, **attributes: str) -> Session:
+async def _llm_sandbox(ctx: BenchContext, kind: Any, **attributes: str) -> ContenderSession:
     """A session of llm-sandbox's class ``kind`` on the image, ``attributes`` set on it."""
     name, labels = ctx.new_session()
     session = kind(
@@ -67,7 +67,7 @@ async def _llm_sandbox(ctx: BenchContext, kind: Any, **attributes: str) -> Sessi
     return opened
 
 
-async def llm_sandbox(ctx: BenchContext) -> Session:
+async def llm_sandbox(ctx: BenchContext) -> ContenderSession:
     """``SandboxSession``: every ``run`` writes the code into the container and starts a new
     interpreter there (no state kept between runs)."""
     from llm_sandbox import SandboxSession
@@ -75,7 +75,7 @@ async def llm_sandbox(ctx: BenchContext) -> Session:
     return await _llm_sandbox(ctx, SandboxSession)
 
 
-async def llm_sandbox_interactive(ctx: BenchContext) -> Session:
+async def llm_sandbox_interactive(ctx: BenchContext) -> ContenderSession:
     """``InteractiveSandboxSession``: an IPython runner in the container, fed through files.
     Its setup would pip-install IPython into a venv it never made (setup skipped): it runs
     the image's interpreter instead, which has IPython."""
@@ -95,7 +95,7 @@ def _readable_temp_dir() -> Path:
     return work
 
 
-async def autogen_docker(ctx: BenchContext) -> Session:
+async def autogen_docker(ctx: BenchContext) -> ContenderSession:
     """``DockerCommandLineCodeExecutor``: each code block is a file in a bound folder run by a
     new interpreter through ``docker exec`` (no state kept between blocks)."""
     from autogen_core import CancellationToken
@@ -125,10 +125,10 @@ async def autogen_docker(ctx: BenchContext) -> Session:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    return Session(run, close, {"name": f"{ctx.name_prefix}-{name}"})
+    return ContenderSession(run, close, {"name": f"{ctx.name_prefix}-{name}"})
 
 
-async def smolagents_local(ctx: BenchContext) -> Session:
+async def smolagents_local(ctx: BenchContext) -> ContenderSession:
     """``LocalPythonExecutor``: smolagents' AST interpreter in this very process. Not a
     security boundary: there is no sandbox, so no memory of its own to report either."""
     from smolagents.local_python_executor import LocalPythonExecutor
@@ -143,4 +143,4 @@ async def smolagents_local(ctx: BenchContext) -> Session:
     async def close() -> None:
         return None
 
-    return Session(run, close)
+    return ContenderSession(run, close)

@@ -24,7 +24,7 @@ import anyio.to_thread
 import psutil
 
 from execloop.runtime.benchmarks.contenders import Contender
-from execloop.runtime.benchmarks.context import BENCH_LABEL, BenchContext, Session
+from execloop.runtime.benchmarks.context import BENCH_LABEL, BenchContext, ContenderSession
 from execloop.runtime.benchmarks.measure import stats, timed
 
 __all__ = ["Record", "Settings", "leftovers", "measure_all", "unavailable_reason"]
@@ -101,7 +101,7 @@ def _answer(output: str) -> None:
         raise RuntimeError(f"print(1+1) gave {output[-200:]!r}")
 
 
-async def idle_memory(ctx: BenchContext, session: Session) -> int | None:
+async def idle_memory(ctx: BenchContext, session: ContenderSession) -> int | None:
     """Memory held by an idle session: its containers as `docker stats` counts it (usage less
     inactive file cache), else its process tree's unique set size; None in-process."""
     if session.containers is not None:
@@ -159,13 +159,13 @@ async def _lifecycle(ctx: BenchContext, record: Record, settings: Settings, keep
 
 
 async def _pair_rate(ctx: BenchContext, record: Record, settings: Settings) -> float:
-    sessions: list[Session] = []
+    sessions: list[ContenderSession] = []
     try:
         for _ in range(2):
             sessions.append(await record.contender.open(ctx))
             _answer(await sessions[-1].run(CODE))
 
-        async def drive(session: Session) -> None:
+        async def drive(session: ContenderSession) -> None:
             for _ in range(settings.throughput_execs):
                 await session.run(CODE)
 
@@ -176,7 +176,7 @@ async def _pair_rate(ctx: BenchContext, record: Record, settings: Settings) -> f
         return 2 * settings.throughput_execs / (time.perf_counter() - start)
     finally:
 
-        async def close(session: Session) -> None:
+        async def close(session: ContenderSession) -> None:
             with contextlib.suppress(Exception):
                 await session.close()
 

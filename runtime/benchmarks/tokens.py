@@ -40,7 +40,7 @@ from execloop.runtime.report_model import Method
 from execloop.runtime.task import Budget, Result, Task, TaskStatus
 from execloop.sandboxes.spec import DEFAULT_BACKEND, Backend, SandboxSpec
 
-__all__ = ["TaskRun", "run_suite", "run_task"]
+__all__ = ["ComparedRuns", "run_suite", "run_task"]
 
 
 async def _code_mode(
@@ -122,8 +122,9 @@ async def run_suite(
 
 
 @dataclass(frozen=True)
-class TaskRun:
-    """One task's two runs as they happened, and their comparison."""
+class ComparedRuns:
+    """One task's two runs (code mode and the classic agent) as they happened, and their
+    comparison."""
 
     comparison: TaskComparison
     code: Result
@@ -137,7 +138,7 @@ async def run_task(
     backend: Backend,
     replay: ReplayModelServer | None,
     tool_docs: ToolDocs = "full",
-) -> TaskRun:
+) -> ComparedRuns:
     """Code mode, then the classic agent, on ``bench_task``. With ``replay`` (the server
     ``model`` talks to), each flow gets its plan and an empty cache; else ``model`` is live."""
     if replay is not None:
@@ -159,4 +160,4 @@ async def run_task(
         classic=classic,
         classic_success=classic_ok,
     )
-    return TaskRun(comparison, result, classic)
+    return ComparedRuns(comparison, result, classic)

@@ -11,12 +11,12 @@ import anyio
 import pytest
 
 from execloop.runtime.benchmarks.contenders import Contender
-from execloop.runtime.benchmarks.context import BenchContext, Session
+from execloop.runtime.benchmarks.context import BenchContext, ContenderSession
 from execloop.runtime.benchmarks.sandboxes import Settings, measure_all
 from execloop.runtime.benchmarks.sandboxes_report import COLUMNS, markdown, rows
 
 
-async def _in_process(ctx: BenchContext) -> Session:
+async def _in_process(ctx: BenchContext) -> ContenderSession:
     namespace: dict[str, object] = {}
 
     async def run(code: str) -> str:
@@ -31,10 +31,10 @@ async def _in_process(ctx: BenchContext) -> Session:
     async def close() -> None:
         return None
 
-    return Session(run, close)
+    return ContenderSession(run, close)
 
 
-async def _broken(ctx: BenchContext) -> Session:
+async def _broken(ctx: BenchContext) -> ContenderSession:
     raise OSError("no such thing\nhere")
 
 
