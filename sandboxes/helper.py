@@ -65,9 +65,15 @@ __all__ = [
     "ManifestBuilder",
     "TarRefusedError",
     "check_tar_member",
+    "EXEC_REPLY",
+    "EXEC_REQUEST",
+    "EXIT_REASONS",
+    "decode_exec_reply",
     "encode_chunk",
+    "encode_exec_request",
     "encode_frame",
     "encode_output",
+    "exec_reply_bound",
     "main",
     "manifest_body_bound",
     "python_exit_status",
@@ -75,6 +81,17 @@ __all__ = [
 ]
 
 FRAME_PREFIX = struct.Struct("!IQ")
+# The common exec travels without JSON (a JSON header always begins with "{", so a header's
+# first byte tells the two apart): the request is EXEC_REQUEST (tag, keep, limit, flags) with
+# the code as body; the reply is EXEC_REPLY (tag, exit code, reason, truncation flags,
+# duration, peak memory or -1, stdout's length) with stdout then stderr as body, raw bytes
+# that the host decodes. Streaming execs, files and whatever ends a session stay JSON.
+EXEC_REQUEST = struct.Struct("!BQQB")
+EXEC_REPLY = struct.Struct("!BiBBdqQ")
+_EXEC_REQUEST_TAG, _EXEC_REPLY_TAG = 1, 2
+_KEEP_BACKGROUND, _STDOUT_TRUNCATED, _STDERR_TRUNCATED = 1, 1, 2
+EXIT_REASONS = ("ok", "error", "timeout", "oom", "killed", "output_limit")
+_MARKER_BYTES = 128  # the omission marker and execloop's notes a kept stream may add
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 CHUNK_BYTES = 1 << 20
 # A manifest's listing may take this many bytes of JSON per listed file on average (a sha256,
@@ -125,6 +142,72 @@ def check_tar_member(member: tarfile.TarInfo) -> PurePosixPath:
 def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
     data = json.dumps(header, separators=(",", ":")).encode()
     return FRAME_PREFIX.pack(len(data), len(body)) + data + body
+
+
+def encode_exec_request(code: str, *, keep: int, limit: int, keep_background: bool) -> bytes:
+    """A (non-streaming) exec of ``code`` in the compact form."""
+    body = code.encode("utf-8", "surrogatepass")
+    flags = _KEEP_BACKGROUND if keep_background else 0
+    header = EXEC_REQUEST.pack(_EXEC_REQUEST_TAG, keep, limit, flags)
+    return FRAME_PREFIX.pack(len(header), len(body)) + header + body
+
+
+def _decode_exec_request(header: bytes, body: bytes) -> dict[str, Any]:
+    _, keep, limit, flags = EXEC_REQUEST.unpack(header)
+    code = body.decode("utf-8", "surrogatepass")
+    return {
+        "op": "exec",
+        "keep": keep,
+        "limit": limit,
+        "code": code,
+        "compact": True,
+        "keep_background": bool(flags & _KEEP_BACKGROUND),
+    }
+
+
+def exec_reply_bound(keep: int) -> int:
+    """The most bytes of body a compact exec reply may carry for ``keep`` bytes a stream."""
+    return 2 * (keep + _MARKER_BYTES)
+
+
+def _encode_exec_reply(reply: dict[str, Any]) -> bytes:
+    out: bytes = reply["stdout"]
+    err: bytes = reply["stderr"]
+    flags = (_STDOUT_TRUNCATED if reply["stdout_truncated"] else 0) | (
+        _STDERR_TRUNCATED if reply["stderr_truncated"] else 0
+    )
+    peak = reply["peak_memory_bytes"]
+    header = EXEC_REPLY.pack(
+        _EXEC_REPLY_TAG,
+        reply["exit_code"],
+        EXIT_REASONS.index(reply["exit_reason"]),
+        flags,
+        reply["duration_s"],
+        -1 if peak is None else peak,
+        len(out),
+    )
+    return FRAME_PREFIX.pack(len(header), len(out) + len(err)) + header + out + err
+
+
+def decode_exec_reply(header: bytes, body: bytes) -> dict[str, Any] | None:
+    """The fields of a compact exec reply (as its JSON form has them), or None if ``header``
+    is not one; ``ValueError`` if it is malformed."""
+    if len(header) != EXEC_REPLY.size or header[0] != _EXEC_REPLY_TAG:
+        return None
+    _, code, reason, flags, duration, peak, out_len = EXEC_REPLY.unpack(header)
+    if reason >= len(EXIT_REASONS) or out_len > len(body):
+        raise ValueError(f"malformed exec reply (reason {reason}, stdout {out_len} B)")
+    return {
+        "ok": True,
+        "exit_code": code,
+        "exit_reason": EXIT_REASONS[reason],
+        "stdout": body[:out_len].decode("utf-8", "replace"),
+        "stderr": body[out_len:].decode("utf-8", "replace"),
+        "stdout_truncated": bool(flags & _STDOUT_TRUNCATED),
+        "stderr_truncated": bool(flags & _STDERR_TRUNCATED),
+        "duration_s": duration,
+        "peak_memory_bytes": None if peak < 0 else peak,
+    }
 
 
 def encode_output(stream: str, data: bytes) -> bytes:
@@ -288,9 +371,15 @@ class _Receiver:
         end = FRAME_PREFIX.size + header_len + body_len
         self._fill(end)
         start = FRAME_PREFIX.size
-        header = json.loads(self.buffer[start : start + header_len]) if header_len else None
         with memoryview(self.buffer) as view:  # released before the buffer shrinks
             body = bytes(view[start + header_len : end]) if body_len else b""
+            raw = bytes(view[start : start + header_len])
+        if not header_len:
+            header = None
+        elif raw[0] == _EXEC_REQUEST_TAG:
+            header, body = _decode_exec_request(raw, body), b""
+        else:
+            header = json.loads(raw)
         del self.buffer[:end]
         return header, body
 
@@ -371,13 +460,17 @@ class _Bounded:
     def truncated(self) -> bool:
         return self.total > self.head_cap + self.tail_cap
 
-    def text(self) -> str:
-        tail = bytes(self.tail[-self.tail_cap :]) if self.tail_cap else b""
+    def raw(self) -> bytes:
+        """What is kept, with a marker where bytes were omitted (not decoded yet)."""
         if not self.truncated:
-            return (bytes(self.head) + bytes(self.tail)).decode("utf-8", "replace")
+            return bytes(self.head + self.tail)
+        tail = bytes(self.tail[-self.tail_cap :]) if self.tail_cap else b""
         omitted = self.total - len(self.head) - len(tail)
         marker = f"\n[... execloop: {omitted} bytes omitted ...]\n".encode()
-        return (bytes(self.head) + marker + tail).decode("utf-8", "replace")
+        return bytes(self.head) + marker + tail
+
+    def text(self) -> str:
+        return self.raw().decode("utf-8", "replace")
 
 
 class _OutputLimitExceededError(BaseException):
@@ -513,7 +606,7 @@ _counter_fds: dict[str, tuple[int, int, int]] = {}  # path: (fd, st_dev, st_ino)
 _absent: set[str] = set()
 
 
-def _read_counter(path: str) -> bytes | None:
+def _read_counter(path: str, size: int = 4096) -> bytes | None:
     """A cgroup file's text: one ``pread`` on a descriptor kept open, since opening the files
     cost more than the rest of an exec's bookkeeping. The user's code may close or reuse
     the descriptor, so its identity is checked first (and a stray one is left alone)."""
@@ -523,7 +616,7 @@ def _read_counter(path: str) -> bytes | None:
         with contextlib.suppress(OSError):
             info = os.fstat(fd)
             if (info.st_dev, info.st_ino) == (dev, ino):
-                return os.pread(fd, 4096, 0)  # offset 0 makes the kernel render it anew
+                return os.pread(fd, size, 0)  # offset 0 makes the kernel render it anew
         del _counter_fds[path]
     if path in _absent:
         return None
@@ -536,7 +629,7 @@ def _read_counter(path: str) -> bytes | None:
         return None
     info = os.fstat(fd)
     _counter_fds[path] = (fd, info.st_dev, info.st_ino)
-    return os.pread(fd, 4096, 0)
+    return os.pread(fd, size, 0)
 
 
 def _cgroup_value(*candidates: str, key: str | None = None) -> int | None:
@@ -607,15 +700,49 @@ def _on_tmpfs(path: str) -> bool:
 
 
 def _traced() -> bool:
-    """Whether a tracer is attached to this process (``TracerPid`` in its status)."""
+    """Whether a tracer is attached to this process (``TracerPid`` in its status: one
+    ``pread`` of a descriptor kept open)."""
     try:
-        with open("/proc/self/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"TracerPid:"):
-                    return line.split()[1] != b"0"
-    except (OSError, IndexError):
-        pass
-    return False
+        status = _read_counter("/proc/self/status", size=1 << 14) or b""
+    except OSError:
+        return False
+    start = status.find(b"TracerPid:")
+    return start >= 0 and status[start + 10 : status.find(b"\n", start)].strip() != b"0"
+
+
+class _NativeCode:
+    """Whether the user's code could have called into C (``ptrace`` wants that): ``ctypes``,
+    ``cffi`` or an extension module from outside the standard library was imported. Sticky,
+    and looked into only when ``sys.modules`` changed, so that a plain exec costs nothing."""
+
+    _BRIDGES = ("_ctypes", "_cffi_backend")
+
+    def __init__(self) -> None:
+        self.known = set(sys.modules)
+        self.found = False
+        self._stdlib = os.path.dirname(os.__file__)
+
+    def seen(self) -> bool:
+        if self.found or len(sys.modules) == len(self.known):
+            return self.found
+        for name in set(sys.modules) - self.known:
+            where = getattr(sys.modules.get(name), "__file__", None) or ""
+            native = where.endswith((".so", ".pyd")) and not where.startswith(self._stdlib)
+            if native or name in self._BRIDGES:
+                self.found = True
+        self.known = set(sys.modules)
+        return self.found
+
+
+def _only_helper_left() -> bool:
+    """Whether the sandbox's PID namespace surely holds nothing but its init and the helper:
+    its pids cgroup counts one task per thread, and the link count of the helper's task folder
+    is 2 + its threads. Two cheap reads instead of a scan of /proc after every exec; without
+    a pids counter (bubblewrap) the answer is False, and the caller scans."""
+    tasks = _cgroup_value("/sys/fs/cgroup/pids.current", "/sys/fs/cgroup/pids/pids.current")
+    if tasks is None:
+        return False
+    return tasks == 1 + os.stat("/proc/self/task").st_nlink - 2
 
 
 def _human(count: int) -> str:
@@ -690,6 +817,7 @@ class _Session:
         self.reap_all = reap_all
         self.pid = os.getpid()
         self.capture = _Capture()
+        self.native = _NativeCode()
         self.threads = threading.active_count()  # the helper's own (the preload one ends)
         self.namespace = self.new_namespace(__name__="__main__")
         self.counter = 0
@@ -746,7 +874,7 @@ class _Session:
                 return
             except Exception as exc:  # reported to the host, which raises its own error
                 reply, reply_body = self._failure(exc), b""
-            self._send(encode_frame(reply, reply_body))
+            self._send(_encode_reply(reply, reply_body, compact=header.get("compact", False)))
 
     def _failure(self, exc: BaseException) -> dict[str, Any]:
         plain = isinstance(exc, (TarRefusedError, _NoSpaceError))
@@ -785,7 +913,8 @@ class _Session:
             alone = False
             if self.reap_all and not header.get("keep_background", False):
                 with contextlib.suppress(OSError):  # no descriptor left: the host kills all
-                    _kill_other_processes(self.pid)
+                    if not _only_helper_left():
+                        _kill_other_processes(self.pid)
                     alone = True
             reply = self._exec_reply(exit_code)
             if alone and "ended" not in reply and threading.active_count() <= self.threads:
@@ -823,8 +952,8 @@ class _Session:
         reply = {
             "exit_code": exit_code,
             "exit_reason": reason,
-            "stdout": out.text(),
-            "stderr": err.text(),
+            "stdout": out.raw(),  # bytes: _encode_reply decodes them for a JSON reply
+            "stderr": err.raw(),
             "stdout_truncated": out.truncated,
             "stderr_truncated": err.truncated,
             "duration_s": duration,
@@ -848,7 +977,8 @@ class _Session:
             mmap.mmap(-1, _HEADROOM_BYTES, flags=mmap.MAP_PRIVATE).close()  # as RLIMIT_DATA counts
         except (OSError, MemoryError):
             return "oom", "the script left the helper no memory (threads or data fill it)"
-        if _traced():  # PTRACE_TRACEME: the sandbox's init would freeze it at its next signal
+        # PTRACE_TRACEME: the sandbox's init would freeze the helper at its next signal
+        if self.native.seen() and _traced():
             return "error", "the script had the helper traced (PTRACE_TRACEME)"
         return None
 
@@ -888,7 +1018,7 @@ class _Session:
             else:  # from a thread between requests: ends whatever the host asks next
                 reply = {"exit_code": code & 0xFF, "exit_reason": "error", "duration_s": 0}
                 reply.update(stderr=f"execloop: {why} between execs\n", ended=why)
-            self._send(encode_frame({**reply, "ok": True}))
+            self._send(_encode_reply({**reply, "ok": True}, b"", compact=False))
         finally:
             _real_exit(code)
 
@@ -1058,6 +1188,18 @@ class _Session:
         else:
             raise FileNotFoundError(f"{relative} does not exist")
         return builder.reply()
+
+
+def _encode_reply(reply: dict[str, Any], body: bytes, *, compact: bool) -> bytes:
+    """A reply's frame: compact for a compact exec that did not end the session, else JSON
+    (where an exec's output, kept as bytes, becomes text)."""
+    if "stdout" in reply:
+        if compact and "ended" not in reply and reply.get("ok"):
+            return _encode_exec_reply(reply)
+        for name in ("stdout", "stderr"):
+            if isinstance(reply[name], bytes):
+                reply[name] = reply[name].decode("utf-8", "replace")
+    return encode_frame(reply, body)
 
 
 def _write_member(writer: _ChunkWriter, arcname: str, dir_fd: int, name: str) -> int:

@@ -267,7 +267,7 @@ async def test_an_exhausted_address_space_is_data_and_closes_the_session(make) -
 async def test_a_failure_in_the_helpers_own_work_is_data(make) -> None:  # type: ignore[no-untyped-def]
     sabotage = (  # the user's code shares the helper's process: break its output buffer
         "import sys\ndef boom(self):\n    raise MemoryError\n"
-        "sys.modules['__main__']._Bounded.text = boom\nprint('lost')"
+        "sys.modules['__main__']._Bounded.raw = boom\nprint('lost')"
     )
     async with make() as sandbox:
         result = await sandbox.exec(sabotage)
