@@ -221,7 +221,9 @@ def prepare_state_dir(state_dir: Path, python: PythonLayout, *, staged: bool) ->
     files = {etc / name: text for name, text in _ETC.items()}
     if python.pyvenv_cfg is not None:
         files[state_dir / "pyvenv.cfg"] = python.pyvenv_cfg
-    files[state_dir / "helper.py"] = Path(helper.__file__).read_text()
+    (state_dir / "guest").mkdir(mode=0o755)
+    for name, source in helper.shipped_files():  # helper.py and guest/*.py
+        files[state_dir / name] = Path(source).read_text()
     for path, text in files.items():
         path.write_text(text)
         path.chmod(0o644)
@@ -290,6 +292,7 @@ def bwrap_argv(
         argv += ["--ro-bind", str(state_dir / "pyvenv.cfg"), f"{_VENV}/pyvenv.cfg"]
         argv += ["--symlink", python.executable, f"{_VENV}/bin/python"]
     argv += ["--ro-bind", str(state_dir / "helper.py"), HELPER]
+    argv += ["--ro-bind", str(state_dir / "guest"), f"{os.path.dirname(HELPER)}/guest"]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     argv += ["--size", str(spec.tmp_size), "--tmpfs", "/dev/shm"]
     argv += ["--size", str(spec.tmp_size), "--tmpfs", "/tmp"]

@@ -102,6 +102,7 @@ def test_exact_command_line_when_not_root() -> None:
         "--ro-bind", "/tmp/state/etc/hosts", "/etc/hosts",
         "--ro-bind", str(PYENV), "/opt/execloop/python",
         "--ro-bind", "/tmp/state/helper.py", "/opt/execloop/helper.py",
+        "--ro-bind", "/tmp/state/guest", "/opt/execloop/guest",
         "--proc", "/proc", "--dev", "/dev",
         "--size", str(8 * 1024**2), "--tmpfs", "/dev/shm",
         "--size", str(8 * 1024**2), "--tmpfs", "/tmp",
