@@ -28,22 +28,25 @@ _counter_fds: dict[str, tuple[int, int, int]] = {}  # path: (fd, st_dev, st_ino)
 _absent: set[str] = set()
 
 
-def _read_counter(path: str, size: int = 4096) -> bytes | None:
-    """A cgroup file's text: one ``pread`` on a descriptor kept open, since opening the files
-    cost more than the rest of an exec's bookkeeping. The user's code may close or reuse
-    the descriptor, so its identity is checked first (and a stray one is left alone)."""
+def _kept(path: str, flags: int = os.O_RDONLY) -> tuple[int, os.stat_result] | None:
+    """A descriptor of ``path`` kept open (opening a /proc or cgroup file costs more than the
+    rest of an exec's bookkeeping) and its ``fstat``; None if there is no such file. The user's
+    code may close or reuse the descriptor, so its identity is checked on each use (a stray
+    one is left alone)."""
     known = _counter_fds.get(path)
     if known is not None:
         fd, dev, ino = known
-        with contextlib.suppress(OSError):
+        try:
             info = os.fstat(fd)
-            if (info.st_dev, info.st_ino) == (dev, ino):
-                return os.pread(fd, size, 0)  # offset 0 makes the kernel render it anew
+            if info.st_ino == ino and info.st_dev == dev:
+                return fd, info
+        except OSError:
+            pass
         del _counter_fds[path]
     if path in _absent:
         return None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, flags | os.O_CLOEXEC)
     except FileNotFoundError:
         _absent.add(path)  # cgroup files do not appear later
         return None
@@ -51,7 +54,13 @@ def _read_counter(path: str, size: int = 4096) -> bytes | None:
         return None
     info = os.fstat(fd)
     _counter_fds[path] = (fd, info.st_dev, info.st_ino)
-    return os.pread(fd, size, 0)
+    return fd, info
+
+
+def _read_counter(path: str, size: int = 4096) -> bytes | None:
+    """A kept file's text: one ``pread`` (offset 0 makes the kernel render it anew)."""
+    kept = _kept(path)
+    return None if kept is None else os.pread(kept[0], size, 0)
 
 
 def cgroup_value(*candidates: str, key: str | None = None) -> int | None:
@@ -157,12 +166,14 @@ class NativeCode:
 def only_helper_left() -> bool:
     """Whether the sandbox's PID namespace surely holds nothing but its init and the helper:
     its pids cgroup counts one task per thread, and the link count of the helper's task folder
-    is 2 + its threads. Two cheap reads instead of a scan of /proc after every exec; without
+    is 2 + its threads (an ``fstat`` of a kept descriptor renders it anew). Two cheap reads
+    instead of a scan of /proc after every exec; without
     a pids counter (bubblewrap) the answer is False, and the caller scans."""
     tasks = cgroup_value("/sys/fs/cgroup/pids.current", "/sys/fs/cgroup/pids/pids.current")
     if tasks is None:
         return False
-    return tasks == 1 + os.stat("/proc/self/task").st_nlink - 2
+    own = _kept(f"/proc/{os.getpid()}/task", os.O_RDONLY | os.O_DIRECTORY)
+    return own is not None and tasks == 1 + own[1].st_nlink - 2
 
 
 def kill_other_processes(me: int) -> None:

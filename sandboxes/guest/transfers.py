@@ -28,16 +28,18 @@ class NoSpaceError(Exception):
 
 
 class FileRequests:
-    """``put``, ``get`` and ``manifest``, for a session with these attributes:"""
+    """``put``, ``get`` and ``manifest``, for a session that has a workspace, a receiver of
+    the host's frames, ``use_cgroup`` and ``_send`` (of whole frames)."""
 
     workspace: str
     receiver: Receiver
     use_cgroup: bool
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes) -> None:  # the session's
         raise NotImplementedError
 
     def _inside(self, relative: str) -> str:
+        """The real path of ``relative`` in the workspace; ``TarRefusedError`` if outside."""
         target = os.path.realpath(os.path.join(self.workspace, relative))
         if target != self.workspace and not target.startswith(self.workspace + os.sep):
             raise TarRefusedError(f"{relative!r} is outside the workspace")
