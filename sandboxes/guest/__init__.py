@@ -5,3 +5,5 @@ stray processes, tracing), ``manifests`` (tar checks, listings), ``transfers`` (
 and manifest requests), ``session`` (the request loop and an exec), ``startup`` (the command
 line). Standard library only: this is the only execloop code that runs inside a sandbox.
 """
+
+__all__: list[str] = []  # nothing is imported here: the guest imports only what it runs

@@ -14,13 +14,13 @@ from typing import Any
 
 __all__ = [
     "CHUNK_BYTES",
+    "ChunkReader",
+    "ChunkWriter",
     "EXEC_REPLY",
     "EXEC_REQUEST",
     "EXIT_REASONS",
     "FRAME_PREFIX",
     "MAX_HEADER_BYTES",
-    "ChunkReader",
-    "ChunkWriter",
     "Receiver",
     "decode_exec_reply",
     "encode_chunk",

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DIR_FLAGS",
     "MANIFEST_ENTRY_BUDGET",
-    "READ_FLAGS",
     "ManifestBuilder",
+    "READ_FLAGS",
     "TarRefusedError",
     "check_tar_member",
     "manifest_body_bound",
