@@ -40,12 +40,12 @@ def build_context(inputs: ImageInputs, wheels: Path) -> BinaryIO:
     ``api.build`` (a file, not memory: the train image's wheels are several GB).
 
     Deterministic (sorted, mtime 0, root-owned, mode 0644) and holding only
-    Dockerfile, requirements.txt, helper.py and wheels/*.whl.
+    Dockerfile, requirements.txt, helper.py, guest/*.py and wheels/*.whl.
     """
     entries: list[tuple[str, bytes | Path]] = [
         ("Dockerfile", inputs.dockerfile),
         ("requirements.txt", inputs.requirements),
-        ("helper.py", inputs.helper),
+        *inputs.helper,
     ]
     for path in sorted(wheels.iterdir()):
         if not path.is_file() or not _safe_wheel_name(path.name):
@@ -106,7 +106,7 @@ def _stream_build(lines: Iterable[dict[str, Any]], tag: str, log: Callable[[str]
 
 def _prune_build_stages(client: docker.DockerClient) -> None:
     # The classic builder keeps the wheel-installing stage as untagged images (~0.4 GB: the
-    # wheels plus a venv). They are kept on purpose: they make a rebuild after a helper.py
+    # wheels plus a venv). They are kept on purpose: they make a rebuild after a helper
     # change take seconds. A forced rebuild replaces them, so the old ones go first.
     client.images.prune(filters={"dangling": True, "label": "org.execloop.stage=build"})
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from importlib.resources import files
+from pathlib import Path
+
+from execloop.sandboxes.helper import shipped_files
 
 __all__ = [
     "BASE_INCLUDE",
@@ -24,6 +27,7 @@ __all__ = [
     "REGISTRY_BASE",
     "base_image_tag",
     "base_input_hash",
+    "helper_parts",
     "load_inputs",
     "python_image_tag",
     "python_input_hash",
@@ -56,7 +60,7 @@ class ImageInputs:
 
     dockerfile: bytes
     requirements: bytes
-    helper: bytes
+    helper: tuple[tuple[str, bytes], ...]  # helper.py and guest/*.py: (path, bytes), sorted
 
 
 def load_inputs() -> ImageInputs:
@@ -65,7 +69,7 @@ def load_inputs() -> ImageInputs:
     return ImageInputs(
         dockerfile=(python_dir / "Dockerfile").read_bytes(),
         requirements=(python_dir / "requirements.txt").read_bytes(),
-        helper=(files("execloop.sandboxes") / "helper.py").read_bytes(),
+        helper=tuple((name, Path(source).read_bytes()) for name, source in shipped_files()),
     )
 
 
@@ -106,9 +110,14 @@ def python_input_hash(inputs: ImageInputs, *, base: str) -> str:
             ("base", base.encode()),
             ("dockerfile", inputs.dockerfile),
             ("requirements", inputs.requirements),
-            ("helper", inputs.helper),
+            *helper_parts(inputs),
         ]
     )
+
+
+def helper_parts(inputs: ImageInputs) -> list[tuple[str, bytes]]:
+    """The helper's files as named hash fields (``helper.py``, ``guest/<module>``)."""
+    return [(f"helper:{name}", data) for name, data in inputs.helper]
 
 
 def base_image_tag() -> str:

@@ -14,7 +14,15 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import Literal, get_args
 
-from .tags import BUILDER_VERSION, REGISTRY_BASE, ImageInputs, _digest, base_image_tag, load_inputs
+from .tags import (
+    BUILDER_VERSION,
+    REGISTRY_BASE,
+    ImageInputs,
+    _digest,
+    base_image_tag,
+    helper_parts,
+    load_inputs,
+)
 
 __all__ = [
     "TORCH_PINS",
@@ -62,7 +70,7 @@ def train_input_hash(inputs: ImageInputs, *, base: str, variant: str) -> str:
             ("base", base.encode()),
             ("dockerfile", inputs.dockerfile),
             ("requirements", inputs.requirements),
-            ("helper", inputs.helper),
+            *helper_parts(inputs),
         ]
     )
 

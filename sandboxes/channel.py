@@ -245,9 +245,12 @@ class HelperChannel:
                 raise ProtocolError("the helper sent a stream chunk where a reply was due")
             return None, body
         try:
+            compact = helper.decode_exec_reply(raw_header, body)
+            if compact is not None:
+                return compact, b""
             header = json.loads(raw_header)
         except ValueError as exc:
-            raise ProtocolError(f"helper sent invalid JSON: {exc}") from exc
+            raise ProtocolError(f"helper sent an invalid reply: {exc}") from exc
         if not isinstance(header, dict):
             raise ProtocolError("helper sent a non-object header")
         return header, body
@@ -258,11 +261,12 @@ class HelperChannel:
         return header, body
 
     async def request(
-        self, header: Reply, *, max_body: int = 0, deadline: float | None = None
+        self, header: Reply | bytes, *, max_body: int = 0, deadline: float | None = None
     ) -> tuple[Reply, bytes] | None:
         """A request whose reply is one frame (exec, manifest, ping); None if the reply was
-        not in by ``deadline`` (the event loop's clock)."""
-        await self.send(helper.encode_frame(header))
+        not in by ``deadline`` (the event loop's clock). ``header`` may be a whole frame
+        already (``helper.encode_exec_request``)."""
+        await self.send(header if isinstance(header, bytes) else helper.encode_frame(header))
         frame = await self._read(max_body=max_body, chunk_ok=False, deadline=deadline)
         if frame is None:
             return None

@@ -35,9 +35,9 @@ from RestrictedPython.Guards import (
 )
 
 if TYPE_CHECKING or __package__:
-    from execloop.sandboxes import helper
+    from execloop.sandboxes.guest import session, startup
 else:  # run as a file by the backend: importing the execloop package would cost ~0.5 s
-    import helper
+    from guest import session, startup
 
     del sys.path[0]  # this folder: none of its modules may shadow an allowed import
 
@@ -165,7 +165,7 @@ class _StdoutPrint:
         return ""
 
 
-class RestrictedSession(helper._Session):
+class RestrictedSession(session._Session):
     """The helper's session, compiling with RestrictedPython and running with its guards."""
 
     use_cgroup = False  # a host process: the cgroup it sees is the host's
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     # the script's folder first on sys.path) could never stand in for one, unrestricted.
     for name in sorted(ALLOWED_MODULES):
         importlib.import_module(name)
-    helper.main(argv, session_class=RestrictedSession)
+    startup.main(argv, session_class=RestrictedSession)
 
 
 if __name__ == "__main__":

@@ -350,13 +350,23 @@ class HelperSandbox(Sandbox):
         }
         started = time.monotonic()
         stream = None
+        frame: bytes | Reply = request
+        bound = 0
         if on_output is not None:  # only then does the helper send output frames
             request["stream"] = True
             stream = OutputStream(on_output, limit=self.spec.max_output_bytes)
+        elif "code" in fields:  # the common exec: no JSON either way
+            frame = helper.encode_exec_request(
+                fields["code"],
+                keep=self.spec.max_output_bytes,
+                limit=self.spec.output_limit_bytes,
+                keep_background=self.spec.keep_background_processes,
+            )
+            bound = helper.exec_reply_bound(self.spec.max_output_bytes)
 
         async def exchange(channel: HelperChannel, deadline: float) -> Reply | None:
             if stream is None:
-                reply = await channel.request(request, deadline=deadline)
+                reply = await channel.request(frame, max_body=bound, deadline=deadline)
             else:
                 reply = await channel.request_streaming(
                     request, deadline=deadline, on_output=stream.feed

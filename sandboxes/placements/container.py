@@ -33,6 +33,7 @@ from execloop.errors import (
     SandboxGoneError,
     SandboxStartError,
 )
+from execloop.sandboxes import helper as helper_module
 from execloop.sandboxes import janitor
 from execloop.sandboxes.base import GUEST_CONTROL_DIR, ExitReason
 from execloop.sandboxes.cgroups import Cgroup
@@ -176,11 +177,12 @@ def container_request(
         )
     if spec.checkpoint_dir is not None:  # outlives the container: a killed run resumes
         mounts.append(Mount(target=GUEST_CHECKPOINTS, source=str(spec.checkpoint_dir), type="bind"))
-    if not own_image:  # any image with python3 works: the helper is bound in read-only
-        helper_file = Path(__file__).parent.parent / "helper.py"
-        mounts.append(
-            Mount(target=MOUNTED_HELPER, source=str(helper_file), type="bind", read_only=True)
-        )
+    if not own_image:  # any image with python3 works: the helper is bound in read-only,
+        # file by file, each resolved (an editable install's folder holds links to the host)
+        folder = os.path.dirname(MOUNTED_HELPER)
+        for name, source in helper_module.shipped_files():
+            target = f"{folder}/{name}"
+            mounts.append(Mount(target=target, source=source, type="bind", read_only=True))
     if command is None:
         python, helper = (OWN_PYTHON, OWN_HELPER) if own_image else ("python3", MOUNTED_HELPER)
         command = [python, helper, f"{GUEST_CONTROL_DIR}/ctl.sock", "--workspace"]

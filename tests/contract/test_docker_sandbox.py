@@ -33,6 +33,31 @@ async def test_dockers_default_seccomp_profile_is_kept() -> None:
     assert result.stdout == "2\n"  # a seccomp filter is in force (uid/caps: tests/security)
 
 
+# Every process in the container but init (pid 1) and the helper, by pid.
+OTHERS = (
+    "import os\n"
+    "pids = [int(p) for p in os.listdir('/proc') if p.isdigit()]\n"
+    "print(sorted(set(pids) - {1, os.getpid()}))"
+)
+
+
+async def test_a_stray_is_gone_by_the_next_exec_even_beside_a_live_user_thread() -> None:
+    """The helper scans /proc only when the pids counter holds more than init and its own
+    threads: a user thread that stays alive counts on both sides, a stray process on one."""
+    async with DockerSandbox() as sandbox:
+        assert (await sandbox.exec(OTHERS)).stdout == "[]\n"
+        thread = (
+            "import threading, time\n"
+            "threading.Thread(target=time.sleep, args=(600,), daemon=True).start()"
+        )
+        assert (await sandbox.exec(thread)).ok
+        assert (await sandbox.exec(OTHERS)).stdout == "[]\n"  # a thread is no process
+        stray = "import subprocess\nsubprocess.Popen(['sleep', '600'], start_new_session=True)"
+        assert (await sandbox.exec(stray)).ok
+        after = await sandbox.exec(OTHERS)
+    assert after.stdout == "[]\n", after
+
+
 async def test_memory_bomb_ends_with_oom() -> None:
     async with DockerSandbox(SandboxSpec(memory="128m", timeout_s=30)) as sandbox:
         result = await sandbox.exec("chunks = []\nwhile True:\n    chunks.append(b'x' * 2**24)")

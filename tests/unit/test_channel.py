@@ -20,6 +20,7 @@ import pytest
 from execloop.errors import ProtocolError
 from execloop.sandboxes import helper
 from execloop.sandboxes.channel import HelperChannel, private_unix_listener
+from execloop.sandboxes.guest.framing import Receiver
 
 pytestmark = pytest.mark.anyio
 
@@ -141,3 +142,63 @@ async def test_reading_pauses_while_unread_frames_pile_up() -> None:
     assert sent < len(wire)  # it paused with most of the stream still to come
     assert buffered <= 3 * helper.CHUNK_BYTES + (1 << 18)  # the mark, plus one read at most
     assert all(body == (None, b"z" * helper.CHUNK_BYTES) for body in bodies)
+
+
+# -- the compact exec: two structs instead of JSON, checked like any reply --------------------
+def _compact_reply(
+    *, reason: int = 0, out: bytes = b"2\n", err: bytes = b"", out_len: int = -1
+) -> bytes:
+    header = helper.EXEC_REPLY.pack(
+        2, 3, reason, 0b10, 0.25, -1, len(out) if out_len < 0 else out_len
+    )
+    return helper.FRAME_PREFIX.pack(len(header), len(out) + len(err)) + header + out + err
+
+
+async def test_a_compact_exec_reply_reads_as_its_json_form() -> None:
+    async with channel_and_peer() as (channel, peer):
+        peer.sendall(_compact_reply(out="é\n".encode(), err=b"\xff"))
+        reply, body = await channel.read_reply(max_body=helper.exec_reply_bound(1024))
+    assert body == b""
+    assert reply == {
+        "ok": True,
+        "exit_code": 3,
+        "exit_reason": "ok",
+        "stdout": "é\n",
+        "stderr": "\ufffd",  # bytes that are not UTF-8 are shown as the helper would
+        "stdout_truncated": False,
+        "stderr_truncated": True,
+        "duration_s": 0.25,
+        "peak_memory_bytes": None,
+    }
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        _compact_reply(reason=len(helper.EXIT_REASONS)),  # no such exit reason
+        _compact_reply(out_len=100),  # more stdout than the body holds
+    ],
+)
+async def test_a_malformed_compact_reply_is_a_protocol_error(frame: bytes) -> None:
+    async with channel_and_peer() as (channel, peer):
+        peer.sendall(frame)
+        with pytest.raises(ProtocolError, match="invalid reply"):
+            await channel.read_reply(max_body=1024)
+
+
+def test_a_compact_exec_request_keeps_the_code_exactly() -> None:
+    code = "print('\ud800 lone surrogate', 'ünïcode')"
+    frame = helper.encode_exec_request(code, keep=7, limit=9, keep_background=True)
+    ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with ours, peer:
+        peer.sendall(frame)
+        header, body = Receiver(ours).frame()
+    assert body == b""
+    assert header == {
+        "op": "exec",
+        "code": code,
+        "keep": 7,
+        "limit": 9,
+        "keep_background": True,
+        "compact": True,
+    }

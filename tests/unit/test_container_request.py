@@ -85,6 +85,7 @@ def test_foreign_image_gets_the_helper_bound_read_only(tmp_path: Path) -> None:
     assert command[:2] == ["python3", "/opt/execloop-host/helper.py"]
     mounts = {m["Target"]: m for m in request["mounts"]}  # type: ignore[attr-defined]
     assert mounts["/opt/execloop-host/helper.py"]["ReadOnly"] is True
+    assert mounts["/opt/execloop-host/guest/session.py"]["ReadOnly"] is True  # its modules
     assert mounts["/workspace"]["Source"] == str(tmp_path)
     assert "/workspace" not in request["tmpfs"]  # type: ignore[operator]
 

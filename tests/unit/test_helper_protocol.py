@@ -18,6 +18,7 @@ import pytest
 from execloop.errors import ConfigError, SandboxClosedError, TransferError
 from execloop.sandboxes import helper
 from execloop.sandboxes.base import ExitReason
+from execloop.sandboxes.guest import session as guest_session
 from execloop.sandboxes.placements.process import ProcessPlacement, ProcessView
 from execloop.sandboxes.spec import SandboxSpec
 from execloop.sandboxes.stateful import HelperSandbox
@@ -267,7 +268,7 @@ async def test_an_exhausted_address_space_is_data_and_closes_the_session(make) -
 async def test_a_failure_in_the_helpers_own_work_is_data(make) -> None:  # type: ignore[no-untyped-def]
     sabotage = (  # the user's code shares the helper's process: break its output buffer
         "import sys\ndef boom(self):\n    raise MemoryError\n"
-        "sys.modules['__main__']._Bounded.text = boom\nprint('lost')"
+        "sys.modules['guest.capture']._Bounded.raw = boom\nprint('lost')"
     )
     async with make() as sandbox:
         result = await sandbox.exec(sabotage)
@@ -412,17 +413,17 @@ async def test_a_warmed_session_shows_no_trace_of_the_rehearsal(make) -> None:  
 def test_sources_kept_for_tracebacks_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     import linecache
 
-    monkeypatch.setattr(helper, "_kept_sources", [])
-    monkeypatch.setattr(helper, "_kept_chars", [0])
-    names = [f"<exec-bound-{n}>" for n in range(helper._KEPT_SOURCES_MAX + 50)]
+    monkeypatch.setattr(guest_session, "_kept_sources", [])
+    monkeypatch.setattr(guest_session, "_kept_chars", [0])
+    names = [f"<exec-bound-{n}>" for n in range(guest_session._KEPT_SOURCES_MAX + 50)]
     try:
         for name in names:
-            helper._remember_source(name, "x = 1\n")
+            guest_session._remember_source(name, "x = 1\n")
         kept = [name for name in names if name in linecache.cache]
-        assert kept == names[-helper._KEPT_SOURCES_MAX :]
-        big = "#" * (helper._KEPT_SOURCE_CHARS_MAX // 2 + 1)
-        helper._remember_source("<exec-big-1>", big)
-        helper._remember_source("<exec-big-2>", big)  # the two cannot both stay
+        assert kept == names[-guest_session._KEPT_SOURCES_MAX :]
+        big = "#" * (guest_session._KEPT_SOURCE_CHARS_MAX // 2 + 1)
+        guest_session._remember_source("<exec-big-1>", big)
+        guest_session._remember_source("<exec-big-2>", big)  # the two cannot both stay
         assert "<exec-big-2>" in linecache.cache and "<exec-big-1>" not in linecache.cache
         assert linecache.getline(names[-1], 1) == ""  # evicted for the big ones' room
     finally:

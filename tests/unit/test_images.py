@@ -44,7 +44,11 @@ MODULES = [
     "execloop.images.train_image",
     "execloop.images.wheelhouse",
 ]
-INPUTS = ImageInputs(dockerfile=b"FROM x\n", requirements=b"numpy\n", helper=b"print(1)\n")
+INPUTS = ImageInputs(
+    dockerfile=b"FROM x\n",
+    requirements=b"numpy\n",
+    helper=(("guest/__init__.py", b""), ("helper.py", b"print(1)\n")),
+)
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -62,10 +66,20 @@ def test_tags_are_deterministic_and_well_formed() -> None:
     assert python_image_tag(INPUTS) == python_image_tag(INPUTS)
 
 
-@pytest.mark.parametrize("field", ["dockerfile", "requirements", "helper"])
+@pytest.mark.parametrize("field", ["dockerfile", "requirements"])
 def test_python_tag_changes_with_each_input(field: str) -> None:
     changed = dataclasses.replace(INPUTS, **{field: getattr(INPUTS, field) + b"#\n"})
     assert python_image_tag(changed) != python_image_tag(INPUTS)
+
+
+def test_python_tag_changes_with_each_helper_module() -> None:
+    for index, (name, data) in enumerate(INPUTS.helper):
+        files = list(INPUTS.helper)
+        files[index] = (name, data + b"#\n")
+        changed = dataclasses.replace(INPUTS, helper=tuple(files))
+        assert python_image_tag(changed) != python_image_tag(INPUTS), name
+    renamed = (("guest/other.py", b""), *INPUTS.helper[1:])  # a module's name counts too
+    assert python_image_tag(dataclasses.replace(INPUTS, helper=renamed)) != python_image_tag(INPUTS)
 
 
 def test_python_tag_depends_on_the_base() -> None:
@@ -119,6 +133,7 @@ def test_build_context_holds_exactly_the_inputs(tmp_path: Path) -> None:
         assert names == [
             "Dockerfile",
             "requirements.txt",
+            "guest/__init__.py",
             "helper.py",
             "wheels/a-1-cp311-cp311-manylinux_2_28_x86_64.whl",
             "wheels/b-1-py3-none-any.whl",
@@ -131,7 +146,7 @@ def test_build_context_holds_exactly_the_inputs(tmp_path: Path) -> None:
             assert ".." not in member.name.split("/")
         helper = tar.extractfile("helper.py")
         assert helper is not None
-        assert helper.read() == INPUTS.helper
+        assert helper.read() == dict(INPUTS.helper)["helper.py"]
     assert build_context(INPUTS, wheels).read() == build_context(INPUTS, wheels).read()
 
 
@@ -211,6 +226,7 @@ def test_shipped_dockerfile_fits_the_classic_builder_and_the_sandbox() -> None:
         "WORKDIR /workspace",
         "LABEL org.execloop.image=python",
         "COPY helper.py /opt/execloop/helper.py",
+        "COPY guest/ /opt/execloop/guest/",
     ]:
         assert line in text
     requirements = load_inputs().requirements.decode()

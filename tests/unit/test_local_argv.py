@@ -108,6 +108,7 @@ def test_exact_command_line_when_not_root() -> None:
         "--ro-bind", str(PYENV), "/opt/execloop/python",
         "--ro-bind", "/tmp/state/helper.py", "/opt/execloop/helper.py",
         "--ro-bind", "/tmp/state/helper.pyc", "/opt/execloop/helper.pyc",
+        "--ro-bind", "/tmp/state/guest", "/opt/execloop/guest",
         "--proc", "/proc", "--dev", "/dev",
         "--size", str(8 * 1024**2), "--tmpfs", "/dev/shm",
         "--size", str(8 * 1024**2), "--tmpfs", "/tmp",
@@ -177,15 +178,25 @@ def test_prepared_state_dir_holds_what_the_command_line_names(tmp_path: Path) ->
 
 
 def test_the_helper_is_shipped_compiled_for_this_interpreter(tmp_path: Path) -> None:
-    source, compiled = helper_files()
-    assert source == Path(helper.__file__).read_text()
-    # PEP 552: magic, flags (hash-based, unchecked), the source's hash, then the code
-    assert compiled[:4] == importlib.util.MAGIC_NUMBER
-    assert int.from_bytes(compiled[4:8], "little") == 0b01
-    assert compiled[8:16] == importlib.util.source_hash(source.encode())
-    code = marshal.loads(compiled[16:])
-    assert code.co_filename == HELPER  # its tracebacks name the source bound beside it
-    assert "main" in code.co_names
+    shipped = helper_files()
+    assert shipped["helper.py"] == Path(helper.__file__).read_bytes()
+    modules = [name for name in shipped if name.startswith("guest/") and name.endswith(".py")]
+    assert modules and all(importlib.util.cache_from_source(m) in shipped for m in modules)
+    for source_name in ["helper.py", *modules]:
+        compiled_name = (
+            "helper.pyc"
+            if source_name == "helper.py"
+            else importlib.util.cache_from_source(source_name)
+        )
+        compiled, source = shipped[compiled_name], shipped[source_name]
+        # PEP 552: magic, flags (hash-based, unchecked), the source's hash, then the code
+        assert compiled[:4] == importlib.util.MAGIC_NUMBER
+        assert int.from_bytes(compiled[4:8], "little") == 0b01
+        assert compiled[8:16] == importlib.util.source_hash(source)
+        code = marshal.loads(compiled[16:])
+        # its tracebacks name the source bound beside it in the sandbox
+        assert code.co_filename == f"{Path(HELPER).parent}/{source_name}"
+    assert "main" in marshal.loads(shipped["helper.pyc"][16:]).co_names
 
 
 def test_probe_uses_the_same_namespaces_and_user_as_the_sandbox() -> None:
