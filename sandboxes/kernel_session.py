@@ -100,7 +100,9 @@ class KernelSession:
             with anyio.fail_after(timeout):
                 await self.manager.start_kernel()
                 self._client = self.manager.client()
-                self._client.start_channels()
+                # no heartbeat thread: liveness is the provisioner's poll (``_drain``), and a
+                # thread pinging in the background takes this process's GIL from the calls
+                self._client.start_channels(hb=False)
                 await self._wait_ready(self._client)
         except TimeoutError as exc:
             raise SandboxStartError(
