@@ -297,8 +297,9 @@ async def main(args: argparse.Namespace) -> int:
             console.print(f"local: {reps} rounds of python3 -c, a one-shot and {per_round} execs")
             samples.update(await local_execs(reps, per_round))
         if "pool" in only:
-            console.print(f"pool: {reps} acquires and {reps} acquires + exec, warm docker pool")
-            samples.update(await pool_acquires(client, image, reps, BENCH_LABELS))
+            runs = 2 * reps  # each after a pause: the spread of 30 was wider than a target's 10%
+            console.print(f"pool: {runs} acquires + exec beside {runs} floor execs, warm pool")
+            samples.update(await pool_acquires(client, image, runs, BENCH_LABELS))
         if "throughput" in only:
             console.print(f"throughput: {rounds} rounds of {k} execs: 1 session, 2, 2 floors")
             tp = await throughput(client, image, k, rounds)

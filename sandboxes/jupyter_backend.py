@@ -23,7 +23,7 @@ import anyio.to_thread
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 
-from execloop.errors import SandboxClosedError, TransferError
+from execloop.errors import SandboxClosedError, SandboxStartError, TransferError
 from execloop.sandboxes import kernelspecs, transfer
 from execloop.sandboxes.base import (
     DEFAULT_MANIFEST_LIMIT,
@@ -151,10 +151,10 @@ class JupyterSandbox(Sandbox):
         self._uncounted = False
         self._oom_after = None
         await self._kernel.start(timeout=self.spec.start_timeout_s)
-        await self._kernel.run_silently(SESSION_HOOKS)
-        await self._kernel.run_silently(
-            OUTPUT_LIMIT_HOOK.format(limit=self.spec.output_limit_bytes)
-        )
+        hooks = SESSION_HOOKS, OUTPUT_LIMIT_HOOK.format(limit=self.spec.output_limit_bytes)
+        for code in hooks:  # a kernel without its checks and limits is never handed out
+            if (failed := await self._kernel.run_silently(code)) is not None:
+                raise SandboxStartError(f"execloop's set-up code failed in the kernel: {failed}")
 
     async def restart(self) -> None:
         """A fresh kernel (new state, new HMAC key, new ``control_dir``) on the same workspace,

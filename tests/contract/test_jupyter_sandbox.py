@@ -16,6 +16,8 @@ import pytest
 from nbclient import NotebookClient
 
 from execloop import ExitReason, SandboxClosedError, SandboxSpec, TransferError
+from execloop.errors import SandboxStartError
+from execloop.sandboxes import jupyter_backend
 from execloop.sandboxes.container_provisioner import ContainerKernelProvisioner
 from execloop.sandboxes.jupyter_backend import JupyterSandbox
 from execloop.sandboxes.kernel_session import INTERRUPT_GRACE_S
@@ -360,3 +362,15 @@ def _sleepers() -> list[int]:
         for p in psutil.process_iter(["cmdline"])
         if (p.info["cmdline"] or [])[-2:] == ["sleep", "317"]
     ]
+
+
+async def test_set_up_code_that_fails_in_the_kernel_fails_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kernel whose checks and output limit were not installed is never handed out."""
+    monkeypatch.setattr(jupyter_backend, "SESSION_HOOKS", "raise ValueError('broken hook')")
+    before = kernel_dirs()
+    sandbox = jupyter("bubblewrap")
+    with pytest.raises(SandboxStartError, match=r"set-up code failed.*ValueError: broken hook"):
+        await sandbox.start()
+    assert kernel_dirs() == before
