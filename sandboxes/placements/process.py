@@ -29,7 +29,7 @@ import psutil
 from execloop.errors import ConfigError, SandboxStartError
 from execloop.sandboxes import janitor
 from execloop.sandboxes.base import ExitReason
-from execloop.sandboxes.cgroups import Cgroup
+from execloop.sandboxes.cgroups import Cgroup, read_head
 from execloop.sandboxes.helper import _Bounded
 from execloop.sandboxes.placements.base import Launch, Placement
 from execloop.sandboxes.spec import SandboxSpec
@@ -342,14 +342,9 @@ def _grew(now: int | None, before: int | None) -> bool:
 
 def _resident_peak(pid: int) -> int | None:
     """The process's resident high-water mark (``VmHWM``); /proc answers at once. Read around
-    every exec, so in one raw read (a text-mode read and split cost twice as much)."""
+    every exec, so in one read (``read_text`` and a split of every line cost twice as much)."""
     with contextlib.suppress(OSError, ValueError, IndexError):
-        fd = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            status = os.read(fd, 65536)
-        finally:
-            os.close(fd)
-        _, found, rest = status.partition(b"\nVmHWM:")
+        _, found, rest = read_head(f"/proc/{pid}/status").partition("\nVmHWM:")
         if found:
             return int(rest.split(maxsplit=1)[0]) * 1024
     return None
