@@ -17,6 +17,7 @@ import os
 import statistics
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,11 @@ from execloop.sandboxes import DockerSandbox, SandboxSpec
 from execloop.sandboxes.docker_backend import default_client
 
 CODE = "print(1+1)"
-BENCH_LABELS = {"org.execloop.bench": "1"}  # reference containers; removed at the end regardless
-BENCH_FILTER = {"label": "org.execloop.bench=1"}
+# This run's reference containers, removed at its end regardless; only this run's: another run
+# beside it (a shared machine) keeps its own (a fixed value had one run remove the other's floor)
+BENCH_RUN = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+BENCH_LABELS = {"org.execloop.bench": BENCH_RUN}
+BENCH_FILTER = {"label": f"org.execloop.bench={BENCH_RUN}"}
 ONESHOT = {"remove": True, "labels": BENCH_LABELS}  # docker run --rm IMAGE true
 SLEEPER = {"detach": True, "network_mode": "none", "init": True, "labels": BENCH_LABELS}
 START, CLOSE = "session start()", "session close()"
