@@ -13,7 +13,6 @@ import pytest
 from execloop.errors import ConfigError
 from execloop.sandboxes.placements.process import (
     NOFILE,
-    _resident_peak,
     cpu_seconds,
     kill_tree,
     nproc_per_sandbox,
@@ -89,22 +88,3 @@ def test_kill_tree_takes_the_group_and_setsid_descendants() -> None:
     assert time.monotonic() - started < 3
     assert all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in tree)
     kill_tree(root.pid)  # a reaped pid: nothing to do, no error
-
-
-def test_resident_peak_is_the_processes_vmhwm() -> None:
-    """Read raw from /proc/<pid>/status around every exec where no cgroup counts memory."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", "b = bytearray(64 << 20); import sys; sys.stdin.read()"],
-        stdin=subprocess.PIPE,
-    )
-    try:
-        while (peak := _resident_peak(child.pid)) is None or peak < 64 << 20:
-            assert child.poll() is None, "the child exited before it touched its 64 MiB"
-            time.sleep(0.01)
-        with open(f"/proc/{child.pid}/status") as status:
-            line = next(line for line in status if line.startswith("VmHWM:"))
-        assert peak == int(line.split()[1]) * 1024
-    finally:
-        child.kill()
-        child.wait()
-    assert _resident_peak(child.pid) is None  # gone: no reading, no error
