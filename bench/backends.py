@@ -62,7 +62,8 @@ async def pool_acquires(
     """From a warm docker pool: the acquire alone, and acquire until the first exec's result;
     beside them, the second exec of the same sandbox, and the stdio floor's exec measured the
     same way (each timed step follows the same pause: the previous round's sandbox destroyed
-    in the background and a fresh one started, so CPU caches are as cold for the floor)."""
+    in the background and a fresh one started, so CPU caches are as cold for the floor).
+    Rounds alternate between the pool and the floor; a pool round times its acquire too."""
     acquires: list[float] = []
     firsts: list[float] = []
     seconds: list[float] = []
@@ -70,22 +71,20 @@ async def pool_acquires(
     floor: FloorRepl = await start_floor(client, image, labels, via="stdio")
     try:
         async with SandboxPool(SandboxSpec(), min_idle=2, max_size=4) as pool:
-            for round_ in range(3 * reps + 3):
+            for round_ in range(2 * reps + 2):  # the first round of each kind warms up
                 await pool.wait_warm(settled=True)  # no close or start of a past round in flight
-                kind = round_ % 3
-                if kind == 2:
+                if round_ % 2:
                     floors.append(await _timed(functools.partial(floor.exec, CODE)))
                 lease = pool.acquire()
                 start = time.perf_counter()
                 sandbox = await lease.__aenter__()
                 acquired = time.perf_counter()
-                if kind == 1:
+                if not round_ % 2:
                     result = await sandbox.exec(CODE)
                     firsts.append(time.perf_counter() - start)
+                    acquires.append(acquired - start)
                     assert result.stdout == "2\n", result
                     seconds.append(await _timed(functools.partial(sandbox.exec, CODE)))
-                elif kind == 0:
-                    acquires.append(acquired - start)
                 await lease.__aexit__(None, None, None)
     finally:
         await floor.aclose()

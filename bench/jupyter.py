@@ -29,6 +29,7 @@ from execloop.sandboxes import SandboxSpec
 __all__ = ["jupyter_execs", "jupyter_targets"]
 
 CODE = "print(1+1)"
+WARM_UP = 20  # execs of each before the timed ones
 PLACEMENTS: tuple[Literal["docker", "bubblewrap"], ...] = ("docker", "bubblewrap")
 
 
@@ -64,9 +65,10 @@ async def host_raw_kernel(folder: Path) -> Any:
 
 
 async def jupyter_execs(
-    client: Any, image: str, reps: int, per_round: int, labels: dict[str, str]
+    client: Any, image: str, pairs: int, labels: dict[str, str]
 ) -> dict[str, list[float]]:
-    """``print(1+1)`` through JupyterSandbox and a raw kernel, per placement, interleaved."""
+    """``print(1+1)`` through JupyterSandbox and a raw kernel, per placement: ``pairs`` pairs
+    of one exec each, alternating."""
     from execloop.sandboxes.jupyter_backend import JupyterSandbox
 
     samples: dict[str, list[float]] = {}
@@ -89,10 +91,14 @@ async def jupyter_execs(
                     (ours, functools.partial(sandbox.exec, CODE)),
                     (raw, functools.partial(raw_kernel_run, kc, CODE)),
                 ]
-                for round_ in range(reps):
-                    for name, step in steps[round_ % 2 :] + steps[: round_ % 2]:
-                        for _ in range(per_round):
-                            samples[name].append(await _timed(step))
+                for _ in range(WARM_UP):  # both kernels' and clients' caches filled alike
+                    for _, step in steps:
+                        await step()
+                # one exec of each at a time, the order flipped every pair: a burst of load
+                # from the machine's other tenants lands on both sides alike
+                for pair in range(pairs):
+                    for name, step in steps if pair % 2 else steps[::-1]:
+                        samples[name].append(await _timed(step))
             finally:
                 await stop()
                 await sandbox.close()

@@ -17,6 +17,7 @@ import os
 import statistics
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,11 @@ from execloop.sandboxes import DockerSandbox, SandboxSpec
 from execloop.sandboxes.docker_backend import default_client
 
 CODE = "print(1+1)"
-BENCH_LABELS = {"org.execloop.bench": "1"}  # reference containers; removed at the end regardless
-BENCH_FILTER = {"label": "org.execloop.bench=1"}
+# This run's reference containers, removed at its end regardless; only this run's: another run
+# beside it (a shared machine) keeps its own (a fixed value had one run remove the other's floor)
+BENCH_RUN = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+BENCH_LABELS = {"org.execloop.bench": BENCH_RUN}
+BENCH_FILTER = {"label": f"org.execloop.bench={BENCH_RUN}"}
 ONESHOT = {"remove": True, "labels": BENCH_LABELS}  # docker run --rm IMAGE true
 SLEEPER = {"detach": True, "network_mode": "none", "init": True, "labels": BENCH_LABELS}
 START, CLOSE = "session start()", "session close()"
@@ -290,14 +294,16 @@ async def main(args: argparse.Namespace) -> int:
             console.print(f"exec: {reps} rounds of 2 docker execs, {per_round} execs per floor")
             samples.update(await execs(client, image, reps, per_round))
         if "jupyter" in only:
-            console.print(f"jupyter: {reps} rounds of {per_round} execs, sandbox and raw kernel")
-            samples.update(await jupyter_execs(client, image, reps, per_round, BENCH_LABELS))
+            pairs = 2 * reps * per_round  # a gap of 5% stands out of this machine's noise
+            console.print(f"jupyter: {pairs} alternating pairs of execs, sandbox and raw kernel")
+            samples.update(await jupyter_execs(client, image, pairs, BENCH_LABELS))
         if "local" in only:
             console.print(f"local: {reps} rounds of python3 -c, a one-shot and {per_round} execs")
             samples.update(await local_execs(reps, per_round))
         if "pool" in only:
-            console.print(f"pool: {reps} acquires and {reps} acquires + exec, warm docker pool")
-            samples.update(await pool_acquires(client, image, reps, BENCH_LABELS))
+            runs = 2 * reps  # each after a pause: the spread of 30 was wider than a target's 10%
+            console.print(f"pool: {runs} acquires + exec beside {runs} floor execs, warm pool")
+            samples.update(await pool_acquires(client, image, runs, BENCH_LABELS))
         if "throughput" in only:
             console.print(f"throughput: {rounds} rounds of {k} execs: 1 session, 2, 2 floors")
             tp = await throughput(client, image, k, rounds)

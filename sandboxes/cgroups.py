@@ -45,6 +45,7 @@ __all__ = [
     "is_orphan",
     "is_sandbox_name",
     "limit_files",
+    "read_head",
     "remove_cgroup_dir",
 ]
 
@@ -97,9 +98,9 @@ def limit_files(
     return files
 
 
-def _read(path: Path) -> str:
-    """The start of a small cgroup file in one open and one read (they are read around every
-    exec: ``Path.read_text`` costs twice as much)."""
+def read_head(path: Path | str) -> str:
+    """The start of a small cgroup or /proc file in one open and one read (they are read
+    around every exec: ``Path.read_text`` costs twice as much)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         return os.read(fd, 65536).decode()
@@ -110,7 +111,7 @@ def _read(path: Path) -> str:
 def _number(path: Path, key: str | None = None) -> int | None:
     """A cgroup file's first number, or the value on its line ``key``."""
     with contextlib.suppress(OSError, ValueError, IndexError):
-        text = _read(path)
+        text = read_head(path)
         if key is None:
             return int(text.split()[0])
         for line in text.splitlines():
@@ -162,7 +163,7 @@ class Cgroup:
     def holds_more_than(self, count: int) -> bool:
         """Whether more than ``count`` processes are in it (True when unreadable)."""
         with contextlib.suppress(OSError, UnicodeDecodeError):
-            return len(_read(self.dirs["memory"] / "cgroup.procs").split()) > count
+            return len(read_head(self.dirs["memory"] / "cgroup.procs").split()) > count
         return True
 
     def remove(self) -> bool:

@@ -23,7 +23,7 @@ import anyio.to_thread
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 
-from execloop.errors import SandboxClosedError, TransferError
+from execloop.errors import SandboxClosedError, SandboxStartError, TransferError
 from execloop.sandboxes import kernelspecs, transfer
 from execloop.sandboxes.base import (
     DEFAULT_MANIFEST_LIMIT,
@@ -77,6 +77,7 @@ class JupyterSandbox(Sandbox):
         self.exec_count = 0
         self._outputs_saved = 0
         self._uncounted = False  # this kernel's placement cannot count OOM kills
+        self._oom_after: int | None = None  # the OOM-kill count read at the end of the last call
 
     @property
     def ended(self) -> str | None:
@@ -148,11 +149,12 @@ class JupyterSandbox(Sandbox):
         kernel = KernelSpec(name=kernelspecs.KERNEL_NAMES[placement], resource_dir="", **fields)
         self._kernel = KernelSession(kernel)
         self._uncounted = False
+        self._oom_after = None
         await self._kernel.start(timeout=self.spec.start_timeout_s)
-        await self._kernel.run_silently(SESSION_HOOKS)
-        await self._kernel.run_silently(
-            OUTPUT_LIMIT_HOOK.format(limit=self.spec.output_limit_bytes)
-        )
+        hooks = SESSION_HOOKS, OUTPUT_LIMIT_HOOK.format(limit=self.spec.output_limit_bytes)
+        for code in hooks:  # a kernel without its checks and limits is never handed out
+            if (failed := await self._kernel.run_silently(code)) is not None:
+                raise SandboxStartError(f"execloop's set-up code failed in the kernel: {failed}")
 
     async def restart(self) -> None:
         """A fresh kernel (new state, new HMAC key, new ``control_dir``) on the same workspace,
@@ -245,8 +247,7 @@ class JupyterSandbox(Sandbox):
                 collector.live = OutputStream(on_output, limit=self.spec.max_output_bytes)
             limit = timeout if timeout is not None else self.spec.timeout_s
             started = time.monotonic()
-            # where the last reading could not count OOM kills, this one cannot either
-            oom_before = None if self._uncounted else (await kernel.provisioner.memory())[1]
+            oom_before = await self._oom_kills_before(kernel)
 
             async def save(suffix: str, data: bytes) -> None:
                 await self._save_output(suffix, data, collector)
@@ -268,6 +269,16 @@ class JupyterSandbox(Sandbox):
                 self._kernel = None  # the session stopped its kernel already
             return await self._result(collector, end, started, oom_before)
 
+    async def _oom_kills_before(self, kernel: KernelSession) -> int | None:
+        """The OOM-kill count a call starts from (None where the placement cannot count)."""
+        if self._uncounted:  # where the last reading could not count, this one cannot either
+            return None
+        if self._oom_after is not None and not self.spec.keep_background_processes:
+            # the last call's strays were killed before its count was read: since then only
+            # the idle kernel ran, so that count stands (one cgroup read saved per call)
+            return self._oom_after
+        return (await kernel.provisioner.memory())[1]
+
     async def _result(
         self, collector: OutputCollector, end: RunEnd, started: float, oom_before: int | None
     ) -> ExecResult:
@@ -279,7 +290,7 @@ class JupyterSandbox(Sandbox):
             if not self.spec.keep_background_processes and await provisioner.reap_strays():
                 await self._kernel.run_silently(REAP_ZOMBIES)
             peak, oom_after = await provisioner.memory()
-            self._uncounted = oom_after is None
+            self._uncounted, self._oom_after = oom_after is None, oom_after
             trouble = collector.trouble
         exit_code: int | None
         if end.died is not None and collector.exit_status is not None:  # the script's os._exit

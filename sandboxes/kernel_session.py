@@ -100,7 +100,9 @@ class KernelSession:
             with anyio.fail_after(timeout):
                 await self.manager.start_kernel()
                 self._client = self.manager.client()
-                self._client.start_channels()
+                # no heartbeat thread: liveness is the provisioner's poll (``_drain``), and a
+                # thread pinging in the background takes this process's GIL from the calls
+                self._client.start_channels(hb=False)
                 await self._wait_ready(self._client)
         except TimeoutError as exc:
             raise SandboxStartError(
@@ -181,14 +183,20 @@ class KernelSession:
         await self.stop()
         return RunEnd(reason, died=f"the kernel died ({reason.value}, exit status {status})")
 
-    async def run_silently(self, code: str) -> None:
-        """execloop's own code in the kernel: no output kept, no history, a short deadline."""
+    async def run_silently(self, code: str) -> str | None:
+        """execloop's own code in the kernel: no output kept, no history, a short deadline.
+        Returns the error it raised (``"ename: evalue"``), None when it ran."""
         msg_id = self.client.execute(code, silent=True, store_history=False, allow_stdin=False)
         collector = OutputCollector(keep=1024, limit=1 << 20)
         collector.frozen = True
         deadline = time.monotonic() + INTERRUPT_GRACE_S
-        if await self._drain(msg_id, collector, deadline, _discard) is None:
-            await _shell_reply(self.client, msg_id, _REPLY_S)
+        if await self._drain(msg_id, collector, deadline, _discard) is not None:
+            return "it did not finish in time"
+        reply = await _shell_reply(self.client, msg_id, _REPLY_S)
+        content = {} if reply is None else reply.get("content", {})
+        if content.get("status") == "error":
+            return f"{content.get('ename')}: {content.get('evalue')}"
+        return None
 
     async def _drain(
         self, msg_id: str, collector: OutputCollector, deadline: float, save: SaveOutput

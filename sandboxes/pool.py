@@ -88,7 +88,8 @@ class SandboxPool:
         self._last_take = -math.inf
         self._factory = factory
         self._start_slots = anyio.Semaphore(max_starting)
-        self._changed = anyio.Condition()
+        # an uncontended acquire takes no loop pass (a caller's acquire costs one lock)
+        self._changed = anyio.Condition(anyio.Lock(fast_acquire=True))
         self._idle: collections.deque[Sandbox] = collections.deque()
         self._in_use = self._starting = self._closing = 0
         self._started_total = self._failures_total = 0

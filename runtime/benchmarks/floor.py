@@ -10,6 +10,7 @@ folder, as execloop's helper does: the like-for-like floor of execloop's own tra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import tempfile
@@ -19,6 +20,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import docker.errors
 
 from execloop.sandboxes import SandboxSpec
 from execloop.sandboxes.placements.container import container_request, run_as_ids
@@ -63,6 +65,7 @@ class _Replies(asyncio.Protocol):
         self.data = bytearray()
         self.waiter: asyncio.Future[bytes] | None = None
         self.stderr = bytearray()
+        self.lost: str | None = None  # why the connection ended (then every exec fails at once)
 
     def data_received(self, data: bytes) -> None:
         if self.multiplexed:
@@ -89,9 +92,9 @@ class _Replies(asyncio.Protocol):
             self.waiter = None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = f"the floor REPL went away: {self.stderr.decode(errors='replace')[-500:]}"
         if self.waiter is not None and not self.waiter.done():
-            why = self.stderr.decode(errors="replace")[-500:]
-            self.waiter.set_exception(ConnectionError(f"the floor REPL went away: {why}"))
+            self.waiter.set_exception(ConnectionError(self.lost))
 
 
 class FloorRepl:
@@ -103,6 +106,8 @@ class FloorRepl:
         self.protocol = protocol
 
     async def exec(self, code: str) -> bytes:
+        if self.protocol.lost is not None:  # lost between two execs: no reply will ever come
+            raise ConnectionError(self.protocol.lost)
         encoded = code.encode()
         waiter = asyncio.get_running_loop().create_future()
         self.protocol.waiter = waiter
@@ -112,7 +117,8 @@ class FloorRepl:
 
     async def aclose(self) -> None:
         self.transport.close()
-        await anyio.to_thread.run_sync(lambda: self.container.remove(force=True))
+        with contextlib.suppress(docker.errors.NotFound):  # removed already: what aclose wants
+            await anyio.to_thread.run_sync(lambda: self.container.remove(force=True))
 
 
 def _floor_request(image: str, control: Path, labels: dict[str, str], via: str) -> dict[str, Any]:

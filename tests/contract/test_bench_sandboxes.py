@@ -8,6 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
+import pytest
+
+from execloop.images import python_image_tag
+from execloop.runtime.benchmarks.floor import start_floor
+
 # fast contenders of each group: execloop, peers (one of them from the `bench` extra), references
 ONLY = [
     "execloop-docker",
@@ -54,3 +61,28 @@ def test_a_tiny_run_measures_every_contender_and_leaves_no_container(
     table = md.read_text()
     assert "| execloop docker |" in table and "cold start" in table
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_floor_whose_container_went_away_fails_its_next_exec_at_once(
+    docker_client: Any,
+) -> None:
+    """Removed between two execs (another run's clean-up once did): the next exec raises
+    instead of waiting for a reply for ever, and closing it still succeeds."""
+    labels = {"org.execloop.bench": "floor-went-away-test"}
+
+    async def scenario() -> tuple[bytes, str]:
+        floor = await start_floor(docker_client, python_image_tag(), labels, via="stdio")
+        try:
+            first = await floor.exec("print(1+1)")
+            await anyio.to_thread.run_sync(lambda: floor.container.remove(force=True))
+            await anyio.sleep(1)  # the attach stream has seen its end: no exec is waiting
+            with anyio.fail_after(10):  # the bug this guards against waited for ever
+                with pytest.raises(ConnectionError) as lost:
+                    await floor.exec("print(1)")
+        finally:
+            await floor.aclose()
+        return first, str(lost.value)
+
+    first, why = anyio.run(scenario)
+    assert first == b"2\n"
+    assert "the floor REPL went away" in why

@@ -16,6 +16,8 @@ import pytest
 from nbclient import NotebookClient
 
 from execloop import ExitReason, SandboxClosedError, SandboxSpec, TransferError
+from execloop.errors import SandboxStartError
+from execloop.sandboxes import jupyter_backend
 from execloop.sandboxes.container_provisioner import ContainerKernelProvisioner
 from execloop.sandboxes.jupyter_backend import JupyterSandbox
 from execloop.sandboxes.kernel_session import INTERRUPT_GRACE_S
@@ -215,6 +217,35 @@ async def test_a_memory_bomb_is_oom(placement: str) -> None:
     assert "the kernel died (oom" in bomb.stderr
 
 
+async def test_a_child_killed_by_oom_is_oom_each_time_and_the_kernel_lives_on(
+    placement: str,
+) -> None:
+    """An exec's OOM-kill count starts from the last exec's reading (its strays were killed
+    first): a second kill still shows, and a calm exec after it is OK."""
+    hog = (
+        "import subprocess, sys\n"
+        "hog = 'b = bytearray(2**30)\\nfor i in range(0, 2**30, 4096): b[i] = 1'\n"
+        "subprocess.run([sys.executable, '-c', hog])"
+    )
+    async with jupyter(placement, memory="128m") as sandbox:
+        first = await sandbox.exec(hog)
+        calm = await sandbox.exec("print('still here')")
+        again, calm_again = await sandbox.exec(hog), await sandbox.exec("pass")
+    assert (first.exit_reason, again.exit_reason) == (ExitReason.OOM, ExitReason.OOM)
+    assert (calm.exit_reason, calm.stdout) == (ExitReason.OK, "still here\n")
+    assert calm_again.exit_reason is ExitReason.OK
+
+
+async def test_a_kernel_made_traceable_is_stopped(placement: str) -> None:
+    """PTRACE_TRACEME leaves the kernel to stop at its next signal: the check after the cell
+    sees its TracerPid and stops it."""
+    async with jupyter(placement) as sandbox:
+        traced = await sandbox.exec("import ctypes\nctypes.CDLL(None).ptrace(0, 0, 0, 0)")
+        assert sandbox.ended is not None and "PTRACE_TRACEME" in sandbox.ended
+    assert (traced.exit_code, traced.exit_reason) == (1, ExitReason.ERROR)
+    assert "the kernel was stopped" in traced.stderr
+
+
 async def test_the_bubblewrap_kernel_has_its_own_cgroup_gone_at_close() -> None:
     sandbox = jupyter("bubblewrap", cpus=0.5)  # a CPU quota: honoured, not refused
     async with sandbox:
@@ -331,3 +362,15 @@ def _sleepers() -> list[int]:
         for p in psutil.process_iter(["cmdline"])
         if (p.info["cmdline"] or [])[-2:] == ["sleep", "317"]
     ]
+
+
+async def test_set_up_code_that_fails_in_the_kernel_fails_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kernel whose checks and output limit were not installed is never handed out."""
+    monkeypatch.setattr(jupyter_backend, "SESSION_HOOKS", "raise ValueError('broken hook')")
+    before = kernel_dirs()
+    sandbox = jupyter("bubblewrap")
+    with pytest.raises(SandboxStartError, match=r"set-up code failed.*ValueError: broken hook"):
+        await sandbox.start()
+    assert kernel_dirs() == before
