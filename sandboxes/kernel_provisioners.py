@@ -40,7 +40,8 @@ from execloop.sandboxes.cgroup_host import detect_cgroups
 from execloop.sandboxes.placements.base import Launch, Placement, workspace_owner
 from execloop.sandboxes.placements.bubblewrap import BubblewrapPlacement
 from execloop.sandboxes.placements.container import ContainerPlacement
-from execloop.sandboxes.placements.process import kill_tree, refuse
+from execloop.sandboxes.placements.process import refuse
+from execloop.sandboxes.placements.process_tree import kill_tree
 from execloop.sandboxes.progress import guest_environment, ship_progress_module
 from execloop.sandboxes.spec import SANDBOX_UID, SandboxSpec
 from execloop.sandboxes.spec import Placement as PlacementName

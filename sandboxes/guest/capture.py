@@ -10,9 +10,12 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
 
 from .framing import CHUNK_BYTES, encode_output
+
+TYPE_CHECKING = False  # not typing's: importing typing costs every start 4 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["OutputLimitExceededError", "_Bounded", "_Capture", "start_thread"]
 

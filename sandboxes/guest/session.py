@@ -18,11 +18,9 @@ import errno
 import mmap
 import os
 import signal
-import socket
 import sys
 import threading
 import time
-from typing import Any, NoReturn
 
 from .capture import OutputLimitExceededError, _Capture, start_thread
 from .framing import CHUNK_BYTES, Receiver, encode_frame, encode_reply
@@ -36,6 +34,11 @@ from .probes import (
     traced,
 )
 from .transfers import FileRequests, NoSpaceError
+
+TYPE_CHECKING = False  # not typing's: importing typing costs every start 4 ms
+if TYPE_CHECKING:
+    import _socket
+    from typing import Any, NoReturn
 
 __all__ = ["_Session", "python_exit_status"]
 
@@ -64,7 +67,7 @@ class _Session(FileRequests):
     # the host's, not the sandbox's.
     use_cgroup = True
 
-    def __init__(self, sock: socket.socket, workspace: str, reap_all: bool) -> None:
+    def __init__(self, sock: _socket.socket, workspace: str, reap_all: bool) -> None:
         self.sock = sock
         self.receiver = Receiver(sock)
         self.workspace = workspace

@@ -4,8 +4,8 @@ start)."""
 
 from __future__ import annotations
 
+import _socket  # not socket: its enum and selectors imports cost every start ~5 ms
 import os
-import socket
 import sys
 
 from .probes import private_pid_namespace_problem
@@ -35,6 +35,6 @@ def main(argv: list[str] | None = None, *, session_class: type[_Session] = _Sess
         sys.exit("usage: helper.py SOCKET [--workspace DIR] [--session ID] [--reap-all]")
     workspace = os.path.realpath(workspace)
     os.chdir(workspace)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.connect(args[0])
     session_class(sock, workspace, reap_all).serve()

@@ -2,7 +2,7 @@
 
 The sandbox sees a read-only ``/usr``, the host interpreter (and its venv) read-only under
 ``/opt/execloop`` — never at its host path, which may lie under ``/root`` or ``/work`` —, a
-copy of the helper and its compiled form (``helper_files``), generated ``/etc/passwd``,
+copy of the helper and its compiled form (``shipped_helper``), generated ``/etc/passwd``,
 ``group`` and ``hosts``, private size-capped tmpfs ``/tmp``, ``/dev/shm`` and ``/workspace``
 (or a bound host directory), and the control directory at ``/run/execloop``. Root is
 read-only; there is no network but ``lo``, no host process, no host environment variable.
@@ -30,9 +30,6 @@ process that must get it (``signal(..., process=...)``).
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib.util
-import marshal
 import os
 import shutil
 import subprocess
@@ -45,7 +42,6 @@ import anyio
 import psutil
 
 from execloop.errors import BackendUnavailableError, ConfigError
-from execloop.sandboxes import helper
 from execloop.sandboxes.base import GUEST_CONTROL_DIR
 from execloop.sandboxes.cgroup_host import sandbox_cgroup
 from execloop.sandboxes.cgroups import Cgroup
@@ -58,6 +54,7 @@ from execloop.sandboxes.placements.python_layout import (
     host_python,
     python_layout,
 )
+from execloop.sandboxes.placements.shipped_helper import HELPER, helper_files
 from execloop.sandboxes.spec import GUEST_CHECKPOINTS, SANDBOX_UID, SandboxSpec
 from execloop.sandboxes.threads import with_thread_limits
 
@@ -79,7 +76,6 @@ __all__ = [
     "system_argv",
 ]
 
-HELPER = "/opt/execloop/helper.py"  # the source, for the lines of the helper's own tracebacks
 HELPER_CODE = "/opt/execloop/helper.pyc"  # what runs: compiled once by the host, not per start
 # Paths inside the state directory: staged mount points (root only) and generated files.
 _STAGED = {
@@ -197,33 +193,6 @@ def probe_argv(tools: Tools, *, as_root: bool) -> list[str]:
         ids = (SANDBOX_UID, SANDBOX_UID)
         argv = [*outer_argv(tools, system=system_argv(), binds=[], run_as=ids), *argv]
     return argv
-
-
-@functools.cache
-def helper_files() -> dict[str, bytes]:
-    """What the state directory ships of the helper, by path relative to the helper's folder:
-    ``helper.py`` and the ``guest`` package's modules, each with its compiled form (read and
-    compiled once per process).
-
-    Python compiles a script it is given as source on every start, and cannot cache modules on
-    a read-only mount: 6 ms of CPU per sandbox for the helper alone. The sandbox runs the
-    host's own interpreter, so the host compiles each file once, to a pyc whose code names the
-    file's path in the sandbox (PEP 552 layout: magic number, flags 0b01 = "hash-based, never
-    checked against the source", the source's hash, the marshalled code). ``helper.pyc`` is
-    what runs; the modules' pycs sit in ``guest/__pycache__``, where imports look first."""
-    folder = PurePath(HELPER).parent
-    shipped: dict[str, bytes] = {}
-    for name, host_path in helper.shipped_files():
-        source = Path(host_path).read_bytes()
-        code = compile(source, str(folder / name), "exec", dont_inherit=True)
-        header = importlib.util.MAGIC_NUMBER + (0b01).to_bytes(4, "little")
-        compiled = header + importlib.util.source_hash(source) + marshal.dumps(code)
-        shipped[name] = source
-        if name == "helper.py":
-            shipped["helper.pyc"] = compiled
-        else:
-            shipped[importlib.util.cache_from_source(name)] = compiled
-    return shipped
 
 
 def prepare_state_dir(state_dir: Path, python: PythonLayout, *, staged: bool) -> None:

@@ -13,16 +13,13 @@ import logging
 import math
 import os
 import platform
-import queue
 import re
 import resource
 import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -35,6 +32,8 @@ from execloop.sandboxes.base import ExitReason
 from execloop.sandboxes.cgroups import Cgroup, read_head
 from execloop.sandboxes.helper import _Bounded
 from execloop.sandboxes.placements.base import Launch, Placement
+from execloop.sandboxes.placements.process_tree import kill_tree
+from execloop.sandboxes.placements.spawner import SPAWNER
 from execloop.sandboxes.spec import SandboxSpec
 from execloop.sandboxes.tempdirs import make_temp_dir, remove_temp_dir
 
@@ -43,7 +42,6 @@ __all__ = [
     "ProcessPlacement",
     "ProcessView",
     "cpu_seconds",
-    "kill_tree",
     "nproc_per_sandbox",
     "refuse",
     "rlimit_argv",
@@ -55,8 +53,6 @@ NOFILE = 4096
 # the per-exec deadline, which the host enforces on the wall clock.
 _CPU_EXECS = 100
 _MIN_CPU_S = 3600
-_KILL_ROUNDS = 50
-_DEATH_WAIT_S = 2.0
 _REAP_TIMEOUT_S = 10.0
 
 log = logging.getLogger("execloop.sandboxes.placements")
@@ -118,88 +114,6 @@ def refuse(spec: SandboxSpec, *, backend: str, unsupported: dict[str, str]) -> N
             )
 
 
-def _children_files() -> bool:
-    """Whether this kernel lists each thread's children (``CONFIG_PROC_CHILDREN``)."""
-    return os.path.exists(f"/proc/self/task/{threading.get_native_id()}/children")
-
-
-_LISTS_CHILDREN = _children_files()
-
-
-def _child_pids(pid: int) -> list[int]:
-    """The children of every thread of ``pid``, as /proc lists them (empty once it is gone)."""
-    found: list[int] = []
-    with contextlib.suppress(OSError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with (
-                contextlib.suppress(OSError, ValueError),
-                open(f"/proc/{pid}/task/{tid}/children") as listing,
-            ):
-                found += [int(child) for child in listing.read().split()]
-    return found
-
-
-def _tree(pid: int) -> list[psutil.Process]:
-    """``pid`` and its descendants. Read from the tree's own /proc entries where the kernel
-    lists children: psutil's ``children()`` reads every process of the host, so closing one of
-    a hundred live sandboxes cost as much as all of them (the lists are exact only for stopped
-    processes: ``kill_tree`` stops what it finds, then looks again)."""
-    try:
-        root = psutil.Process(pid)
-        if not _LISTS_CHILDREN:
-            return [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return []
-    tree, parents = [root], [root]
-    while parents:
-        parent = parents.pop()
-        for child_pid in _child_pids(parent.pid):
-            with contextlib.suppress(psutil.Error):
-                child = psutil.Process(child_pid)
-                # as psutil does: a pid recycled since it was listed started after its parent
-                if child.create_time() >= parent.create_time():
-                    tree.append(child)
-                    parents.append(child)
-    return tree
-
-
-def kill_tree(pid: int, *, keep: frozenset[int] = frozenset()) -> int:
-    """SIGKILL ``pid``, its process group and every descendant but those in ``keep`` (then
-    the group is spared); how many were killed. Blocking: run it in a thread.
-
-    Everything is stopped before anything is killed, round after round until no new process
-    shows up, so a fork bomb cannot refill the tree while it is being taken down. ``psutil``
-    checks a process's identity before signalling it, so a recycled pid is never hit.
-    """
-    stopped: dict[int, psutil.Process] = {}
-    for _ in range(_KILL_ROUNDS):
-        fresh = [p for p in _tree(pid) if p.pid not in stopped and p.pid not in keep]
-        if not fresh:
-            break
-        for process in fresh:
-            with contextlib.suppress(psutil.Error):
-                process.suspend()
-            stopped[process.pid] = process
-    if not keep:
-        with contextlib.suppress(OSError):  # started with start_new_session: the group is pid
-            os.killpg(pid, signal.SIGKILL)
-    for process in stopped.values():
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    deadline = time.monotonic() + _DEATH_WAIT_S  # SIGKILL is delivered, not yet acted upon
-    while not all(_dead(p) for p in stopped.values()) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return len(stopped)
-
-
-def _dead(process: psutil.Process) -> bool:
-    """Gone, or a zombie (its parent, killed too, leaves it to init)."""
-    try:
-        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return True
-
-
 _LOG_KEEP = 64 * 1024
 
 
@@ -234,58 +148,6 @@ class _Started:
     def logs(self) -> str:
         with self._lock:
             return self._log.text()
-
-
-class _Spawner:
-    """The threads that fork every sandbox of this process; they live as long as the process.
-
-    Not an anyio worker thread: bwrap's --die-with-parent (PR_SET_PDEATHSIG) fires when the
-    *thread* that forked exits, and idle worker threads do exit, killing a live sandbox with
-    them. Not the event loop thread either: a fork blocks its thread until the child has
-    exec'd, ~1 ms on an idle machine and 10 ms on a loaded one, where a hundred sandboxes
-    starting at once held the loop every task waits on for a second. A few of them, so that
-    one slow fork does not hold up the next."""
-
-    threads = 4
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._owner: int | None = None
-        self._queue: queue.SimpleQueue[tuple[Callable[[], None], Future[None]]] | None = None
-        os.register_at_fork(after_in_child=self._after_fork)
-
-    def _after_fork(self) -> None:
-        """A forked child has none of the threads, and the lock may have been held."""
-        self._lock = threading.Lock()
-        self._owner = self._queue = None
-
-    def submit(self, fork: Callable[[], None]) -> Future[None]:
-        done: Future[None] = Future()
-        with self._lock:
-            if self._queue is None or self._owner != os.getpid():  # first use, or a child
-                self._queue, self._owner = queue.SimpleQueue(), os.getpid()
-                for number in range(self.threads):
-                    threading.Thread(
-                        target=self._serve,
-                        args=(self._queue,),
-                        name=f"execloop-spawner-{number}",
-                        daemon=True,
-                    ).start()
-            self._queue.put((fork, done))
-        return done
-
-    @staticmethod
-    def _serve(requests: queue.SimpleQueue[tuple[Callable[[], None], Future[None]]]) -> None:
-        while True:
-            fork, done = requests.get()
-            if done.set_running_or_notify_cancel():
-                try:
-                    done.set_result(fork())
-                except BaseException as exc:  # the awaiting task raises it
-                    done.set_exception(exc)
-
-
-_SPAWNER = _Spawner()
 
 
 class ProcessPlacement(Placement):
@@ -327,10 +189,10 @@ class ProcessPlacement(Placement):
         await self._start([*rlimit_argv(self.spec), *what.command], env=what.env)
 
     async def _start(self, argv: Sequence[str], *, env: Mapping[str, str]) -> None:
-        """Fork the sandbox on the spawner thread (``_Spawner``). Shielded: a fork under way
+        """Fork the sandbox on the spawner thread (``spawner.SPAWNER``). Shielded: a fork under way
         completes, and a cancelled start's ``remove`` then finds what it started."""
         with anyio.CancelScope(shield=True):
-            await asyncio.wrap_future(_SPAWNER.submit(lambda: self._fork(argv, env)))
+            await asyncio.wrap_future(SPAWNER.submit(lambda: self._fork(argv, env)))
         assert self._started is not None
         log.debug("%s sandbox %s is pid %d", self.kind, self.session_id, self._started.popen.pid)
 

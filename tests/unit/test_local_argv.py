@@ -20,13 +20,13 @@ from execloop.sandboxes.placements.bubblewrap import (
     PythonLayout,
     Tools,
     bwrap_argv,
-    helper_files,
     host_ids,
     prepare_state_dir,
     probe_argv,
     python_layout,
 )
 from execloop.sandboxes.placements.process import rlimit_argv
+from execloop.sandboxes.placements.shipped_helper import helper_files
 from execloop.sandboxes.spec import SandboxSpec
 
 TOOLS = Tools(bwrap="/usr/bin/bwrap", setpriv="/usr/bin/setpriv", prlimit="/usr/bin/prlimit")

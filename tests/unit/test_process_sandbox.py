@@ -14,7 +14,6 @@ import pytest
 
 from execloop.errors import ConfigError
 from execloop.sandboxes.placements.process import (
-    _SPAWNER,
     NOFILE,
     cpu_seconds,
     kill_tree,
@@ -22,6 +21,7 @@ from execloop.sandboxes.placements.process import (
     refuse,
     rlimit_argv,
 )
+from execloop.sandboxes.placements.spawner import SPAWNER
 from execloop.sandboxes.restricted_backend import RestrictedSandbox, restricted_argv
 from execloop.sandboxes.spec import SandboxSpec
 
@@ -96,7 +96,7 @@ def test_kill_tree_takes_the_group_and_setsid_descendants() -> None:
 def test_sandboxes_are_forked_by_threads_that_outlive_every_start() -> None:
     """bwrap's --die-with-parent ends a sandbox when the *thread* that forked it exits: the
     spawner's threads are neither the caller's nor worker threads that idle out."""
-    ran_on = [_SPAWNER.submit(threading.current_thread).result(timeout=10) for _ in range(8)]
+    ran_on = [SPAWNER.submit(threading.current_thread).result(timeout=10) for _ in range(8)]
     assert all(t.name.startswith("execloop-spawner-") and t.is_alive() for t in ran_on)
     assert threading.current_thread() not in ran_on
 
@@ -104,17 +104,17 @@ def test_sandboxes_are_forked_by_threads_that_outlive_every_start() -> None:
         raise OSError("no such program")
 
     with pytest.raises(OSError, match="no such program"):  # the awaiting start raises it
-        _SPAWNER.submit(fails).result(timeout=10)
+        SPAWNER.submit(fails).result(timeout=10)
 
 
 def test_a_forked_child_gets_spawner_threads_of_its_own() -> None:
     """The parent's spawner threads do not exist in a forked child: it starts its own."""
-    _SPAWNER.submit(lambda: None).result(timeout=10)  # the parent's threads exist
+    SPAWNER.submit(lambda: None).result(timeout=10)  # the parent's threads exist
     read, write = os.pipe()
     child = os.fork()
     if child == 0:  # the child: report whether a fork request completes, then leave at once
         try:
-            done = _SPAWNER.submit(threading.current_thread).result(timeout=10)
+            done = SPAWNER.submit(threading.current_thread).result(timeout=10)
             os.write(write, done.name.encode())
         finally:
             os._exit(0)
