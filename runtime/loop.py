@@ -38,7 +38,7 @@ from execloop.runtime.kept_outputs import (
     reverify_outputs,
 )
 from execloop.runtime.loop_state import LoopEvent, LoopState
-from execloop.runtime.models.base import Message, Model, ModelRequest
+from execloop.runtime.models.base import Message, Model, ModelReply, ModelRequest
 from execloop.runtime.prompts import (
     SYSTEM_RULES,
     AttemptMemory,
@@ -228,21 +228,24 @@ class SubAgent:
         request = self.request(number)
         prompt_tokens = request.prompt_tokens  # the one count; a scripted model reads it too
         began = time.monotonic()
-        reply = await self.model.complete(request)
-        state.model_s += time.monotonic() - began
-        state.usage += reply.usage
-        script = extract_script(reply)
-        self._on_event(LoopEvent("reply", number, {"usage": reply.usage, "script": script}))
-        if script is None:
-            self._recorded(state.record(number, None, [], reply.usage, prompt_tokens, 0, began))
-            self.memory.record(
-                script=None,
-                report=failure_report(None, []),
-                one_line=(f"attempt {number}: no script in the reply"),
-            )
-            return False
-        async with outputs_folder() as outputs:  # the workspace kept for re-verification
-            run, outcomes = await self._run_and_check(script, number, outputs)
+        # the workspace kept for re-verification, and the attempt's sandbox (closed early)
+        async with outputs_folder() as outputs, AsyncExitStack() as sandbox_held:
+            reply, started = await self._reply_beside_a_sandbox(request, sandbox_held)
+            state.usage += reply.usage
+            script = extract_script(reply)
+            self._on_event(LoopEvent("reply", number, {"usage": reply.usage, "script": script}))
+            if script is None:
+                self._recorded(state.record(number, None, [], reply.usage, prompt_tokens, 0, began))
+                self.memory.record(
+                    script=None,
+                    report=failure_report(None, []),
+                    one_line=(f"attempt {number}: no script in the reply"),
+                )
+                return False
+            if isinstance(started, Exception):
+                raise started
+            run, outcomes = await self._run_and_check(started, script, number, outputs)
+            await sandbox_held.aclose()  # before re-verification: its fresh sandbox may need room
             note = ""
             if all(o.passed for o in outcomes):
                 outcomes = await self._reverify(run, outputs)
@@ -264,55 +267,84 @@ class SubAgent:
             )
         return passed
 
+    async def _reply_beside_a_sandbox(
+        self, request: ModelRequest, held: AsyncExitStack
+    ) -> tuple[ModelReply, Sandbox | Exception]:
+        """The model's reply; meanwhile the attempt's sandbox starts (held open by ``held``)
+        and gets the inputs, so the model's latency hides the start. When the reply has no
+        script, the sandbox is closed unused. A failed start is returned, to be raised once
+        the reply's tokens are counted."""
+        replies: list[ModelReply | Exception] = []
+
+        async def ask() -> None:
+            began = time.monotonic()
+            try:
+                replies.append(await self.model.complete(request))
+            except Exception as exc:  # raised below as it is, not in an exception group
+                replies.append(exc)
+            self._state.model_s += time.monotonic() - began
+
+        started: Sandbox | Exception
+        async with anyio.create_task_group() as group:
+            group.start_soon(ask)
+            began = time.monotonic()
+            try:
+                started = await held.enter_async_context(self._factory(self.spec))
+                await self._staged.upload(started)
+            except Exception as exc:  # raised by the caller if a script needs the sandbox
+                started = exc
+            self._state.sandbox_s += time.monotonic() - began
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+        return replies[0], started
+
     async def _run_and_check(
-        self, script: str, number: int, outputs: Path
+        self, sandbox: Sandbox, script: str, number: int, outputs: Path
     ) -> tuple[ExecResult, list[CheckOutcome]]:
         state = self._state
         state.outputs_refused = None
         began = time.monotonic()
-        async with self._factory(self.spec) as sandbox:
-            await self._staged.upload(sandbox)
-            await sandbox.upload({SCRIPT_NAME: script})
-            async with tool_bridge(
-                sandbox,
-                self.registry,
-                allow=self.task.tools,
-                call_budget=self.tool_call_budget,
-            ) as bridge:
-                run = await checkpoints_guard(
-                    self._checkpoints, lambda: exec_script(sandbox, self._progress_to(number))
-                )
-            if bridge is not None:
-                state.tool_calls = list(bridge.trace)
-                self._on_event(LoopEvent("tool_calls", number, {"records": state.tool_calls}))
-            state.sandbox_s += time.monotonic() - began
-            self._on_event(LoopEvent("ran", number, {"run": run}))
-            checked = time.monotonic()
-            reader = OutputReader(sandbox)  # result.json: fetched once, for checks and answer
-            outcomes = await run_checks(
-                self.checks,
-                sandbox=sandbox,
-                run=run,
-                check_files_root=self.check_root,
-                outputs=reader,
+        await sandbox.upload({SCRIPT_NAME: script})
+        async with tool_bridge(
+            sandbox,
+            self.registry,
+            allow=self.task.tools,
+            call_budget=self.tool_call_budget,
+        ) as bridge:
+            run = await checkpoints_guard(
+                self._checkpoints, lambda: exec_script(sandbox, self._progress_to(number))
             )
-            if self._checkpoints is not None and (over := self._checkpoints.check()):
-                outcomes = [*outcomes, over]
-            state.checks_s += time.monotonic() - checked
-            self._on_event(LoopEvent("checked", number, {"outcomes": outcomes}))
-            if run.exit_code is not None:  # the sandbox is alive: keep what it produced
-                manifest = await sandbox.manifest(limit=bounds.ARTIFACTS_LISTED)
-                state.artifacts = manifest.files
-                state.artifacts_total = (manifest.total_files, manifest.total_bytes)
-                state.answer = await reader.answer(run)
-                if all(o.passed for o in outcomes):
-                    state.outputs_refused = await keep_outputs(
-                        sandbox,
-                        outputs,
-                        inputs=self.inputs,
-                        workspace=state.artifacts_total,
-                        workspace_size=self.spec.workspace_size,
-                    )
+        if bridge is not None:
+            state.tool_calls = list(bridge.trace)
+            self._on_event(LoopEvent("tool_calls", number, {"records": state.tool_calls}))
+        state.sandbox_s += time.monotonic() - began
+        self._on_event(LoopEvent("ran", number, {"run": run}))
+        checked = time.monotonic()
+        reader = OutputReader(sandbox)  # result.json: fetched once, for checks and answer
+        outcomes = await run_checks(
+            self.checks,
+            sandbox=sandbox,
+            run=run,
+            check_files_root=self.check_root,
+            outputs=reader,
+        )
+        if self._checkpoints is not None and (over := self._checkpoints.check()):
+            outcomes = [*outcomes, over]
+        state.checks_s += time.monotonic() - checked
+        self._on_event(LoopEvent("checked", number, {"outcomes": outcomes}))
+        if run.exit_code is not None:  # the sandbox is alive: keep what it produced
+            manifest = await sandbox.manifest(limit=bounds.ARTIFACTS_LISTED)
+            state.artifacts = manifest.files
+            state.artifacts_total = (manifest.total_files, manifest.total_bytes)
+            state.answer = await reader.answer(run)
+            if all(o.passed for o in outcomes):
+                state.outputs_refused = await keep_outputs(
+                    sandbox,
+                    outputs,
+                    inputs=self.inputs,
+                    workspace=state.artifacts_total,
+                    workspace_size=self.spec.workspace_size,
+                )
         return run, outcomes
 
     def _progress_to(self, number: int) -> Callable[[ProgressEvent], None] | None:

@@ -196,6 +196,38 @@ async def test_infrastructure_failures_end_in_error_results_with_their_kind() ->
     assert model.error == "ModelError: HTTP 529 overloaded" and model.attempts == 0
 
 
+async def test_the_sandbox_starts_with_the_inputs_while_the_model_writes(tmp_path: Path) -> None:
+    """The model's latency hides the attempt's sandbox start: by the time the reply comes,
+    the sandbox is up with the inputs in it. A reply with no script closes it unused."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    backend = FakeBackend(interpret)
+    seen: list[tuple[int, bool, bytes | None]] = []
+
+    async def reply(request: ModelRequest, number: int) -> str | None:
+        await anyio.sleep(0.2)  # a remote model's latency
+        sandbox = backend.sandboxes[-1]  # none yet: an IndexError fails the task
+        seen.append((len(backend.sandboxes), sandbox.started, sandbox.files.get("notes.txt")))
+        return None if number == 1 else program({"result.json": {"total": 10}})
+
+    task = _task(inputs=(notes,), budget=Budget(max_attempts=2))
+    result = await _run(task, FunctionModel(reply), backend)
+    assert result.status is TaskStatus.PASSED and result.attempts == 2
+    assert seen == [(1, True, b"hello"), (2, True, b"hello")]
+    assert all(sandbox.closed for sandbox in backend.sandboxes)
+    assert not backend.sandboxes[0].runs  # the scriptless reply's sandbox ran nothing
+
+
+async def test_a_failed_start_still_counts_the_replys_tokens() -> None:
+    def refuse(spec: SandboxSpec) -> Any:
+        raise SandboxStartError("no room for a sandbox", sandbox_id="s-1")
+
+    ok = program({"result.json": {"total": 10}})
+    result = await SubAgent(_task(), model=ScriptedModel([ok]), sandbox_factory=refuse).run()
+    assert (result.status, result.error_kind) == (TaskStatus.ERROR, ErrorKind.SANDBOX)
+    assert result.usage.total_tokens > 0
+
+
 async def test_a_refused_input_is_an_invalid_task(tmp_path: Path) -> None:
     big = tmp_path / "big.bin"
     big.write_bytes(b"x" * (2 * 1024**2))
