@@ -561,6 +561,14 @@ async def test_reasons_are_bounded_to_300_characters() -> None:
         assert outcome.reason.endswith("…"), outcome.reason
 
 
+class _Made(list[FileSandbox]):
+    """A sandbox factory that keeps every sandbox it made."""
+
+    def __call__(self) -> Sandbox:
+        self.append(FileSandbox())
+        return self[-1]
+
+
 def _kept_folders(tmp_path: Path) -> tuple[Path, Path]:
     """The outputs a script left (its own data/a.csv and limits.json) and the original inputs."""
     outputs, inputs = tmp_path / "outputs", tmp_path / "inputs"
@@ -578,12 +586,7 @@ def _kept_folders(tmp_path: Path) -> tuple[Path, Path]:
 async def test_reverify_restores_host_folders_in_order_into_a_fresh_sandbox(
     tmp_path: Path,
 ) -> None:
-    made: list[FileSandbox] = []
-
-    def factory() -> Sandbox:
-        made.append(FileSandbox())
-        return made[-1]
-
+    made = _Made()
     outputs, inputs = _kept_folders(tmp_path)
     checks: list[CheckSpec] = [
         ExpressionCheck(expr='result["loss_final"] < 4'),
@@ -591,7 +594,7 @@ async def test_reverify_restores_host_folders_in_order_into_a_fresh_sandbox(
     ]
     outcomes = await reverify(
         checks,
-        sandbox_factory=factory,
+        sandbox_factory=made,
         restore=[outputs, inputs],
         run=OK_RUN,
         check_files_root=None,
@@ -608,12 +611,7 @@ async def test_reverify_starts_no_sandbox_when_every_check_is_judged_on_the_host
 ) -> None:
     """Exit status, assertions, schemas and expressions read the host copies: the same
     verdicts, later folders winning, with no sandbox started."""
-    made: list[FileSandbox] = []
-
-    def factory() -> Sandbox:
-        made.append(FileSandbox())
-        return made[-1]
-
+    made = _Made()
     outputs, inputs = _kept_folders(tmp_path)
     checks: list[CheckSpec] = [
         ExitStatusCheck(),
@@ -624,7 +622,7 @@ async def test_reverify_starts_no_sandbox_when_every_check_is_judged_on_the_host
     ]
     outcomes = await reverify(
         checks,
-        sandbox_factory=factory,
+        sandbox_factory=made,
         restore=[outputs, inputs],
         run=OK_RUN,
         check_files_root=None,
@@ -632,7 +630,7 @@ async def test_reverify_starts_no_sandbox_when_every_check_is_judged_on_the_host
     assert [o.passed for o in outcomes] == [True, True, True]  # limits.json: the original
     flipped = await reverify(
         checks,
-        sandbox_factory=factory,
+        sandbox_factory=made,
         restore=[inputs, outputs],
         run=OK_RUN,
         check_files_root=None,
