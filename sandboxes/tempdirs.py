@@ -73,8 +73,8 @@ def _socket_root(name_length: int) -> str:
         return _SHORT_ROOT
     raise ConfigError(
         f"the temp folder {root} is too long for the Unix sockets a sandbox needs (their paths "
-        f"must stay under {SOCKET_PATH_MAX + 1} bytes) and /tmp is not writable: set TMPDIR "
-        f"to a folder of at most {fits} characters"
+        f"must stay under {SOCKET_PATH_MAX + 1} bytes), and {_SHORT_ROOT} cannot hold them "
+        f"either: set TMPDIR to a folder of at most {fits} characters"
     )
 
 
