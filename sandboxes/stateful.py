@@ -24,7 +24,6 @@ from typing import Any, BinaryIO, ClassVar, TypeVar
 import anyio
 import anyio.abc
 import anyio.to_thread
-from pydantic import ValidationError
 
 from execloop.errors import ProtocolError, SandboxClosedError, SandboxStartError, TransferError
 from execloop.sandboxes import helper, transfer
@@ -40,6 +39,13 @@ from execloop.sandboxes.base import (
     check_manifest_limit,
 )
 from execloop.sandboxes.channel import HelperChannel, Reply, private_unix_listener
+from execloop.sandboxes.exec_replies import (
+    BrokenReply,
+    garbled_result,
+    killed_result,
+    plain,
+    result_from_reply,
+)
 from execloop.sandboxes.placements.base import Launch, Placement
 from execloop.sandboxes.progress import guest_environment, ship_progress_module
 from execloop.sandboxes.spec import CHECKPOINT_ENV, GUEST_CHECKPOINTS, SandboxSpec
@@ -60,13 +66,6 @@ _STREAM_ERRORS = (
 T = TypeVar("T")
 
 log = logging.getLogger("execloop.sandboxes")
-
-
-def _plain(why: object) -> str:
-    """A reason the helper gave, made safe to show (it shares a process with the user's code):
-    printable characters only, one bounded line."""
-    text = "".join(c if c.isprintable() else "?" for c in str(why))
-    return text[:300]
 
 
 class HelperSandbox(Sandbox):
@@ -288,7 +287,7 @@ class HelperSandbox(Sandbox):
 
     async def _end_session(self, reply: Reply) -> None:
         """The helper said the session cannot go on: close it, and say why."""
-        why = _plain(reply["ended"])
+        why = plain(reply["ended"])
         await self._terminate(why)
         raise SandboxClosedError(
             f"the sandbox ended: {why}", sandbox_id=self.session_id, ended=self._dead
@@ -381,52 +380,18 @@ class HelperSandbox(Sandbox):
         except ProtocolError as exc:  # _call has closed the session
             return self._garbled(exc, started)
         if isinstance(outcome, ExitReason):
-            return ExecResult(
-                exit_code=None,
-                exit_reason=outcome,
-                stderr=f"execloop: the sandbox was killed ({outcome.value}) "
-                f"after {time.monotonic() - started:.2f} s; its state is gone",
-                duration_s=time.monotonic() - started,
-            )
-        ended = outcome.get("ended")
-        if not outcome.get("ok"):
-            if not ended:
-                await self._terminate("the helper failed an exec")
-                error = ProtocolError(f"the helper failed an exec: {outcome.get('error')}")
-                return self._garbled(error, started)
-            result = ExecResult(  # the helper could not even begin (no memory left)
-                exit_code=None,
-                exit_reason=ExitReason.OOM
-                if outcome.get("exit_reason") == "oom"
-                else ExitReason.ERROR,
-                stderr=f"execloop: {_plain(ended)}; the session was closed",
-                duration_s=time.monotonic() - started,
-            )
-        else:
-            fields = {k: v for k, v in outcome.items() if k not in ("ok", "ended")}
-            try:
-                result = ExecResult.model_validate(fields)
-            except ValidationError as exc:
-                await self._terminate("a malformed exec reply")
-                error = ProtocolError(f"malformed exec reply from the helper: {exc}")
-                return self._garbled(error, started)
-        if ended:
-            await self._terminate(_plain(ended))
+            return killed_result(outcome, started)
+        result = result_from_reply(outcome, started)
+        if isinstance(result, BrokenReply):
+            await self._terminate(result.why)
+            return self._garbled(result.error, started)
+        if outcome.get("ended"):
+            await self._terminate(plain(outcome["ended"]))
         return result
 
     def _garbled(self, exc: ProtocolError, started: float) -> ExecResult:
-        """An exec whose channel carried something that is not the protocol. The user's code
-        shares the helper's process (it can write to the control socket), so this is the
-        script's doing as far as the host can tell: data, not an exception; the session is
-        closed."""
         log.warning("%s sandbox %s: %s", self.backend_name, self.session_id, exc)
-        return ExecResult(
-            exit_code=None,
-            exit_reason=ExitReason.ERROR,
-            stderr=f"execloop: the channel to the sandbox broke the protocol ({exc}); the "
-            "script may have written to execloop's control socket. The session was closed",
-            duration_s=time.monotonic() - started,
-        )
+        return garbled_result(exc, started)
 
     async def warm(self) -> None:
         outcome = await self._file_call(
@@ -434,7 +399,7 @@ class HelperSandbox(Sandbox):
             scoped=False,
         )
         if not outcome[0].get("ok"):
-            raise ProtocolError(f"the helper failed its warm-up: {_plain(outcome[0].get('error'))}")
+            raise ProtocolError(f"the helper failed its warm-up: {plain(outcome[0].get('error'))}")
 
     async def upload_tar(self, archive: bytes, dest: str = ".") -> None:
         transfer.check_archive(archive)

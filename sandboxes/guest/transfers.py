@@ -21,6 +21,7 @@ from .probes import memory_headroom, on_tmpfs
 
 TYPE_CHECKING = False  # not typing's: importing typing costs every start 4 ms
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 __all__ = ["FileRequests", "NoSpaceError"]
@@ -37,9 +38,7 @@ class FileRequests:
     workspace: str
     receiver: Receiver
     use_cgroup: bool
-
-    def _send(self, data: bytes) -> None:  # the session's
-        raise NotImplementedError
+    _send: Callable[[bytes], None]  # the session's method
 
     def _inside(self, relative: str) -> str:
         """The real path of ``relative`` in the workspace; ``TarRefusedError`` if outside."""
